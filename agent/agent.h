@@ -1,0 +1,62 @@
+/* agent.h — the one explicit state of the daemon, passed down everywhere.
+ *
+ * Module map (one file per concern):
+ *   config.c   command-line settings          listen.c   listeners, accept
+ *   conn.c     connections: frames in/out     request.c  request dispatch
+ *   cmd.c      the command table, output,     spawn.c    fork/exec of a command
+ *              stdin, exit                    ident.c    users and groups
+ *   log.c      the log sink                   main.c     wiring
+ */
+#ifndef SA_AGENT_H
+#define SA_AGENT_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "ident.h"
+#include "wire.h"
+
+/* Per connection: stop reading requests (and the pipes of commands that
+ * stream to it) above CONN_OUT_HIGH bytes of pending output; resume below
+ * CONN_OUT_LOW. */
+#define CONN_OUT_HIGH (1u << 20)
+#define CONN_OUT_LOW (256u << 10)
+/* One read(2) of command output; the agent reads at most
+ * CMD_READS_PER_CB of them per pipe per loop iteration (fairness). */
+#define CMD_READ_CHUNK (64u << 10)
+#define CMD_READS_PER_CB 4
+/* Exited commands remembered (for `signal`/`stdin` answering "exited"). */
+#define CMD_EXITED_KEEP 4096
+
+struct conn;
+struct cmd;
+struct listener;
+
+struct agent {
+    struct ev_loop *loop;
+    struct cfg cfg;
+    const char *workdir;          /* absolute */
+    bool dev;                     /* commands run as ourselves */
+    const char *default_user;     /* cfg.user, or our own name in dev mode */
+    char boot_id[64];
+    struct ident_cache idents;
+    msgpack_zone zone;            /* decode zone, cleared after every frame */
+    uint8_t *scratch;             /* CMD_READ_CHUNK bytes for pipe reads */
+    void *spawn_stack;            /* stack of the CLONE_VFORK child */
+    size_t spawn_stack_size;
+    struct listener *listeners;
+    struct conn *conns;           /* doubly linked */
+    struct cmd *cmds, *cmds_tail; /* running and remembered commands, newest first */
+    uint64_t next_cmd_id;
+    uint64_t next_conn_id;
+    unsigned nconns, ncmds_running, ncmds_exited;
+    ev_signal sigterm, sigint;
+    bool stopping;
+};
+
+uint64_t agent_now_ms(void);      /* wall clock, ms since epoch */
+
+#endif

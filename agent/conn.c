@@ -1,0 +1,272 @@
+#include "conn.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "cmd.h"
+#include "log.h"
+#include "msg.h"
+#include "request.h"
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static void conn_send_hello(struct conn *c)
+{
+    struct agent *a = c->a;
+    static const char *const caps[] = {"exec", "stdin", "signal", NULL};
+    char agent[64];
+    snprintf(agent, sizeof agent, "sandbox-agent %s", SA_VERSION);
+    struct wire_hello h = {
+        .agent = agent,
+        .caps = caps,
+        .boot_id = a->boot_id,
+        .user = a->default_user,
+        .workdir = a->workdir,
+        .dev = a->dev,
+        .max_frame = a->cfg.max_frame,
+        .stdin_window = a->cfg.stdin_window,
+        .generation = 0,
+        .auth_required = false,
+    };
+    wire_msg_hello(&c->out, &h);
+}
+
+void conn_accept(struct agent *a, int fd, const char *peer)
+{
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->a = a;
+    c->fd = fd;
+    c->serial = ++a->next_conn_id;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    buf_init(&c->in);
+    buf_init(&c->out);
+    ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
+    ev_timer_init(&c->linger, conn_linger_cb, CONN_LINGER_S, 0.);
+    ev_timer_init(&c->reap, conn_reap_cb, 0., 0.);
+    c->rio.data = c->wio.data = c->linger.data = c->reap.data = c;
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    a->nconns++;
+    log_debug("conn %llu: connected (%s)", (unsigned long long)c->serial, c->peer);
+    ev_io_start(a->loop, &c->rio);
+    conn_send_hello(c);
+    conn_kick(c);
+}
+
+void conn_close(struct conn *c)
+{
+    struct agent *a = c->a;
+    log_debug("conn %llu: closed", (unsigned long long)c->serial);
+    ev_io_stop(a->loop, &c->rio);
+    ev_io_stop(a->loop, &c->wio);
+    ev_timer_stop(a->loop, &c->linger);
+    ev_timer_stop(a->loop, &c->reap);
+    close(c->fd);
+    cmd_conn_closed(a, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    a->nconns--;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+}
+
+void conn_close_all(struct agent *a)
+{
+    while (a->conns)
+        conn_close(a->conns);
+}
+
+bool conn_congested(const struct conn *c)
+{
+    return buf_size(&c->out) > CONN_OUT_HIGH;
+}
+
+static void conn_break(struct conn *c)
+{
+    c->broken = true;
+    buf_reset(&c->out, 0);
+    ev_io_stop(c->a->loop, &c->rio);
+    ev_io_stop(c->a->loop, &c->wio);
+    ev_timer_start(c->a->loop, &c->reap);
+}
+
+/* Write as much as the socket takes. Returns -1 when the connection broke. */
+static int conn_flush(struct conn *c)
+{
+    while (buf_size(&c->out) > 0) {
+        ssize_t n = write(c->fd, buf_ptr(&c->out), buf_size(&c->out));
+        if (n > 0) {
+            buf_consume(&c->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        log_debug("conn %llu: write: %s", (unsigned long long)c->serial, strerror(errno));
+        conn_break(c);
+        return -1;
+    }
+    return 0;
+}
+
+void conn_kick(struct conn *c)
+{
+    struct agent *a = c->a;
+    if (c->broken) {
+        buf_reset(&c->out, 0);
+        return;
+    }
+    if (conn_flush(c) < 0)
+        return;
+    if (buf_size(&c->out) > 0) {
+        ev_io_start(a->loop, &c->wio);
+        if (conn_congested(c) && !c->rpaused) {
+            c->rpaused = true;
+            ev_io_stop(a->loop, &c->rio);
+        }
+    } else {
+        ev_io_stop(a->loop, &c->wio);
+        buf_reset(&c->out, 64u << 10);   /* give back a burst's memory */
+        conn_idle_check(c);
+    }
+}
+
+void conn_idle_check(struct conn *c)
+{
+    if (c->broken || buf_size(&c->out) > 0)
+        return;
+    if (c->closing || (c->rd_eof && c->streams == 0))
+        ev_timer_start(c->a->loop, &c->reap);   /* not from inside a caller's loop */
+}
+
+static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct conn *c = w->data;
+    if (conn_flush(c) < 0)
+        return;
+    size_t pending = buf_size(&c->out);
+    if (pending == 0) {
+        ev_io_stop(c->a->loop, &c->wio);
+        buf_reset(&c->out, 64u << 10);
+        if (c->closing || (c->rd_eof && c->streams == 0)) {
+            conn_close(c);
+            return;
+        }
+    }
+    if (pending < CONN_OUT_LOW && !c->closing) {
+        if (c->rpaused && !c->rd_eof) {
+            c->rpaused = false;
+            ev_io_start(c->a->loop, &c->rio);
+        }
+        cmd_conn_drained(c->a, c);
+    }
+}
+
+void conn_fail(struct conn *c, const struct sa_err *e)
+{
+    log_info("conn %llu: %s: %s; closing", (unsigned long long)c->serial, e->code, e->msg);
+    wire_msg_error(&c->out, false, 0, e);
+    c->closing = true;
+    ev_io_stop(c->a->loop, &c->rio);
+    ev_timer_start(c->a->loop, &c->linger);
+    conn_kick(c);
+}
+
+static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_close(w->data);
+}
+
+static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    conn_close(w->data);
+}
+
+/* Handle every complete frame in c->in. */
+static void conn_process(struct conn *c)
+{
+    struct agent *a = c->a;
+    while (!c->closing && !c->broken) {
+        uint32_t len;
+        struct sa_err e;
+        int r = wire_frame_peek(buf_ptr(&c->in), buf_size(&c->in), a->cfg.max_frame, &len, &e);
+        if (r < 0) {
+            conn_fail(c, &e);
+            return;
+        }
+        if (r == 0 || buf_size(&c->in) < WIRE_HDR_LEN + (size_t)len)
+            return;
+        req_handle(c, buf_ptr(&c->in) + WIRE_HDR_LEN, len);
+        msgpack_zone_clear(&a->zone);
+        buf_consume(&c->in, WIRE_HDR_LEN + (size_t)len);
+    }
+}
+
+static bool conn_peer_gone(const struct conn *c)
+{
+    struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct conn *c = w->data;
+    for (int i = 0; i < CONN_READS_PER_CB && !c->closing && !c->broken && !c->rpaused && !c->rd_eof; i++) {
+        ssize_t n = read(c->fd, buf_reserve(&c->in, CONN_READ_CHUNK), CONN_READ_CHUNK);
+        if (n > 0) {
+            buf_commit(&c->in, (size_t)n);
+            conn_process(c);
+            if ((size_t)n < CONN_READ_CHUNK)
+                break;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n < 0) {
+            log_debug("conn %llu: read: %s", (unsigned long long)c->serial, strerror(errno));
+            conn_close(c);
+            return;
+        }
+        /* EOF. A peer that closed entirely shows POLLHUP (Unix and vsock
+         * sockets); one that only shut down its sending side (socat at the end
+         * of its input) does not: keep writing its streams, close after them.
+         * TCP cannot tell the two apart until a write fails. */
+        if (conn_peer_gone(c)) {
+            conn_close(c);
+            return;
+        }
+        c->rd_eof = true;
+        ev_io_stop(c->a->loop, &c->rio);
+        break;
+    }
+    if (buf_size(&c->in) == 0)
+        buf_reset(&c->in, 64u << 10);
+    conn_kick(c);
+}

@@ -1,0 +1,59 @@
+/* conn.h — one client connection: frames in, frames out.
+ *
+ * Reading: at most CONN_READS_PER_CB reads of CONN_READ_CHUNK bytes per loop
+ * iteration; a frame's length is checked against max_frame as soon as its
+ * 4-byte header is in, so the input buffer never exceeds
+ * 4 + max_frame + CONN_READ_CHUNK bytes. Writing: replies and events are
+ * appended to `out` and written at once when the socket takes them; the write
+ * watcher runs only while output is pending. Above CONN_OUT_HIGH pending bytes
+ * the connection stops reading requests and the commands streaming to it stop
+ * reading their pipes; below CONN_OUT_LOW they resume.
+ */
+#ifndef SA_CONN_H
+#define SA_CONN_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "err.h"
+
+#define CONN_READ_CHUNK (64u << 10)
+#define CONN_READS_PER_CB 4
+#define CONN_LINGER_S 5.0       /* how long a connection closing after an error may take to flush */
+
+struct agent;
+
+struct conn {
+    struct agent *a;
+    struct conn *prev, *next;
+    uint64_t serial;
+    int fd;
+    ev_io rio, wio;
+    ev_timer linger;           /* close deadline while closing */
+    ev_timer reap;             /* deferred close after a write error */
+    struct buf in, out;
+    bool closing;              /* close once out is flushed */
+    bool broken;               /* write failed: close soon, write nothing more */
+    bool rpaused;              /* request reading paused: out above CONN_OUT_HIGH */
+    bool rd_eof;               /* the client half-closed: finish streams, then close */
+    unsigned streams;          /* commands streaming output to this connection */
+    char peer[64];
+};
+
+void conn_accept(struct agent *a, int fd, const char *peer);
+/* Frames for the client go here; then conn_kick(). */
+static inline struct buf *conn_out(struct conn *c) { return &c->out; }
+/* Write what is pending (never frees c: a write error closes it later). */
+void conn_kick(struct conn *c);
+bool conn_congested(const struct conn *c);
+/* A half-closed connection closes once nothing is pending; call after a
+ * stream of this connection ended. */
+void conn_idle_check(struct conn *c);
+/* Send an error without id, then close this connection (bad frame). */
+void conn_fail(struct conn *c, const struct sa_err *e);
+void conn_close(struct conn *c);
+void conn_close_all(struct agent *a);
+
+#endif

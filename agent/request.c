@@ -1,0 +1,140 @@
+#include "request.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+#include "agent.h"
+#include "cmd.h"
+#include "conn.h"
+#include "log.h"
+#include "msg.h"
+
+typedef int (*req_fn)(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                      struct sa_err *e);
+
+void req_reply_ok(struct conn *c, uint64_t id)
+{
+    struct wire_enc w;
+    wire_begin(&w, conn_out(c), 2);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", id);
+    wire_end(&w);
+}
+
+static int req_ping(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                    struct sa_err *e)
+{
+    (void)m;
+    (void)e;
+    struct wire_enc w;
+    wire_begin(&w, conn_out(c), 3);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", r->id);
+    wire_kv_uint(&w, "time_ms", agent_now_ms());
+    wire_end(&w);
+    return 0;
+}
+
+static int req_exec(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                    struct sa_err *e)
+{
+    struct wire_exec_req x;
+    if (wire_parse_exec(m, &c->a->zone, &x, e) < 0)
+        return -1;
+    return cmd_exec(c, r->id, &x, e);
+}
+
+static int req_cmd_id(const msgpack_object *m, uint64_t *id, struct sa_err *e)
+{
+    if (!wire_obj_uint(wire_get(m, "cmd"), id))
+        return err_set(e, 0, "bad_request", "field 'cmd' (an unsigned integer) is required");
+    return 0;
+}
+
+static int req_stdin(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                     struct sa_err *e)
+{
+    uint64_t id;
+    const char *data = "";
+    size_t n = 0;
+    bool eof = false;
+    if (req_cmd_id(m, &id, e) < 0 || wire_opt_bytes(m, "data", &data, &n, e) < 0 ||
+        wire_opt_bool(m, "eof", &eof, e) < 0)
+        return -1;
+    return cmd_stdin(c, r->id, id, data, n, eof, e);
+}
+
+static int req_close_stdin(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                           struct sa_err *e)
+{
+    uint64_t id;
+    if (req_cmd_id(m, &id, e) < 0)
+        return -1;
+    return cmd_stdin(c, r->id, id, "", 0, true, e);
+}
+
+static int req_signal(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                      struct sa_err *e)
+{
+    uint64_t id, sig = SIGTERM;
+    bool group = true;
+    if (req_cmd_id(m, &id, e) < 0 || wire_opt_uint(m, "signal", &sig, e) < 0 ||
+        wire_opt_bool(m, "group", &group, e) < 0)
+        return -1;
+    if (sig < 1 || sig > 64)
+        return err_set(e, EINVAL, NULL, "signal %llu is not 1..64", (unsigned long long)sig);
+    if (cmd_signal(c->a, id, (int)sig, group, e) < 0)
+        return -1;
+    req_reply_ok(c, r->id);
+    return 0;
+}
+
+static const struct {
+    const char *type;
+    req_fn fn;            /* NULL: part of v1, not implemented by this agent */
+} req_table[] = {
+    {"ping", req_ping},
+    {"exec", req_exec},
+    {"stdin", req_stdin},
+    {"close_stdin", req_close_stdin},
+    {"signal", req_signal},
+    {"get", NULL}, {"list", NULL}, {"wait", NULL}, {"logs", NULL}, {"resize", NULL},
+    {"upload", NULL}, {"chunk", NULL}, {"download", NULL}, {"read", NULL},
+    {"write", NULL}, {"stat", NULL}, {"ls", NULL}, {"mkdir", NULL}, {"remove", NULL},
+    {"rename", NULL}, {"chmod", NULL}, {"auth", NULL}, {"set_defaults", NULL},
+    {"sync", NULL}, {"set_time", NULL}, {"add_entropy", NULL}, {"restored", NULL},
+    {"stats", NULL}, {"shutdown", NULL},
+};
+
+static int req_dispatch(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                        struct sa_err *e)
+{
+    for (size_t i = 0; i < sizeof req_table / sizeof req_table[0]; i++) {
+        if (!wire_req_is(r, req_table[i].type))
+            continue;
+        if (!req_table[i].fn)
+            return err_set(e, 0, "unsupported", "request '%s' is not implemented by this agent",
+                           req_table[i].type);
+        return req_table[i].fn(c, r, m, e);
+    }
+    return err_set(e, 0, "unknown_type", "unknown request type '%.*s'",
+                   (int)(r->type_len > 64 ? 64 : r->type_len), r->type);
+}
+
+void req_handle(struct conn *c, const uint8_t *payload, size_t len)
+{
+    msgpack_object root;
+    struct wire_req r;
+    struct sa_err e;
+    err_clear(&e);
+    if (wire_decode(payload, len, &c->a->zone, &root, &e) < 0) {
+        conn_fail(c, &e);
+        return;
+    }
+    if (wire_parse_req(&root, &r, &e) < 0 || req_dispatch(c, &r, &root, &e) < 0) {
+        log_debug("conn %llu: request %llu: %s: %s", (unsigned long long)c->serial,
+                  (unsigned long long)r.id, e.code, e.msg);
+        wire_msg_error(conn_out(c), r.has_id, r.id, &e);
+    }
+}

@@ -1,0 +1,211 @@
+#include "spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#define SPAWN_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+const char *spawn_stage_name(enum spawn_stage s)
+{
+    switch (s) {
+    case SPAWN_USER: return "user";
+    case SPAWN_CWD: return "cwd";
+    case SPAWN_EXEC: return "exec";
+    default: return "setup";
+    }
+}
+
+struct spawn_ctx {
+    const struct spawn_req *r;
+    int errfd;
+    char *pathbuf;               /* room for "<longest PATH dir>/<argv0>" */
+};
+
+struct spawn_fail {
+    int stage;
+    int err;
+};
+
+/* Child side. Shares the agent's memory (CLONE_VM) while the agent is
+ * suspended: only system calls, no allocation, no libc state. uid/gid changes
+ * use raw syscalls so that glibc's multi-thread setxid machinery stays out. */
+static __attribute__((noreturn)) void child_fail(const struct spawn_ctx *c, int stage, int err)
+{
+    struct spawn_fail f = {stage, err};
+    ssize_t w = write(c->errfd, &f, sizeof f);
+    (void)w;
+    _exit(127);
+}
+
+static void child_signals(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            sigaction(s, &dfl, NULL);   /* fails harmlessly for glibc-reserved ones */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static int child_stdio(const struct spawn_req *r)
+{
+    int fds[3] = {r->fd_in, r->fd_out, r->fd_err};
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] == i) {
+            int fl = fcntl(i, F_GETFD);
+            if (fl < 0 || fcntl(i, F_SETFD, fl & ~FD_CLOEXEC) < 0)
+                return -1;
+        } else if (dup2(fds[i], i) < 0) {
+            return -1;
+        }
+    }
+    if (r->ctty && ioctl(0, TIOCSCTTY, 0) < 0)
+        return -1;
+    return 0;
+}
+
+static int child_identity(const struct ident *id)
+{
+    if (syscall(SYS_setgroups, (size_t)id->ngroups, id->groups) < 0)
+        return -1;
+    if (syscall(SYS_setresgid, id->gid, id->gid, id->gid) < 0)
+        return -1;
+    if (syscall(SYS_setresuid, id->uid, id->uid, id->uid) < 0)
+        return -1;
+    return 0;
+}
+
+/* execvp without the allocation and without the /bin/sh fallback for
+ * ENOEXEC: the error is reported instead. */
+static int child_exec(const struct spawn_ctx *c)
+{
+    const struct spawn_req *r = c->r;
+    const char *file = r->argv[0];
+    if (strchr(file, '/')) {
+        execve(file, r->argv, r->envp);
+        return errno;
+    }
+    size_t flen = strlen(file);
+    const char *p = r->path ? r->path : SPAWN_DEFAULT_PATH;
+    bool eacces = false;
+    for (;;) {
+        const char *colon = strchrnul(p, ':');
+        size_t dlen = (size_t)(colon - p);
+        char *b = c->pathbuf;
+        if (dlen == 0) {
+            b[0] = '.';
+            dlen = 1;
+        } else {
+            memcpy(b, p, dlen);
+        }
+        b[dlen] = '/';
+        memcpy(b + dlen + 1, file, flen + 1);
+        execve(b, r->argv, r->envp);
+        switch (errno) {
+        case EACCES: eacces = true; break;
+        case ENOENT: case ENOTDIR: case ELOOP: case ENAMETOOLONG: case ESTALE: case ENODEV:
+        case ETIMEDOUT: break;
+        default: return errno;
+        }
+        if (*colon == '\0')
+            break;
+        p = colon + 1;
+    }
+    return eacces ? EACCES : ENOENT;
+}
+
+static int spawn_child(void *arg)
+{
+    const struct spawn_ctx *c = arg;
+    const struct spawn_req *r = c->r;
+    child_signals();
+    if (setsid() < 0 || child_stdio(r) < 0)
+        child_fail(c, SPAWN_SETUP, errno);
+    if (r->id && child_identity(r->id) < 0)
+        child_fail(c, SPAWN_USER, errno);
+    if (chdir(r->cwd) < 0)
+        child_fail(c, SPAWN_CWD, errno);
+    /* every fd above 2 is already close-on-exec by construction; this makes
+     * sure of it for anything inherited from whoever started the agent */
+    if (c->errfd > 3)
+        syscall(SYS_close_range, 3u, (unsigned)c->errfd - 1, CLOSE_RANGE_CLOEXEC);
+    syscall(SYS_close_range, (unsigned)c->errfd + 1, ~0u, CLOSE_RANGE_CLOEXEC);
+    child_fail(c, SPAWN_EXEC, child_exec(c));
+}
+
+static size_t longest_path_dir(const char *p)
+{
+    size_t best = 1, cur = 0;
+    for (; *p; p++) {
+        if (*p == ':') {
+            cur = 0;
+        } else if (++cur > best) {
+            best = cur;
+        }
+    }
+    return best;
+}
+
+int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
+                struct sa_err *e)
+{
+    int ep[2];
+    *stage = SPAWN_SETUP;
+    if (pipe2(ep, O_CLOEXEC) < 0)
+        return err_sys(e, errno, "pipe");
+    const char *path = r->path ? r->path : SPAWN_DEFAULT_PATH;
+    cleanup_free char *pathbuf = xmalloc(longest_path_dir(path) + strlen(r->argv[0]) + 2);
+    struct spawn_ctx c = {.r = r, .errfd = ep[1], .pathbuf = pathbuf};
+
+    /* No signal handler may run in the child while it shares our memory. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t p = clone(spawn_child, (char *)r->stack + r->stack_size,
+                    CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+    int clone_errno = errno;
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    close(ep[1]);
+    if (p < 0) {
+        close(ep[0]);
+        return err_sys(e, clone_errno, "clone");
+    }
+
+    struct spawn_fail f;
+    ssize_t n;
+    do
+        n = read(ep[0], &f, sizeof f);
+    while (n < 0 && errno == EINTR);
+    close(ep[0]);
+    if (n == 0) {
+        *pid = p;
+        return 0;
+    }
+    /* The child failed and _exited; the reaper (libev) collects it. */
+    if (n != (ssize_t)sizeof f)
+        return err_set(e, EPROTO, NULL, "spawn: short status from child");
+    *stage = (enum spawn_stage)f.stage;
+    *pid = p;
+    errno = f.err;
+    switch (f.stage) {
+    case SPAWN_USER: return err_sys(e, f.err, "switching to user %s", r->id->name);
+    case SPAWN_CWD: return err_sys(e, f.err, "chdir %s", r->cwd);
+    case SPAWN_EXEC: return err_sys(e, f.err, "exec %s", r->argv[0]);
+    default: return err_sys(e, f.err, "setting up the child");
+    }
+}

@@ -1,0 +1,42 @@
+/* spawn.h — start one command: clone(CLONE_VM|CLONE_VFORK) + exec, with an
+ * exec-error pipe.
+ *
+ * Everything is prepared in the parent (identity resolved, argv/envp built,
+ * PATH candidates sized); the child only makes system calls, in this order:
+ * reset every signal disposition to default and the signal mask to empty,
+ * setsid (own session and process group), stdio onto 0/1/2, optional
+ * controlling terminal, supplementary groups, gid, uid, chdir, mark every
+ * other fd close-on-exec, exec (searching PATH for a bare name). On failure it
+ * writes {stage, errno} to a close-on-exec pipe and _exits; EOF on the pipe
+ * means exec succeeded. CLONE_VFORK suspends the agent until then, so the
+ * outcome is known when spawn_start returns.
+ */
+#ifndef SA_SPAWN_H
+#define SA_SPAWN_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "err.h"
+#include "ident.h"
+
+enum spawn_stage { SPAWN_SETUP = 1, SPAWN_USER, SPAWN_CWD, SPAWN_EXEC };
+const char *spawn_stage_name(enum spawn_stage s);
+
+struct spawn_req {
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;             /* absolute */
+    const char *path;            /* PATH for a bare argv[0] (NULL: default) */
+    const struct ident *id;      /* NULL: keep the agent's identity */
+    int fd_in, fd_out, fd_err;   /* become 0, 1, 2 */
+    bool ctty;                   /* make fd_in the controlling terminal */
+    void *stack;                 /* child stack (the agent keeps one) */
+    size_t stack_size;
+};
+
+/* 0 and *pid on success; -1 with e->code the errno name and *stage set. */
+int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
+                struct sa_err *e);
+
+#endif
