@@ -1,0 +1,105 @@
+/* client.h — the host side of protocol v1: one connection to an agent.
+ *
+ * client_connect() reaches an address (addr.h), reads the agent's hello and
+ * checks that it speaks protocol 1. The connection is then usable two ways:
+ *
+ *   blocking:  client_begin/client_end to queue a request, client_call() to
+ *              send it and wait for its ok/error, client_recv() for events;
+ *   poll loop: poll client_fd() for POLLIN, and for POLLOUT while
+ *              client_pending() is non-zero; on POLLIN call client_read()
+ *              once, then client_next() until it returns 0; on POLLOUT call
+ *              client_flush().
+ *
+ * The socket is non-blocking and close-on-exec; sends never raise SIGPIPE.
+ * Received frames are bounded by the hello's max_frame before any payload is
+ * buffered (a longer length is an error, never an allocation), validated and
+ * decoded with wire_decode() into a zone owned by the connection. A decoded
+ * message, and every str/bin inside it, stays valid until the next call of
+ * client_read, client_next, client_recv or client_call on that connection.
+ * Request frames larger than max_frame are refused by client_end().
+ * Errors follow err.h; a lost connection has code "closed".
+ */
+#ifndef SA_CLIENT_H
+#define SA_CLIENT_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "wire.h"
+
+#define CLIENT_READ_CHUNK 65536
+
+/* What the agent said in its hello. Strings are owned by the connection and
+ * are "" when the agent did not send them. */
+struct client_hello {
+    uint64_t protocol;          /* always WIRE_PROTOCOL_VERSION once connected */
+    char *agent;                /* "sandbox-agent 0.1.0" */
+    char **caps;                /* NULL-terminated */
+    char *boot_id;
+    char *user;
+    char *workdir;
+    bool dev;
+    bool auth_required;
+    uint32_t max_frame;         /* bound for both directions; default 1 MiB */
+    uint32_t stdin_window;      /* unacknowledged stdin bytes allowed per command */
+    uint64_t generation;
+};
+
+struct client;
+
+/* Connect to addr (addr.h syntax) and read the hello. timeout_ms bounds the
+ * connection (fc: retries included) and then the wait for the hello; < 0
+ * means addr_timeout_from_env(). */
+int client_connect(const char *addr, int timeout_ms, struct client **out, struct sa_err *e);
+/* The same over a stream that is already connected; takes fd in all cases. */
+int client_open_fd(int fd, int timeout_ms, struct client **out, struct sa_err *e);
+void client_free(struct client *c);
+
+int client_fd(const struct client *c);
+const struct client_hello *client_hello(const struct client *c);
+bool client_has_cap(const struct client *c, const char *cap);
+
+/* --- sending ------------------------------------------------------------- */
+/* Start a request frame in the send queue with "type" and a fresh "id"
+ * (returned); the caller then writes exactly nfields more key/value pairs
+ * with wire_kv_* / wire_key + msgpack_pack_* on w->pk, and calls client_end. */
+uint64_t client_begin(struct client *c, struct wire_enc *w, const char *type, uint32_t nfields);
+/* Finish the frame. A frame over max_frame is removed from the queue and
+ * fails with "frame_too_large". */
+int client_end(struct client *c, struct wire_enc *w, struct sa_err *e);
+/* Bytes queued and not yet written. */
+size_t client_pending(const struct client *c);
+/* Write what the socket takes now, without blocking. */
+int client_flush(struct client *c, struct sa_err *e);
+/* Write everything, waiting up to timeout_ms (< 0: forever). */
+int client_flush_all(struct client *c, int timeout_ms, struct sa_err *e);
+
+/* --- receiving ----------------------------------------------------------- */
+/* One read(2) of at most CLIENT_READ_CHUNK bytes. 1 while the connection is
+ * open (whether or not bytes arrived), 0 at end of stream, -1 on error. */
+int client_read(struct client *c, struct sa_err *e);
+/* The next complete buffered frame: 1 and *msg set, 0 when more bytes are
+ * needed, -1 on an oversize or malformed frame (the stream is then lost). */
+int client_next(struct client *c, msgpack_object *msg, struct sa_err *e);
+/* Block until a frame arrives (timeout_ms < 0: forever). End of stream is an
+ * error with code "closed"; running out of time, "ETIMEDOUT". */
+int client_recv(struct client *c, int timeout_ms, msgpack_object *msg, struct sa_err *e);
+/* Send the queue, then wait for the ok/error reply to request id, skipping
+ * other messages. 0: an ok in *reply. 1: an error reply in *reply, also put
+ * into e (code and message). -1: the connection failed. */
+int client_call(struct client *c, uint64_t id, int timeout_ms, msgpack_object *reply,
+                struct sa_err *e);
+
+/* --- reading replies ----------------------------------------------------- */
+/* The "type" of a message is t. */
+bool client_msg_is(const msgpack_object *msg, const char *t);
+/* msg's "id" is id. */
+bool client_msg_id(const msgpack_object *msg, uint64_t id);
+/* Fill e from an error message: its code (as a static string: a protocol code
+ * or an errno name; "unknown" otherwise) and message. Returns -1. */
+int client_reply_err(const msgpack_object *msg, struct sa_err *e);
+
+#endif
