@@ -243,6 +243,10 @@ static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 close(fd);
                 continue;
             }
+            if (l->starved) {
+                log_info("accept on %s: resumed", l->addr);
+                l->starved = false;
+            }
             conn_accept(l->a, fd, peer);
             continue;
         }
@@ -250,9 +254,13 @@ static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         case EINTR: case ECONNABORTED: case EPROTO:
             continue;
         case EMFILE: case ENFILE: case ENOBUFS: case ENOMEM:
-            log_warn("accept on %s: %s; pausing %.0f ms", l->addr, strerror(errno),
-                     LSN_BACKOFF_S * 1000);
+            if (!l->starved)     /* once per episode, not every 100 ms */
+                log_warn("accept on %s: %s; pausing, retrying every %.0f ms", l->addr,
+                         strerror(errno), LSN_BACKOFF_S * 1000);
+            l->starved = true;
             ev_io_stop(loop, &l->io);
+            /* a one-shot timer that already fired must be set again */
+            ev_timer_set(&l->backoff, LSN_BACKOFF_S, 0.);
             ev_timer_start(loop, &l->backoff);
             return;
         default:          /* EAGAIN and the rest */

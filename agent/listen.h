@@ -12,6 +12,7 @@
 #define SA_LISTEN_H
 
 #include <ev.h>
+#include <stdbool.h>
 
 #include "err.h"
 
@@ -28,6 +29,7 @@ struct listener {
     ev_timer backoff;
     char *addr;
     char *unlink_path;         /* unix socket file to remove at exit */
+    bool starved;              /* accept is failing for lack of fds/memory */
 };
 
 int lsn_open(struct agent *a, const char *addr, struct sa_err *e);
