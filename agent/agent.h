@@ -13,9 +13,11 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include "config.h"
+#include "cgroup.h"
 #include "ident.h"
 #include "wire.h"
 
@@ -28,7 +30,8 @@
  * CMD_READS_PER_CB of them per pipe per loop iteration (fairness). */
 #define CMD_READ_CHUNK (64u << 10)
 #define CMD_READS_PER_CB 4
-/* Exited commands remembered (for `signal`/`stdin` answering "exited"). */
+/* Exited commands remembered (records and exit status; logs may be evicted
+ * earlier by the global log cap). */
 #define CMD_EXITED_KEEP 4096
 
 struct conn;
@@ -45,12 +48,17 @@ struct agent {
     struct ident_cache idents;
     msgpack_zone zone;            /* decode zone, cleared after every frame */
     uint8_t *scratch;             /* CMD_READ_CHUNK bytes for pipe reads */
+    struct rlimit nofile;         /* RLIMIT_NOFILE at start-up, restored in commands */
     void *spawn_stack;            /* stack of the CLONE_VFORK child */
     size_t spawn_stack_size;
     struct listener *listeners;
     struct conn *conns;           /* doubly linked */
     struct cmd *cmds, *cmds_tail; /* running and remembered commands, newest first */
     uint64_t next_cmd_id;
+    uint64_t next_exit_seq;
+    uint64_t log_bytes;           /* all commands' logs (outlog.h accounting) */
+    struct cg_state cg;           /* per-command cgroups, when available */
+    ev_timer cg_sweep;
     uint64_t next_conn_id;
     unsigned nconns, ncmds_running, ncmds_exited;
     ev_signal sigterm, sigint;

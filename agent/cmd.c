@@ -7,12 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "agent.h"
+#include "cgroup.h"
 #include "conn.h"
 #include "log.h"
+#include "reader.h"
 #include "request.h"
 #include "spawn.h"
 
@@ -62,14 +66,31 @@ static void cmd_unlink(struct agent *a, struct cmd *c)
         a->cmds_tail = c->prev;
 }
 
+/* Free a finished command's record (no readers can remain: they all got
+ * their exit, or were closed with their connection). */
 static void cmd_free(struct cmd *c)
 {
+    struct agent *a = c->a;
+    while (c->readers)
+        rd_close(c->readers);
+    a->log_bytes -= olog_clear(&c->log);
+    olog_free(&c->log);
     buf_free(&c->in_buf);
     while (c->acks) {
         struct stdin_ack *k = c->acks;
         c->acks = k->next;
         free(k);
     }
+    while (c->waiters) {
+        struct waiter *w = c->waiters;
+        c->waiters = w->next;
+        free(w);
+    }
+    if (c->cg_dirfd >= 0)
+        cg_release(&a->cg, c->id, c->cg_dirfd);
+    free(c->argv);
+    free(c->cwd);
+    free(c->user);
     free(c);
 }
 
@@ -78,7 +99,7 @@ static void cmd_evict(struct agent *a)
 {
     for (struct cmd *c = a->cmds_tail; c && a->ncmds_exited > CMD_EXITED_KEEP;) {
         struct cmd *prev = c->prev;
-        if (c->done) {
+        if (c->done && !c->readers) {
             cmd_unlink(a, c);
             cmd_free(c);
             a->ncmds_exited--;
@@ -117,7 +138,7 @@ static char **cmd_build_env(struct agent *a, const struct wire_exec_req *x,
                             const struct ident *id, const char **path)
 {
     msgpack_zone *z = &a->zone;
-    size_t cap = 6 + x->envc + 1, n = 0;
+    size_t cap = 7 + x->envc + 1, n = 0;
     char **env = msgpack_zone_malloc(z, cap * sizeof(char *));
     if (!env)
         abort();
@@ -129,6 +150,8 @@ static char **cmd_build_env(struct agent *a, const struct wire_exec_req *x,
         env[n++] = zone_printf(z, "SHELL=%s", id->shell);
         env[n++] = "LANG=C.UTF-8";
     }
+    if (x->pty)
+        env[n++] = zone_printf(z, "TERM=%s", x->term ? x->term : "xterm-256color");
     for (size_t i = 0; i < x->envc; i++) {
         size_t j = 0;
         while (j < n && !env_key_eq(env[j], x->env[i]))
@@ -192,129 +215,60 @@ static void close_fds(int *fds, int n)
         }
 }
 
-/* Pipes: [0,1] stdout r/w, [2,3] stderr r/w, [4,5] stdin r/w (or /dev/null in 4).
- * The agent's ends are non-blocking; the child's ends stay blocking. */
-static int cmd_pipes(int p[6], bool stdin_null, struct sa_err *e)
+/* --- the log's room -------------------------------------------------------- */
+
+/* The oldest chunk of c's log may go: no follower still needs it. */
+static bool cmd_front_droppable(const struct cmd *c)
 {
-    for (int i = 0; i < 6; i++)
-        p[i] = -1;
-    if (pipe2(p, O_CLOEXEC) < 0 || pipe2(p + 2, O_CLOEXEC) < 0)
-        goto fail;
-    if (stdin_null) {
-        p[4] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (p[4] < 0)
-            goto fail;
-    } else if (pipe2(p + 4, O_CLOEXEC) < 0 || set_nonblock(p[5]) < 0) {
-        goto fail;
-    }
-    if (set_nonblock(p[0]) < 0 || set_nonblock(p[2]) < 0)
-        goto fail;
-    return 0;
-fail:
-    err_sys(e, errno, "creating pipes");
-    close_fds(p, 6);
-    return -1;
+    const struct olog_chunk *k = olog_find(&c->log, c->log.start);
+    return k && k->pos + k->len <= rd_protected_from(c);
 }
 
-static void cmd_reply_started(struct conn *conn, uint64_t req_id, const struct cmd *c,
-                              const char *cwd, const char *user)
+/* Drop one chunk somewhere to make global room: exited commands' logs first,
+ * oldest exit first, then running commands, oldest first; never bytes a
+ * follower still needs. Returns false when nothing can go. */
+static bool cmd_evict_global(struct agent *a)
 {
-    struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 7);
-    wire_kv_str(&w, "type", "ok");
-    wire_kv_uint(&w, "id", req_id);
-    wire_kv_uint(&w, "cmd", c->id);
-    wire_kv_uint(&w, "pid", (uint64_t)c->pid);
-    wire_kv_uint(&w, "started_ms", c->started_ms);
-    wire_kv_str(&w, "cwd", cwd);
-    wire_kv_str(&w, "user", user);
-    wire_end(&w);
+    struct cmd *best = NULL;
+    for (struct cmd *c = a->cmds; c; c = c->next)
+        if (c->done && (!best || c->exit_seq < best->exit_seq) && cmd_front_droppable(c))
+            best = c;
+    for (struct cmd *c = a->cmds_tail; c && !best; c = c->prev)
+        if (!c->done && cmd_front_droppable(c))
+            best = c;
+    if (!best)
+        return false;
+    /* an exited command's log goes whole (but what a follower is owed) */
+    uint64_t keep = rd_protected_from(best);
+    size_t freed;
+    do
+        a->log_bytes -= (freed = olog_drop_front(&best->log, keep));
+    while (freed && best->done);
+    return true;
 }
 
-static struct cmd *cmd_new(struct agent *a, pid_t pid, const int p[6])
+/* Make room for `need` more bytes of c's log within both caps. */
+static bool cmd_log_room(struct cmd *c, size_t need)
 {
-    struct cmd *c = xcalloc(1, sizeof *c);
-    c->a = a;
-    c->id = ++a->next_cmd_id;
-    c->pid = pid;
-    c->started_ms = agent_now_ms();
-    c->t0 = ev_now(a->loop);
-    c->out_fd[0] = p[0];
-    c->out_fd[1] = p[2];
-    c->in_fd = p[5];
-    buf_init(&c->in_buf);
-    c->acks_tail = &c->acks;
-    for (int s = 0; s < 2; s++) {
-        ev_io_init(&c->out_w[s], cmd_out_cb, c->out_fd[s], EV_READ);
-        c->out_w[s].data = c;
-        ev_io_start(a->loop, &c->out_w[s]);
+    struct agent *a = c->a;
+    uint64_t keep = rd_protected_from(c);
+    while (c->log.bytes + need > a->cfg.log_cap) {
+        size_t freed = olog_drop_front(&c->log, keep);
+        if (!freed)
+            return false;
+        a->log_bytes -= freed;
     }
-    if (c->in_fd >= 0) {
-        ev_io_init(&c->in_w, cmd_in_cb, c->in_fd, EV_WRITE);
-        c->in_w.data = c;
-    }
-    ev_child_init(&c->child_w, cmd_child_cb, pid, 0);
-    c->child_w.data = c;
-    ev_child_start(a->loop, &c->child_w);
-    ev_init(&c->drain_w, cmd_drain_cb);
-    c->drain_w.data = c;
-    ev_init(&c->timeout_w, cmd_timeout_cb);
-    c->timeout_w.data = c;
-    cmd_link(a, c);
-    a->ncmds_running++;
-    return c;
+    while (a->log_bytes + need > a->cfg.log_total_cap)
+        if (!cmd_evict_global(a))
+            return false;
+    return true;
 }
 
-int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, struct sa_err *e)
+static size_t cmd_chunk(const struct agent *a)
 {
-    struct agent *a = conn->a;
-    const struct ident *env_id, *run;
-    if (cmd_identity(a, x, &env_id, &run, e) < 0)
-        return -1;
-    const char *user = env_id->name;
-    const char *path;
-    char **envp = cmd_build_env(a, x, env_id, &path);
-    const char *cwd = cmd_cwd(a, x);
-
-    int p[6];
-    if (cmd_pipes(p, x->stdin_null, e) < 0)
-        return -1;
-    struct spawn_req sr = {
-        .argv = x->argv, .envp = envp, .cwd = cwd, .path = path, .id = run,
-        .fd_in = p[4], .fd_out = p[1], .fd_err = p[3],
-        .stack = a->spawn_stack, .stack_size = a->spawn_stack_size,
-    };
-    pid_t pid;
-    enum spawn_stage stage;
-    int r = spawn_start(&sr, &pid, &stage, e);
-    close(p[1]);
-    close(p[3]);
-    close(p[4]);
-    p[1] = p[3] = p[4] = -1;
-    if (r < 0) {
-        close_fds(p, 6);
-        e->stage = spawn_stage_name(stage);
-        return -1;
-    }
-
-    struct cmd *c = cmd_new(a, pid, p);
-    log_debug("cmd %llu: started %s as pid %d (%s)", (unsigned long long)c->id, x->argv[0],
-              (int)pid, user);
-    cmd_reply_started(conn, req_id, c, cwd, user);
-    if (!x->detached) {
-        c->conn = conn;
-        c->req_id = req_id;
-        conn->streams++;
-    }
-    c->kill_on_disconnect = x->kill_on_disconnect;
-    if (x->timeout_ms) {
-        ev_timer_set(&c->timeout_w, (ev_tstamp)x->timeout_ms / 1000., 0.);
-        ev_timer_start(a->loop, &c->timeout_w);
-    }
-    return 0;
+    size_t room = a->cfg.max_frame - 256;   /* the output event's own fields */
+    return room < CMD_READ_CHUNK ? room : CMD_READ_CHUNK;
 }
-
-/* --- output --------------------------------------------------------------- */
 
 static void cmd_pause(struct cmd *c, bool pause)
 {
@@ -329,43 +283,393 @@ static void cmd_pause(struct cmd *c, bool pause)
     }
 }
 
-static void cmd_emit(struct cmd *c, int s, const uint8_t *p, size_t n)
+void cmd_maybe_resume(struct cmd *c)
 {
-    if (c->conn)
-        wire_msg_output(conn_out(c->conn), c->req_id, c->id, s ? WIRE_STDERR : WIRE_STDOUT,
-                        c->nbytes[s], c->pos, p, n);
-    else
-        c->dropped += n;
-    c->nbytes[s] += n;
-    c->pos += n;
+    if (c->paused && cmd_log_room(c, cmd_chunk(c->a) + OLOG_CHUNK_OVERHEAD))
+        cmd_pause(c, false);
 }
+
+/* Room was freed globally: any paused command may go on. */
+static void cmd_resume_all(struct agent *a)
+{
+    for (struct cmd *c = a->cmds; c; c = c->next)
+        cmd_maybe_resume(c);
+}
+
+/* --- records -------------------------------------------------------------- */
+
+static char **argv_copy(char *const *argv, size_t argc)
+{
+    size_t bytes = (argc + 1) * sizeof(char *);
+    for (size_t i = 0; i < argc; i++)
+        bytes += strlen(argv[i]) + 1;
+    char **v = xmalloc(bytes);
+    char *p = (char *)(v + argc + 1);
+    for (size_t i = 0; i < argc; i++) {
+        size_t n = strlen(argv[i]) + 1;
+        memcpy(p, argv[i], n);
+        v[i] = p;
+        p += n;
+    }
+    v[argc] = NULL;
+    return v;
+}
+
+void cmd_exit_info(const struct cmd *c, struct wire_exit *x)
+{
+    x->cmd = c->id;
+    x->code = WIFSIGNALED(c->status) ? 128 + WTERMSIG(c->status) : WEXITSTATUS(c->status);
+    x->signal = WIFSIGNALED(c->status) ? WTERMSIG(c->status) : 0;
+    x->duration_ms = c->duration_ms;
+    x->timed_out = c->timed_out;
+    x->stdout_bytes = c->log.next_offset[0];
+    x->stderr_bytes = c->log.next_offset[1];
+}
+
+static void cmd_kv_exit(struct wire_enc *w, const struct cmd *c)
+{
+    struct wire_exit x;
+    cmd_exit_info(c, &x);
+    wire_kv_int(w, "code", x.code);
+    wire_kv_int(w, "signal", x.signal);
+    wire_kv_uint(w, "duration_ms", x.duration_ms);
+    wire_kv_bool(w, "timed_out", x.timed_out);
+    wire_kv_uint(w, "stdout_bytes", x.stdout_bytes);
+    wire_kv_uint(w, "stderr_bytes", x.stderr_bytes);
+}
+
+/* A command record (PROTOCOL.md "get, list, wait"): its number of keys,
+ * and the keys themselves, so that it can stand alone in a map or share the
+ * reply's. */
+static uint32_t cmd_record_nkeys(const struct cmd *c)
+{
+    return c->done ? 17 : 11;
+}
+
+static void cmd_record_kv(struct wire_enc *w, const struct cmd *c)
+{
+    uint32_t argc = 0;
+    while (c->argv[argc])
+        argc++;
+    wire_kv_uint(w, "cmd", c->id);
+    wire_key(w, "argv");
+    msgpack_pack_array(&w->pk, argc);
+    for (uint32_t i = 0; i < argc; i++)
+        wire_str(w, c->argv[i]);
+    wire_kv_str(w, "cwd", c->cwd);
+    wire_kv_str(w, "user", c->user);
+    wire_kv_uint(w, "pid", (uint64_t)c->pid);
+    wire_kv_uint(w, "started_ms", c->started_ms);
+    wire_kv_str(w, "state", c->done ? "exited" : "running");
+    wire_kv_bool(w, "detached", !rd_has_exec_stream(c));
+    wire_kv_bool(w, "pty", c->pty);
+    wire_kv_uint(w, "log_start", c->log.start);
+    wire_kv_uint(w, "log_end", c->log.end);
+    if (c->done)
+        cmd_kv_exit(w, c);
+}
+
+int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e)
+{
+    struct cmd *c;
+    if (cmd_lookup(conn->a, cmd_id, &c, e) < 0)
+        return -1;
+    struct wire_enc w;
+    wire_begin(&w, conn_out(conn), 2 + cmd_record_nkeys(c));
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", req_id);
+    cmd_record_kv(&w, c);
+    wire_end(&w);
+    return 0;
+}
+
+void cmd_list(struct conn *conn, uint64_t req_id, bool running_only)
+{
+    struct agent *a = conn->a;
+    uint32_t n = 0;
+    for (struct cmd *c = a->cmds; c; c = c->next)
+        n += !running_only || !c->done;
+    struct wire_enc w;
+    wire_begin(&w, conn_out(conn), 3);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", req_id);
+    wire_key(&w, "commands");
+    msgpack_pack_array(&w.pk, n);
+    for (struct cmd *c = a->cmds; c; c = c->next)
+        if (!running_only || !c->done) {
+            msgpack_pack_map(&w.pk, cmd_record_nkeys(c));
+            cmd_record_kv(&w, c);
+        }
+    wire_end(&w);
+}
+
+static void cmd_reply_exit(struct conn *conn, uint64_t req_id, const struct cmd *c)
+{
+    struct wire_enc w;
+    wire_begin(&w, conn_out(conn), 9);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", req_id);
+    wire_kv_uint(&w, "cmd", c->id);
+    cmd_kv_exit(&w, c);
+    wire_end(&w);
+    conn_kick(conn);
+}
+
+int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e)
+{
+    struct cmd *c;
+    if (cmd_lookup(conn->a, cmd_id, &c, e) < 0)
+        return -1;
+    if (c->done) {
+        cmd_reply_exit(conn, req_id, c);
+        return 0;
+    }
+    struct waiter *w = xcalloc(1, sizeof *w);
+    w->conn = conn;
+    w->req_id = req_id;
+    w->next = c->waiters;
+    c->waiters = w;
+    conn->streams++;         /* a half-closed connection stays for its answer */
+    return 0;
+}
+
+int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from, bool follow,
+             struct sa_err *e)
+{
+    struct cmd *c;
+    if (cmd_lookup(conn->a, cmd_id, &c, e) < 0)
+        return -1;
+    struct wire_enc w;
+    wire_begin(&w, conn_out(conn), 5);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", req_id);
+    wire_kv_uint(&w, "cmd", c->id);
+    wire_kv_uint(&w, "log_start", c->log.start);
+    wire_kv_uint(&w, "log_end", c->log.end);
+    wire_end(&w);
+    rd_pump(rd_open(c, conn, req_id, from, follow, false));
+    return 0;
+}
+
+/* --- starting -------------------------------------------------------------- */
+
+/* The agent's ends (non-blocking) and the child's ends (blocking) of stdio. */
+struct cmd_fds {
+    int out_r, err_r, in_w;       /* ours */
+    int out_w, err_w, in_r;       /* the child's; may all be one pty slave */
+};
+
+static void cmd_fds_close_child(struct cmd_fds *f)
+{
+    if (f->err_w >= 0 && f->err_w != f->out_w)
+        close(f->err_w);
+    if (f->in_r >= 0 && f->in_r != f->out_w)
+        close(f->in_r);
+    if (f->out_w >= 0)
+        close(f->out_w);
+    f->out_w = f->err_w = f->in_r = -1;
+}
+
+static void cmd_fds_close_all(struct cmd_fds *f)
+{
+    cmd_fds_close_child(f);
+    int ours[3] = {f->out_r, f->err_r, f->in_w};
+    close_fds(ours, 3);
+    f->out_r = f->err_r = f->in_w = -1;
+}
+
+static int cmd_pipes(struct cmd_fds *f, bool stdin_null, struct sa_err *e)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        goto fail;
+    f->out_r = p[0], f->out_w = p[1];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        goto fail;
+    f->err_r = p[0], f->err_w = p[1];
+    if (stdin_null) {
+        f->in_r = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (f->in_r < 0)
+            goto fail;
+    } else {
+        if (pipe2(p, O_CLOEXEC) < 0)
+            goto fail;
+        f->in_r = p[0], f->in_w = p[1];
+        if (set_nonblock(f->in_w) < 0)
+            goto fail;
+    }
+    if (set_nonblock(f->out_r) < 0 || set_nonblock(f->err_r) < 0)
+        goto fail;
+    return 0;
+fail:
+    err_sys(e, errno, "creating pipes");
+    cmd_fds_close_all(f);
+    return -1;
+}
+
+/* A pty: the master is our output and (through a second fd) our input; the
+ * slave is the child's stdin, stdout, stderr and controlling terminal. */
+static int cmd_pty(struct cmd_fds *f, uint16_t rows, uint16_t cols, struct sa_err *e)
+{
+    char name[128];
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0)
+        return err_sys(e, errno, "posix_openpt");
+    f->out_r = m;
+    if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, sizeof name) != 0)
+        goto fail;
+    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0)
+        goto fail;
+    f->out_w = f->err_w = f->in_r = s;
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    if (ioctl(m, TIOCSWINSZ, &ws) < 0)
+        goto fail;
+    f->in_w = fcntl(m, F_DUPFD_CLOEXEC, 3);
+    if (f->in_w < 0 || set_nonblock(m) < 0)   /* one file description: both fds */
+        goto fail;
+    return 0;
+fail:
+    err_sys(e, errno, "setting up the pty");
+    cmd_fds_close_all(f);
+    return -1;
+}
+
+static void cmd_reply_started(struct conn *conn, uint64_t req_id, const struct cmd *c)
+{
+    struct wire_enc w;
+    wire_begin(&w, conn_out(conn), 7);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", req_id);
+    wire_kv_uint(&w, "cmd", c->id);
+    wire_kv_uint(&w, "pid", (uint64_t)c->pid);
+    wire_kv_uint(&w, "started_ms", c->started_ms);
+    wire_kv_str(&w, "cwd", c->cwd);
+    wire_kv_str(&w, "user", c->user);
+    wire_end(&w);
+}
+
+static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_fds *f,
+                           const struct wire_exec_req *x, const char *cwd, const char *user)
+{
+    struct cmd *c = xcalloc(1, sizeof *c);
+    c->a = a;
+    c->id = id;
+    c->pid = pid;
+    c->started_ms = agent_now_ms();
+    c->t0 = ev_now(a->loop);
+    c->argv = argv_copy(x->argv, x->argc);
+    c->cwd = xstrdup(cwd);
+    c->user = xstrdup(user);
+    c->out_fd[0] = f->out_r;
+    c->out_fd[1] = f->err_r;
+    c->in_fd = f->in_w;
+    c->pty = x->pty;
+    c->pty_fd = x->pty ? f->out_r : -1;
+    c->cg_dirfd = -1;
+    olog_init(&c->log);
+    buf_init(&c->in_buf);
+    c->acks_tail = &c->acks;
+    for (int s = 0; s < 2; s++) {
+        ev_io_init(&c->out_w[s], cmd_out_cb, c->out_fd[s], EV_READ);
+        c->out_w[s].data = c;
+        if (c->out_fd[s] >= 0)
+            ev_io_start(a->loop, &c->out_w[s]);
+    }
+    ev_io_init(&c->in_w, cmd_in_cb, c->in_fd, EV_WRITE);
+    c->in_w.data = c;
+    ev_child_init(&c->child_w, cmd_child_cb, pid, 0);
+    c->child_w.data = c;
+    ev_child_start(a->loop, &c->child_w);
+    ev_init(&c->drain_w, cmd_drain_cb);
+    c->drain_w.data = c;
+    ev_init(&c->timeout_w, cmd_timeout_cb);
+    c->timeout_w.data = c;
+    if (x->timeout_ms) {
+        ev_timer_set(&c->timeout_w, (ev_tstamp)x->timeout_ms / 1000., 0.);
+        ev_timer_start(a->loop, &c->timeout_w);
+    }
+    cmd_link(a, c);
+    a->ncmds_running++;
+    return c;
+}
+
+int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, struct sa_err *e)
+{
+    struct agent *a = conn->a;
+    const struct ident *env_id, *run;
+    if (cmd_identity(a, x, &env_id, &run, e) < 0)
+        return -1;
+    const char *path;
+    char **envp = cmd_build_env(a, x, env_id, &path);
+    const char *cwd = cmd_cwd(a, x);
+    cleanup_free char *user = xstrdup(env_id->name);   /* the cache may move on */
+
+    struct cmd_fds f = {-1, -1, -1, -1, -1, -1};
+    if ((x->pty ? cmd_pty(&f, x->rows, x->cols, e) : cmd_pipes(&f, x->stdin_null, e)) < 0)
+        return -1;
+    uint64_t id = a->next_cmd_id + 1;
+    int cg_procs = -1, cg_dir = -1;
+    if (a->cg.enabled && cg_create(&a->cg, id, &cg_procs, &cg_dir, e) < 0) {
+        log_warn("cmd %llu: no cgroup (%s); process-group signals only",
+                 (unsigned long long)id, e->msg);
+        cg_procs = cg_dir = -1;
+    }
+    struct spawn_req sr = {
+        .argv = x->argv, .envp = envp, .cwd = cwd, .path = path, .id = run,
+        .fd_in = f.in_r, .fd_out = f.out_w, .fd_err = f.err_w, .ctty = x->pty,
+        .cgroup_procs_fd = cg_procs, .nofile = a->nofile.rlim_cur ? &a->nofile : NULL,
+        .stack = a->spawn_stack, .stack_size = a->spawn_stack_size,
+    };
+    pid_t pid;
+    enum spawn_stage stage;
+    int r = spawn_start(&sr, &pid, &stage, e);
+    cmd_fds_close_child(&f);
+    if (cg_procs >= 0)
+        close(cg_procs);
+    if (r < 0) {
+        cmd_fds_close_all(&f);
+        if (cg_dir >= 0)
+            cg_release(&a->cg, id, cg_dir);
+        e->stage = spawn_stage_name(stage);
+        return -1;
+    }
+    a->next_cmd_id = id;
+    struct cmd *c = cmd_new(a, id, pid, &f, x, cwd, user);
+    c->cg_dirfd = cg_dir;
+    c->owner = x->kill_on_disconnect ? conn : NULL;
+    log_debug("cmd %llu: started %s as pid %d (%s)", (unsigned long long)c->id, x->argv[0],
+              (int)pid, user);
+    cmd_reply_started(conn, req_id, c);
+    if (!x->detached)
+        rd_open(c, conn, req_id, 0, true, true);
+    return 0;
+}
+
+/* --- output --------------------------------------------------------------- */
 
 static void cmd_close_out(struct cmd *c, int s)
 {
     ev_io_stop(c->a->loop, &c->out_w[s]);
+    if (c->pty && s == 0)
+        c->pty_fd = -1;
     close(c->out_fd[s]);
     c->out_fd[s] = -1;
 }
 
-static size_t cmd_chunk(const struct agent *a)
-{
-    size_t room = a->cfg.max_frame - 256;   /* the output event's own fields */
-    return room < CMD_READ_CHUNK ? room : CMD_READ_CHUNK;
-}
-
-/* Read up to `reads` chunks from stream s. Returns 1 at EOF, 0 otherwise. */
+/* Read up to `reads` chunks from stream s into the log. Returns 1 at EOF. */
 static int cmd_read(struct cmd *c, int s, int reads)
 {
     struct agent *a = c->a;
     size_t chunk = cmd_chunk(a);
     for (int i = 0; i < reads; i++) {
-        if (c->conn && conn_congested(c->conn)) {
+        if (!cmd_log_room(c, chunk + OLOG_CHUNK_OVERHEAD)) {
             cmd_pause(c, true);
             return 0;
         }
         ssize_t n = read(c->out_fd[s], a->scratch, chunk);
         if (n > 0) {
-            cmd_emit(c, s, a->scratch, (size_t)n);
+            a->log_bytes += olog_append(&c->log, s, a->scratch, (size_t)n);
             if ((size_t)n < chunk)
                 return 0;   /* the pipe is empty for now */
             continue;
@@ -374,6 +678,7 @@ static int cmd_read(struct cmd *c, int s, int reads)
             continue;
         if (n < 0 && errno == EAGAIN)
             return 0;
+        /* EOF, or EIO from a pty master once every slave fd is closed */
         cmd_close_out(c, s);
         return 1;
     }
@@ -394,19 +699,16 @@ static void cmd_out_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct cmd *c = w->data;
     int s = w == &c->out_w[1];
-    struct conn *conn = c->conn;
     int eof = cmd_read(c, s, CMD_READS_PER_CB);
-    if (conn)
-        conn_kick(conn);
+    rd_pump_cmd(c);
     if (eof)
         cmd_maybe_finish(c);
 }
 
 void cmd_conn_drained(struct agent *a, struct conn *conn)
 {
-    for (struct cmd *c = a->cmds; c; c = c->next)
-        if (c->conn == conn && c->paused)
-            cmd_pause(c, false);
+    (void)a;
+    rd_pump_conn(conn);
 }
 
 /* --- stdin ---------------------------------------------------------------- */
@@ -448,7 +750,8 @@ static void cmd_stdin_close(struct cmd *c)
     c->in_fd = -1;
 }
 
-/* Write queued stdin; close when asked to and everything is written. */
+/* Write queued stdin; close (or, on a pty, send ^D) once asked to and
+ * everything is written. */
 static void cmd_stdin_flush(struct cmd *c)
 {
     while (buf_size(&c->in_buf) > 0) {
@@ -465,7 +768,7 @@ static void cmd_stdin_flush(struct cmd *c)
             cmd_acks_settle(c, NULL, NULL);
             return;
         }
-        /* EPIPE: the command closed its stdin; what is queued cannot arrive */
+        /* EPIPE/EIO: the command closed its stdin; what is queued cannot arrive */
         buf_reset(&c->in_buf, 0);
         cmd_stdin_close(c);
         cmd_acks_settle(c, "EPIPE", "the command closed its stdin");
@@ -473,7 +776,7 @@ static void cmd_stdin_flush(struct cmd *c)
     }
     ev_io_stop(c->a->loop, &c->in_w);
     buf_reset(&c->in_buf, 64u << 10);
-    if (c->in_eof)
+    if (c->in_eof && !c->pty)
         cmd_stdin_close(c);
     cmd_acks_settle(c, NULL, NULL);
 }
@@ -483,6 +786,24 @@ static void cmd_in_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     cmd_stdin_flush(w->data);
+}
+
+/* Queue bytes (and, for a pty's EOF, the VEOF character ^D: a terminal has
+ * no "close") with one acknowledgement for the request. */
+static void cmd_stdin_queue(struct cmd *c, struct conn *conn, uint64_t req_id, const char *p,
+                            size_t n, bool veof)
+{
+    static const char eot = 4;
+    buf_append(&c->in_buf, p, n);
+    if (veof)
+        buf_append(&c->in_buf, &eot, 1);
+    c->in_accepted += n + veof;
+    struct stdin_ack *k = xcalloc(1, sizeof *k);
+    k->conn = conn;
+    k->req_id = req_id;
+    k->upto = c->in_accepted;
+    *c->acks_tail = k;
+    c->acks_tail = &k->next;
 }
 
 int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
@@ -506,20 +827,27 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the stdin window of %u unacknowledged bytes",
                        n, a->cfg.stdin_window);
-    buf_append(&c->in_buf, p, n);
-    c->in_accepted += n;
-    c->in_eof |= eof;
-    struct stdin_ack *k = xcalloc(1, sizeof *k);
-    k->conn = conn;
-    k->req_id = req_id;
-    k->upto = c->in_accepted;
-    *c->acks_tail = k;
-    c->acks_tail = &k->next;
+    cmd_stdin_queue(c, conn, req_id, p, n, eof && c->pty);
+    c->in_eof |= eof && !c->pty;
     cmd_stdin_flush(c);
     return 0;
 }
 
-/* --- signals and exit ------------------------------------------------------ */
+/* --- signals, resize, exit ------------------------------------------------------ */
+
+static int cmd_kill_tree(struct cmd *c, int sig, struct sa_err *e)
+{
+    if (c->cg_dirfd >= 0) {
+        if (sig == SIGKILL)
+            return cg_kill(c->cg_dirfd, e);
+        if (cg_signal(c->cg_dirfd, sig, e) < 0)
+            return -1;
+        return 0;
+    }
+    if (kill(-c->pid, sig) < 0 && !(errno == ESRCH && c->reaped))
+        return err_sys(e, errno, "kill -%d", (int)c->pid);
+    return 0;
+}
 
 int cmd_signal(struct agent *a, uint64_t cmd_id, int sig, bool group, struct sa_err *e)
 {
@@ -527,19 +855,40 @@ int cmd_signal(struct agent *a, uint64_t cmd_id, int sig, bool group, struct sa_
     if (cmd_lookup(a, cmd_id, &c, e) < 0)
         return -1;
     /* After the leader is reaped its pid may be reused; its process group
-     * stays pinned only while members remain, i.e. while we still drain. */
-    if (c->done || (c->reaped && !group))
+     * stays pinned only while members remain, i.e. while we still drain. A
+     * cgroup is addressed by its own fd and never reused. */
+    bool reachable = group ? (!c->done || (c->cg_dirfd >= 0 && cg_populated(c->cg_dirfd)))
+                           : !c->reaped;
+    if (!reachable)
         return err_set(e, 0, "exited", "command %llu has exited", (unsigned long long)cmd_id);
-    if (kill(group ? -c->pid : c->pid, sig) < 0 && !(errno == ESRCH && c->reaped))
-        return err_sys(e, errno, "kill %s%d", group ? "-" : "", (int)c->pid);
+    if (group)
+        return cmd_kill_tree(c, sig, e);
+    if (kill(c->pid, sig) < 0)
+        return err_sys(e, errno, "kill %d", (int)c->pid);
+    return 0;
+}
+
+int cmd_resize(struct agent *a, uint64_t cmd_id, uint16_t rows, uint16_t cols, struct sa_err *e)
+{
+    struct cmd *c;
+    if (cmd_lookup(a, cmd_id, &c, e) < 0)
+        return -1;
+    if (!c->pty)
+        return err_set(e, 0, "bad_request", "command %llu has no pty", (unsigned long long)cmd_id);
+    if (c->done || c->pty_fd < 0)
+        return err_set(e, 0, "exited", "command %llu has exited", (unsigned long long)cmd_id);
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    if (ioctl(c->pty_fd, TIOCSWINSZ, &ws) < 0)
+        return err_sys(e, errno, "TIOCSWINSZ");
     return 0;
 }
 
 void cmd_kill_all(struct agent *a, int sig)
 {
+    struct sa_err e;
     for (struct cmd *c = a->cmds; c; c = c->next)
         if (!c->done)
-            kill(-c->pid, sig);
+            cmd_kill_tree(c, sig, &e);
 }
 
 static void cmd_child_cb(struct ev_loop *loop, ev_child *w, int revents)
@@ -564,18 +913,12 @@ static void cmd_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct cmd *c = w->data;
-    if (c->paused) {
-        /* we still owe a reader bytes that are already in the pipe */
-        ev_timer_set(w, 0.1, 0.);
-        ev_timer_start(loop, w);
-        return;
-    }
     for (int s = 0; s < 2; s++) {
         if (c->out_fd[s] < 0)
             continue;
         if (cmd_read(c, s, 16) == 0 && c->paused) {
-            if (c->conn)
-                conn_kick(c->conn);
+            /* a follower is still owed bytes that are in the pipe: wait for it */
+            rd_pump_cmd(c);
             ev_timer_set(w, 0.1, 0.);
             ev_timer_start(loop, w);
             return;
@@ -583,8 +926,7 @@ static void cmd_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (c->out_fd[s] >= 0)
             cmd_close_out(c, s);
     }
-    if (c->conn)
-        conn_kick(c->conn);
+    rd_pump_cmd(c);
     cmd_maybe_finish(c);
 }
 
@@ -593,11 +935,13 @@ static void cmd_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct cmd *c = w->data;
+    struct sa_err e;
     if (c->reaped)
         return;
-    log_info("cmd %llu: timed out; killing its process group", (unsigned long long)c->id);
+    log_info("cmd %llu: timed out; killing it", (unsigned long long)c->id);
     c->timed_out = true;
-    kill(-c->pid, SIGKILL);
+    if (cmd_kill_tree(c, SIGKILL, &e) < 0)
+        log_warn("cmd %llu: %s", (unsigned long long)c->id, e.msg);
 }
 
 static void cmd_finish(struct cmd *c)
@@ -606,51 +950,70 @@ static void cmd_finish(struct cmd *c)
     ev_timer_stop(a->loop, &c->drain_w);
     ev_timer_stop(a->loop, &c->timeout_w);
     c->done = true;
+    c->exit_seq = ++a->next_exit_seq;
     a->ncmds_running--;
     a->ncmds_exited++;
     cmd_stdin_close(c);
     buf_free(&c->in_buf);
     cmd_acks_settle(c, "exited", "the command exited before its stdin was written");
-
-    struct wire_exit x = {
-        .cmd = c->id,
-        .code = WIFSIGNALED(c->status) ? 128 + WTERMSIG(c->status) : WEXITSTATUS(c->status),
-        .signal = WIFSIGNALED(c->status) ? WTERMSIG(c->status) : 0,
-        .duration_ms = c->duration_ms,
-        .timed_out = c->timed_out,
-        .stdout_bytes = c->nbytes[0],
-        .stderr_bytes = c->nbytes[1],
-    };
-    log_debug("cmd %llu: exited with %d", (unsigned long long)c->id, x.code);
-    if (c->conn) {
-        struct conn *conn = c->conn;
-        wire_msg_exit(conn_out(conn), c->req_id, &x);
-        c->conn = NULL;
-        conn->streams--;
-        conn_kick(conn);
-        conn_idle_check(conn);
+    log_debug("cmd %llu: exited (status 0x%x)", (unsigned long long)c->id, (unsigned)c->status);
+    while (c->waiters) {
+        struct waiter *w = c->waiters;
+        c->waiters = w->next;
+        w->conn->streams--;
+        cmd_reply_exit(w->conn, w->req_id, c);
+        conn_idle_check(w->conn);
+        free(w);
+    }
+    rd_pump_cmd(c);
+    if (c->cg_dirfd >= 0 && !cg_populated(c->cg_dirfd)) {
+        cg_release(&a->cg, c->id, c->cg_dirfd);
+        c->cg_dirfd = -1;
     }
     cmd_evict(a);
 }
 
 void cmd_conn_closed(struct agent *a, struct conn *conn)
 {
+    while (conn->readers)
+        rd_close(conn->readers);
     for (struct cmd *c = a->cmds; c; c = c->next) {
+        if (c->owner == conn) {
+            c->owner = NULL;
+            if (!c->reaped) {
+                struct sa_err e;
+                log_info("cmd %llu: connection closed; killing (kill_on_disconnect)",
+                         (unsigned long long)c->id);
+                cmd_kill_tree(c, SIGKILL, &e);
+            }
+        }
         for (struct stdin_ack *k = c->acks; k; k = k->next)
             if (k->conn == conn)
                 k->conn = NULL;
-        if (c->conn != conn)
-            continue;
-        c->conn = NULL;
-        conn->streams--;
-        if (c->paused)
-            cmd_pause(c, false);
-        if (c->kill_on_disconnect && !c->reaped) {
-            log_info("cmd %llu: connection closed; killing (kill_on_disconnect)",
-                     (unsigned long long)c->id);
-            kill(-c->pid, SIGKILL);
+        for (struct waiter **pw = &c->waiters; *pw;) {
+            struct waiter *w = *pw;
+            if (w->conn == conn) {
+                *pw = w->next;
+                conn->streams--;
+                free(w);
+            } else {
+                pw = &w->next;
+            }
         }
     }
+    cmd_resume_all(a);
+}
+
+void cmd_cg_sweep(struct agent *a)
+{
+    /* the kernel closes a dying process's pipes before it leaves its cgroup,
+     * so a cgroup can still look populated when the command finishes */
+    for (struct cmd *c = a->cmds; c; c = c->next)
+        if (c->done && c->cg_dirfd >= 0 && !cg_populated(c->cg_dirfd)) {
+            cg_release(&a->cg, c->id, c->cg_dirfd);
+            c->cg_dirfd = -1;
+        }
+    cg_sweep(&a->cg);
 }
 
 void cmd_free_all(struct agent *a)

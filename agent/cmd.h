@@ -1,11 +1,11 @@
-/* cmd.h — the command table: spawned commands, their output, stdin and exit.
+/* cmd.h — the command table: spawned commands, their logs, stdin and exit.
  *
- * A command streams to at most one connection (the one that ran `exec`);
- * when that connection closes the command keeps running detached (or is
- * killed, with kill_on_disconnect) and its output is read and dropped until
- * the lifecycle work gives it a replayable log. Exit is reported only after
- * both pipes reached EOF, or after the drain window (cfg.drain_ms) that
- * follows the leader's death, whichever comes first.
+ * Every command's stdout and stderr go into its log (outlog.h), read by any
+ * number of readers (reader.h); the exec request's own stream is just the
+ * first reader. Commands outlive connections (unless kill_on_disconnect).
+ * Exit is final only after both pipes reached EOF, or after the drain window
+ * (cfg.drain_ms) that follows the leader's death. Records of exited commands
+ * are kept (CMD_EXITED_KEEP) so their status stays queryable.
  */
 #ifndef SA_CMD_H
 #define SA_CMD_H
@@ -17,15 +17,23 @@
 
 #include "buf.h"
 #include "msg.h"
+#include "outlog.h"
 
 struct agent;
 struct conn;
+struct reader;
 
 struct stdin_ack {             /* a stdin request waiting for its bytes to be written */
     struct stdin_ack *next;
     struct conn *conn;         /* NULL once that connection closed */
     uint64_t req_id;
     uint64_t upto;             /* acknowledged when this many bytes were written */
+};
+
+struct waiter {                /* a `wait` request */
+    struct waiter *next;
+    struct conn *conn;
+    uint64_t req_id;
 };
 
 struct cmd {
@@ -35,14 +43,16 @@ struct cmd {
     pid_t pid;
     uint64_t started_ms;
     ev_tstamp t0;
+    char **argv;               /* one allocation: pointers then strings */
+    char *cwd, *user;
 
-    /* output: [0] stdout, [1] stderr */
+    /* output: [0] stdout (or the pty), [1] stderr */
     int out_fd[2];
     ev_io out_w[2];
-    uint64_t nbytes[2];
-    uint64_t pos;
-    uint64_t dropped;          /* bytes read while no client was attached */
-    bool paused;               /* the attached connection is congested */
+    bool paused;               /* the log has no room: a follower is behind */
+    struct olog log;
+    struct reader *readers;
+    struct waiter *waiters;
 
     /* stdin */
     int in_fd;
@@ -52,10 +62,10 @@ struct cmd {
     bool in_eof;               /* close once in_buf is written */
     struct stdin_ack *acks, **acks_tail;
 
-    /* the stream of the exec request, if attached */
-    struct conn *conn;
-    uint64_t req_id;
-    bool kill_on_disconnect;
+    bool pty;
+    int pty_fd;                /* the master, for resize (-1 without pty) */
+    int cg_dirfd;              /* the command's cgroup (-1 without) */
+    struct conn *owner;        /* kill_on_disconnect: the exec's connection */
 
     /* exit */
     ev_child child_w;
@@ -64,21 +74,32 @@ struct cmd {
     bool reaped, done, timed_out;
     int status;
     uint64_t duration_ms;
+    uint64_t exit_seq;         /* order of exits, for log eviction */
 };
 
-/* Start a command for request req_id on c; sends the ok reply (or returns -1
- * with e filled, stage set for spawn errors). */
-int cmd_exec(struct conn *c, uint64_t req_id, const struct wire_exec_req *x, struct sa_err *e);
-/* Queue bytes for stdin (eof: close afterwards); the ok reply goes out once
- * written. */
-int cmd_stdin(struct conn *c, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
+/* Start a command for request req_id on conn; sends the ok reply (or returns
+ * -1 with e filled, stage set for spawn errors). */
+int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, struct sa_err *e);
+int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
               bool eof, struct sa_err *e);
 int cmd_signal(struct agent *a, uint64_t cmd_id, int sig, bool group, struct sa_err *e);
+int cmd_resize(struct agent *a, uint64_t cmd_id, uint16_t rows, uint16_t cols, struct sa_err *e);
+int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e);
+void cmd_list(struct conn *conn, uint64_t req_id, bool running_only);
+int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e);
+int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from, bool follow,
+             struct sa_err *e);
+
+void cmd_exit_info(const struct cmd *c, struct wire_exit *x);
+/* Start reading the pipes again if the log has room now. */
+void cmd_maybe_resume(struct cmd *c);
 
 void cmd_conn_closed(struct agent *a, struct conn *c);
 void cmd_conn_drained(struct agent *a, struct conn *c);
-/* Signal every running command's process group. */
+/* Signal every running command (its cgroup, or its process group). */
 void cmd_kill_all(struct agent *a, int sig);
 void cmd_free_all(struct agent *a);
+/* Remove the cgroups of finished commands that have emptied (periodic). */
+void cmd_cg_sweep(struct agent *a);
 
 #endif

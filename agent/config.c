@@ -27,6 +27,8 @@ static const char usage[] =
     "  --drain-ms MS          after a command exits, how long to keep reading output\n"
     "                         that descendants still write (default 1000)\n"
     "  --stdin-window BYTES   unacknowledged stdin per command (default 1048576)\n"
+    "  --log-cap BYTES        output kept per command for replay (default 16 MiB)\n"
+    "  --log-total-cap BYTES  output kept for all commands together (default 128 MiB)\n"
     "  --insecure-tcp-any-address\n"
     "                         allow tcp: listeners on non-loopback addresses\n"
     "                         (anyone who reaches the port can run commands as root)\n"
@@ -34,6 +36,17 @@ static const char usage[] =
     "  -q, --quiet            log only warnings and errors\n"
     "  -h, --help             this text\n"
     "  -V, --version          print the version\n";
+
+static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
 
 static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 {
@@ -48,7 +61,8 @@ static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 
 int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
 {
-    enum { O_LISTEN = 256, O_WORKDIR, O_USER, O_DEV, O_MAXFRAME, O_DRAIN, O_WINDOW, O_TCPANY };
+    enum { O_LISTEN = 256, O_WORKDIR, O_USER, O_DEV, O_MAXFRAME, O_DRAIN, O_WINDOW, O_TCPANY,
+           O_LOGCAP, O_LOGTOTAL };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
         {"workdir", required_argument, NULL, O_WORKDIR},
@@ -58,6 +72,8 @@ int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
         {"drain-ms", required_argument, NULL, O_DRAIN},
         {"stdin-window", required_argument, NULL, O_WINDOW},
         {"insecure-tcp-any-address", no_argument, NULL, O_TCPANY},
+        {"log-cap", required_argument, NULL, O_LOGCAP},
+        {"log-total-cap", required_argument, NULL, O_LOGTOTAL},
         {"verbose", no_argument, NULL, 'v'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
@@ -70,6 +86,8 @@ int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
     c->max_frame = WIRE_MAX_FRAME_DEFAULT;
     c->drain_ms = CFG_DEFAULT_DRAIN_MS;
     c->stdin_window = 1u << 20;
+    c->log_cap = CFG_DEFAULT_LOG_CAP;
+    c->log_total_cap = CFG_DEFAULT_LOG_TOTAL_CAP;
     c->log_level = LOG_INFO;
 
     optind = 1;
@@ -98,6 +116,14 @@ int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
             if (parse_u32(optarg, 4096, 64u << 20, &c->stdin_window) < 0)
                 return err_set(e, EINVAL, NULL, "--stdin-window: expected 4096..67108864");
             break;
+        case O_LOGCAP:
+            if (parse_u64(optarg, 64u << 10, 1ull << 40, &c->log_cap) < 0)
+                return err_set(e, EINVAL, NULL, "--log-cap: expected 65536..2^40 bytes");
+            break;
+        case O_LOGTOTAL:
+            if (parse_u64(optarg, 64u << 10, 1ull << 40, &c->log_total_cap) < 0)
+                return err_set(e, EINVAL, NULL, "--log-total-cap: expected 65536..2^40 bytes");
+            break;
         case 'v': c->log_level = LOG_DEBUG; break;
         case 'q': c->log_level = LOG_WARN; break;
         case 'h': fputs(usage, stdout); return 1;
@@ -107,6 +133,8 @@ int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
     }
     if (optind < argc)
         return err_set(e, EINVAL, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (c->log_total_cap < c->log_cap)
+        c->log_total_cap = c->log_cap;
     if (c->workdir[0] == '\0')
         return err_set(e, EINVAL, NULL, "--workdir is empty");
     if (c->nlisten == 0)

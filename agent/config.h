@@ -11,6 +11,8 @@
 #define CFG_DEFAULT_WORKDIR "/vercel/sandbox"
 #define CFG_DEFAULT_USER "vercel-sandbox"
 #define CFG_DEFAULT_DRAIN_MS 1000
+#define CFG_DEFAULT_LOG_CAP (16ull << 20)
+#define CFG_DEFAULT_LOG_TOTAL_CAP (128ull << 20)
 #define CFG_MAX_LISTEN 16
 
 struct cfg {
@@ -23,6 +25,8 @@ struct cfg {
     uint32_t max_frame;
     uint32_t drain_ms;
     uint32_t stdin_window;
+    uint64_t log_cap;         /* per-command log bytes (outlog.h accounting) */
+    uint64_t log_total_cap;   /* all logs together */
     int log_level;
 };
 

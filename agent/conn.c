@@ -21,12 +21,14 @@ static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_send_hello(struct conn *c)
 {
     struct agent *a = c->a;
-    static const char *const caps[] = {"exec", "stdin", "signal", NULL};
+    static const char *const caps[] = {"exec", "stdin", "signal", "lifecycle", "pty", NULL};
+    static const char *const caps_cg[] = {"exec", "stdin", "signal", "lifecycle", "pty", "cgroup",
+                                          NULL};
     char agent[64];
     snprintf(agent, sizeof agent, "sandbox-agent %s", SA_VERSION);
     struct wire_hello h = {
         .agent = agent,
-        .caps = caps,
+        .caps = a->cg.enabled ? caps_cg : caps,
         .boot_id = a->boot_id,
         .user = a->default_user,
         .workdir = a->workdir,
@@ -68,12 +70,13 @@ void conn_close(struct conn *c)
 {
     struct agent *a = c->a;
     log_debug("conn %llu: closed", (unsigned long long)c->serial);
+    c->closed = true;          /* from here on nothing is written or scheduled */
+    cmd_conn_closed(a, c);
     ev_io_stop(a->loop, &c->rio);
     ev_io_stop(a->loop, &c->wio);
     ev_timer_stop(a->loop, &c->linger);
     ev_timer_stop(a->loop, &c->reap);
     close(c->fd);
-    cmd_conn_closed(a, c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -94,7 +97,7 @@ void conn_close_all(struct agent *a)
 
 bool conn_congested(const struct conn *c)
 {
-    return buf_size(&c->out) > CONN_OUT_HIGH;
+    return c->closed || buf_size(&c->out) > CONN_OUT_HIGH;
 }
 
 static void conn_break(struct conn *c)
@@ -129,7 +132,7 @@ static int conn_flush(struct conn *c)
 void conn_kick(struct conn *c)
 {
     struct agent *a = c->a;
-    if (c->broken) {
+    if (c->broken || c->closed) {
         buf_reset(&c->out, 0);
         return;
     }
@@ -141,6 +144,8 @@ void conn_kick(struct conn *c)
             c->rpaused = true;
             ev_io_stop(a->loop, &c->rio);
         }
+    } else if (c->starved) {
+        ev_io_start(a->loop, &c->wio);   /* its readers are pumped from the write callback */
     } else {
         ev_io_stop(a->loop, &c->wio);
         buf_reset(&c->out, 64u << 10);   /* give back a burst's memory */
@@ -150,7 +155,7 @@ void conn_kick(struct conn *c)
 
 void conn_idle_check(struct conn *c)
 {
-    if (c->broken || buf_size(&c->out) > 0)
+    if (c->broken || c->closed || buf_size(&c->out) > 0)
         return;
     if (c->closing || (c->rd_eof && c->streams == 0))
         ev_timer_start(c->a->loop, &c->reap);   /* not from inside a caller's loop */
@@ -163,21 +168,19 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     struct conn *c = w->data;
     if (conn_flush(c) < 0)
         return;
-    size_t pending = buf_size(&c->out);
-    if (pending == 0) {
-        ev_io_stop(c->a->loop, &c->wio);
-        buf_reset(&c->out, 64u << 10);
-        if (c->closing || (c->rd_eof && c->streams == 0)) {
-            conn_close(c);
-            return;
-        }
-    }
-    if (pending < CONN_OUT_LOW && !c->closing) {
+    if (buf_size(&c->out) < CONN_OUT_LOW && !c->closing) {
         if (c->rpaused && !c->rd_eof) {
             c->rpaused = false;
             ev_io_start(c->a->loop, &c->rio);
         }
-        cmd_conn_drained(c->a, c);
+        c->starved = false;
+        cmd_conn_drained(c->a, c);      /* may queue more and set starved again */
+    }
+    if (buf_size(&c->out) == 0 && !c->starved && !c->broken) {
+        ev_io_stop(c->a->loop, &c->wio);
+        buf_reset(&c->out, 64u << 10);
+        if (c->closing || (c->rd_eof && c->streams == 0))
+            conn_close(c);
     }
 }
 

@@ -24,6 +24,7 @@
 #define CONN_LINGER_S 5.0       /* how long a connection closing after an error may take to flush */
 
 struct agent;
+struct reader;
 
 struct conn {
     struct agent *a;
@@ -36,9 +37,12 @@ struct conn {
     struct buf in, out;
     bool closing;              /* close once out is flushed */
     bool broken;               /* write failed: close soon, write nothing more */
+    bool closed;               /* being freed */
     bool rpaused;              /* request reading paused: out above CONN_OUT_HIGH */
     bool rd_eof;               /* the client half-closed: finish streams, then close */
-    unsigned streams;          /* commands streaming output to this connection */
+    bool starved;              /* a reader stopped for lack of room: pump it when writable */
+    unsigned streams;          /* readers and waiters answering on this connection */
+    struct reader *readers;    /* log readers on this connection */
     char peer[64];
 };
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,11 +76,25 @@ static int agent_workdir(struct agent *a, struct sa_err *e)
     return 0;
 }
 
+static void agent_cg_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    cmd_cg_sweep(w->data);
+}
+
 static int agent_init(struct agent *a, struct sa_err *e)
 {
     a->loop = ev_default_loop(0);
     if (!a->loop)
         return err_set(e, 0, "internal", "cannot initialise libev");
+    /* Many commands at once need many fds (3 per command, plus a cgroup
+     * fd): take the hard limit; commands get the original soft limit back. */
+    if (getrlimit(RLIMIT_NOFILE, &a->nofile) == 0) {
+        struct rlimit raised = {a->nofile.rlim_max, a->nofile.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) < 0)
+            log_warn("raising RLIMIT_NOFILE: %s", strerror(errno));
+    }
     a->dev = a->cfg.dev || geteuid() != 0;
     if (a->dev) {
         const struct ident *me;
@@ -100,6 +115,17 @@ static int agent_init(struct agent *a, struct sa_err *e)
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (a->spawn_stack == MAP_FAILED)
         return err_sys(e, errno, "mmap spawn stack");
+    const char *why_not = NULL;
+    cg_init(&a->cg, &why_not);
+    if (a->cg.enabled)
+        log_info("per-command cgroups under %s", a->cg.base_path);
+    else
+        log_info("no per-command cgroups (%s): kill reaches process groups only",
+                 why_not ? why_not : "unavailable");
+    ev_timer_init(&a->cg_sweep, agent_cg_sweep_cb, 2., 2.);
+    a->cg_sweep.data = a;
+    if (a->cg.enabled)
+        ev_timer_start(a->loop, &a->cg_sweep);
     /* Orphans that daemonize out of a command come back to us, not to init;
      * libev reaps every child, so none stays a zombie. */
     if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
@@ -122,6 +148,9 @@ static void agent_free(struct agent *a)
     cmd_kill_all(a, SIGKILL);
     conn_close_all(a);
     cmd_free_all(a);
+    if (a->loop)
+        ev_timer_stop(a->loop, &a->cg_sweep);
+    cg_free(&a->cg);
     ident_cache_free(&a->idents);
     msgpack_zone_destroy(&a->zone);
     free(a->scratch);

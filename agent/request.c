@@ -90,6 +90,60 @@ static int req_signal(struct conn *c, const struct wire_req *r, const msgpack_ob
     return 0;
 }
 
+static int req_get(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                   struct sa_err *e)
+{
+    uint64_t id;
+    if (req_cmd_id(m, &id, e) < 0)
+        return -1;
+    return cmd_get(c, r->id, id, e);
+}
+
+static int req_list(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                    struct sa_err *e)
+{
+    bool running = false;
+    if (wire_opt_bool(m, "running", &running, e) < 0)
+        return -1;
+    cmd_list(c, r->id, running);
+    return 0;
+}
+
+static int req_wait(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                    struct sa_err *e)
+{
+    uint64_t id;
+    if (req_cmd_id(m, &id, e) < 0)
+        return -1;
+    return cmd_wait(c, r->id, id, e);
+}
+
+static int req_logs(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                    struct sa_err *e)
+{
+    uint64_t id, from = 0;
+    bool follow = false;
+    if (req_cmd_id(m, &id, e) < 0 || wire_opt_uint(m, "from", &from, e) < 0 ||
+        wire_opt_bool(m, "follow", &follow, e) < 0)
+        return -1;
+    return cmd_logs(c, r->id, id, from, follow, e);
+}
+
+static int req_resize(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                      struct sa_err *e)
+{
+    uint64_t id, rows = 0, cols = 0;
+    if (req_cmd_id(m, &id, e) < 0 || wire_opt_uint(m, "rows", &rows, e) < 0 ||
+        wire_opt_uint(m, "cols", &cols, e) < 0)
+        return -1;
+    if (rows < 1 || cols < 1 || rows > 65535 || cols > 65535)
+        return err_set(e, 0, "bad_request", "rows and cols must be 1..65535");
+    if (cmd_resize(c->a, id, (uint16_t)rows, (uint16_t)cols, e) < 0)
+        return -1;
+    req_reply_ok(c, r->id);
+    return 0;
+}
+
 static const struct {
     const char *type;
     req_fn fn;            /* NULL: part of v1, not implemented by this agent */
@@ -99,7 +153,11 @@ static const struct {
     {"stdin", req_stdin},
     {"close_stdin", req_close_stdin},
     {"signal", req_signal},
-    {"get", NULL}, {"list", NULL}, {"wait", NULL}, {"logs", NULL}, {"resize", NULL},
+    {"get", req_get},
+    {"list", req_list},
+    {"wait", req_wait},
+    {"logs", req_logs},
+    {"resize", req_resize},
     {"upload", NULL}, {"chunk", NULL}, {"download", NULL}, {"read", NULL},
     {"write", NULL}, {"stat", NULL}, {"ls", NULL}, {"mkdir", NULL}, {"remove", NULL},
     {"rename", NULL}, {"chmod", NULL}, {"auth", NULL}, {"set_defaults", NULL},

@@ -134,7 +134,13 @@ static int spawn_child(void *arg)
     const struct spawn_ctx *c = arg;
     const struct spawn_req *r = c->r;
     child_signals();
-    if (setsid() < 0 || child_stdio(r) < 0)
+    if (setsid() < 0)
+        child_fail(c, SPAWN_SETUP, errno);
+    if (r->cgroup_procs_fd >= 0 && write(r->cgroup_procs_fd, "0", 1) != 1)
+        child_fail(c, SPAWN_SETUP, errno);
+    if (child_stdio(r) < 0)
+        child_fail(c, SPAWN_SETUP, errno);
+    if (r->nofile && setrlimit(RLIMIT_NOFILE, r->nofile) < 0)
         child_fail(c, SPAWN_SETUP, errno);
     if (r->id && child_identity(r->id) < 0)
         child_fail(c, SPAWN_USER, errno);

@@ -4,7 +4,8 @@
  * Everything is prepared in the parent (identity resolved, argv/envp built,
  * PATH candidates sized); the child only makes system calls, in this order:
  * reset every signal disposition to default and the signal mask to empty,
- * setsid (own session and process group), stdio onto 0/1/2, optional
+ * setsid (own session and process group), join the command's cgroup (while
+ * still root), stdio onto 0/1/2, optional
  * controlling terminal, supplementary groups, gid, uid, chdir, mark every
  * other fd close-on-exec, exec (searching PATH for a bare name). On failure it
  * writes {stage, errno} to a close-on-exec pipe and _exits; EOF on the pipe
@@ -15,6 +16,7 @@
 #define SA_SPAWN_H
 
 #include <stdbool.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include "err.h"
@@ -31,6 +33,8 @@ struct spawn_req {
     const struct ident *id;      /* NULL: keep the agent's identity */
     int fd_in, fd_out, fd_err;   /* become 0, 1, 2 */
     bool ctty;                   /* make fd_in the controlling terminal */
+    int cgroup_procs_fd;         /* the command's cgroup.procs, or -1 */
+    const struct rlimit *nofile; /* RLIMIT_NOFILE for the command, or NULL */
     void *stack;                 /* child stack (the agent keeps one) */
     size_t stack_size;
 };
