@@ -138,14 +138,16 @@ void conn_kick(struct conn *c)
     }
     if (conn_flush(c) < 0)
         return;
-    if (buf_size(&c->out) > 0) {
-        ev_io_start(a->loop, &c->wio);
-        if (conn_congested(c) && !c->rpaused) {
-            c->rpaused = true;
-            ev_io_stop(a->loop, &c->rio);
-        }
-    } else if (c->starved) {
-        ev_io_start(a->loop, &c->wio);   /* its readers are pumped from the write callback */
+    size_t pending = buf_size(&c->out);
+    if (conn_congested(c) && !c->rpaused) {
+        c->rpaused = true;
+        ev_io_stop(a->loop, &c->rio);
+    } else if (pending < CONN_OUT_LOW && c->rpaused && !c->rd_eof && !c->closing) {
+        c->rpaused = false;                /* drained by this flush, not the write callback */
+        ev_io_start(a->loop, &c->rio);
+    }
+    if (pending > 0 || c->starved) {
+        ev_io_start(a->loop, &c->wio);   /* starved readers are pumped from the write callback */
     } else {
         ev_io_stop(a->loop, &c->wio);
         buf_reset(&c->out, 64u << 10);   /* give back a burst's memory */
