@@ -174,29 +174,51 @@ def kill_quietly(pid, sig=signal.SIGKILL, starttime=None):
 
 
 def kill_sessions(sids):
-    """SIGKILL every process in these sessions or process groups (cleanup).
-    A sid/pgid stays allocated while any process uses it, so this cannot hit
-    an unrelated process that reused the number."""
+    """SIGKILL every process left in the sessions (or process groups) led by
+    these command pids (cleanup).
+
+    pid_max may be small (32768), and other test modules run alongside, so
+    the numbers can be reused: a pid, and so a session id, is free for
+    reuse once no process uses it any more. So a session is only ours while
+    its leader pid is either gone (then any members are the original's: a
+    session cannot outlive the allocation of its id) or still the very
+    process the agent reported (same start time, recorded when the exec
+    reply was read). Pids never recorded are trusted as the caller's."""
     sids = set(sids)
     if not sids:
         return
+    with _SPAWNED_LOCK:
+        known = dict(_SPAWNED)
+    ours = set()
+    for sid in sids:
+        st = proc_stat(sid)
+        if st is None:
+            ours.add(sid)                       # leader gone: members are the original's
+        elif sid not in known:
+            ours.add(sid)                       # not recorded: the caller vouches for it
+        elif known[sid] is not None and st["starttime"] == known[sid]:
+            ours.add(sid)                       # still the very process the agent reported
+    if not ours:
+        return
     for p in all_procs():
-        if (p["sid"] in sids or p["pgrp"] in sids) and p["state"] not in ("Z", "X") \
+        if (p["sid"] in ours or p["pgrp"] in ours) and p["state"] not in ("Z", "X") \
                 and p["pid"] != os.getpid():
             kill_quietly(p["pid"], signal.SIGKILL, p["starttime"])
 
 
-# Every command pid the agent reported (exec reply `pid`): its session id.
-# Agent.stop() kills what is left of these sessions, so that no test leaks
-# `sleep 1000` orphans whatever the agent does.
-_SPAWNED = set()
+# Every command pid the agent reported (exec reply `pid`) -> that process's
+# start time as seen right then (None if it was already gone). Agent.stop()
+# kills what is left of these sessions, so that no test leaks `sleep 1000`
+# orphans whatever the agent does.
+_SPAWNED = {}
 _SPAWNED_LOCK = threading.Lock()
 
 
 def _note_spawned(pid):
     if isinstance(pid, int) and pid > 1:
+        st = proc_stat(pid)
         with _SPAWNED_LOCK:
-            _SPAWNED.add(pid)
+            _SPAWNED[pid] = st["starttime"] if st else None
 
 
 # --------------------------------------------------------------------------
@@ -566,6 +588,8 @@ class Client:
         r = self.recv_id(rid, timeout)
         if r.get("type") not in ("ok", "error"):
             raise ProtocolViolation("first message for %s id %d is not a reply: %r" % (type_, rid, _short(r)))
+        if type_ == "exec" and r["type"] == "ok":
+            _note_spawned(r.get("pid"))
         return r
 
     def ok(self, type_, timeout=None, **fields):
@@ -918,6 +942,9 @@ class Agent:
         with _SPAWNED_LOCK:
             sids = set(_SPAWNED)
         kill_sessions(sids)
+        with _SPAWNED_LOCK:
+            for sid in sids:          # done with them: a reused pid is not ours any more
+                _SPAWNED.pop(sid, None)
         if check:
             rep = self.sanitizer_report()
             if rep:
