@@ -6,6 +6,10 @@
  *   cmd.c      the command table, output,     spawn.c    fork/exec of a command
  *              stdin, exit                    ident.c    users and groups
  *   log.c      the log sink                   main.c     wiring
+ *   init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
+ *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
+ *              defaults, clock, entropy,                 for `stats`
+ *              restore, stats reply
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H
@@ -19,6 +23,7 @@
 #include "config.h"
 #include "cgroup.h"
 #include "ident.h"
+#include "init.h"
 #include "wire.h"
 
 /* Per connection: stop reading requests (and the pipes of commands that
@@ -43,7 +48,11 @@ struct agent {
     struct cfg cfg;
     const char *workdir;          /* absolute */
     bool dev;                     /* commands run as ourselves */
-    const char *default_user;     /* cfg.user, or our own name in dev mode */
+    const char *default_user;     /* cfg.user or set_defaults' user; our own name in dev mode */
+    char *default_cwd;            /* set_defaults' cwd (absolute), or NULL: the workdir */
+    char **default_env;           /* set_defaults' env, "K=V", NULL-terminated (or NULL) */
+    size_t default_envc;
+    uint64_t generation;          /* `restored` notifications so far */
     char boot_id[64];
     struct ident_cache idents;
     msgpack_zone zone;            /* decode zone, cleared after every frame */
@@ -61,10 +70,16 @@ struct agent {
     ev_timer cg_sweep;
     uint64_t next_conn_id;
     unsigned nconns, ncmds_running, ncmds_exited;
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint;    /* not in init mode: init.sig instead */
+    struct init_state init;       /* PID-1 mode */
     bool stopping;
 };
 
 uint64_t agent_now_ms(void);      /* wall clock, ms since epoch */
+/* The default cwd of commands: set_defaults' cwd, else the workdir. */
+static inline const char *agent_default_cwd(const struct agent *a)
+{
+    return a->default_cwd ? a->default_cwd : a->workdir;
+}
 
 #endif

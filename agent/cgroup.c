@@ -596,9 +596,14 @@ static void enable_memory(int dirfd)
         }
 }
 
-/* Remove the directories of agents that no longer exist, where empty. */
+/* Remove the directories of agents that no longer exist, where empty.
+ * Not as PID 1: pids in the names may belong to another PID namespace (an
+ * agent that is PID 1 of a namespace sees the host's agents as dead), and a
+ * VM's init has no predecessors on a freshly mounted cgroup2. */
 static void clean_dead_agents(int top_fd)
 {
+    if (getpid() == 1)
+        return;
     DIR *d = open_listing(top_fd, ".");
     if (!d)
         return;

@@ -133,12 +133,24 @@ static bool env_key_eq(const char *a, const char *b)
     return (*a == '=' || *a == '\0') && (*b == '=' || *b == '\0');
 }
 
-/* The default environment, then the request's env on top (its keys win). */
+/* Set "K=V" in env[0..*n), replacing an entry with the same key. */
+static void env_put(char **env, size_t *n, char *kv)
+{
+    size_t j = 0;
+    while (j < *n && !env_key_eq(env[j], kv))
+        j++;
+    env[j] = kv;
+    if (j == *n)
+        (*n)++;
+}
+
+/* The default environment, then the session's (set_defaults), then the
+ * request's env on top (its keys win); clear_env keeps only the request's. */
 static char **cmd_build_env(struct agent *a, const struct wire_exec_req *x,
                             const struct ident *id, const char **path)
 {
     msgpack_zone *z = &a->zone;
-    size_t cap = 7 + x->envc + 1, n = 0;
+    size_t cap = 7 + a->default_envc + x->envc + 1, n = 0;
     char **env = msgpack_zone_malloc(z, cap * sizeof(char *));
     if (!env)
         abort();
@@ -149,17 +161,13 @@ static char **cmd_build_env(struct agent *a, const struct wire_exec_req *x,
         env[n++] = zone_printf(z, "LOGNAME=%s", id->name);
         env[n++] = zone_printf(z, "SHELL=%s", id->shell);
         env[n++] = "LANG=C.UTF-8";
+        for (size_t i = 0; i < a->default_envc; i++)
+            env_put(env, &n, a->default_env[i]);
     }
     if (x->pty)
-        env[n++] = zone_printf(z, "TERM=%s", x->term ? x->term : "xterm-256color");
-    for (size_t i = 0; i < x->envc; i++) {
-        size_t j = 0;
-        while (j < n && !env_key_eq(env[j], x->env[i]))
-            j++;
-        env[j] = x->env[i];
-        if (j == n)
-            n++;
-    }
+        env_put(env, &n, zone_printf(z, "TERM=%s", x->term ? x->term : "xterm-256color"));
+    for (size_t i = 0; i < x->envc; i++)
+        env_put(env, &n, x->env[i]);
     env[n] = NULL;
     *path = NULL;
     for (size_t i = 0; i < n; i++)
@@ -182,7 +190,7 @@ static int cmd_identity(struct agent *a, const struct wire_exec_req *x, const st
         *run = NULL;
         return ident_lookup_uid(&a->idents, getuid(), env_id, e);
     }
-    const char *name = x->sudo ? "root" : x->user ? x->user : a->cfg.user;
+    const char *name = x->sudo ? "root" : x->user ? x->user : a->default_user;
     if (ident_lookup(&a->idents, name, run, e) < 0) {
         e->stage = "user";
         return -1;
@@ -191,13 +199,14 @@ static int cmd_identity(struct agent *a, const struct wire_exec_req *x, const st
     return 0;
 }
 
+/* The request's cwd; absent, or relative, against the default cwd. */
 static const char *cmd_cwd(struct agent *a, const struct wire_exec_req *x)
 {
     if (!x->cwd)
-        return a->workdir;
+        return agent_default_cwd(a);
     if (x->cwd[0] == '/')
         return x->cwd;
-    return zone_printf(&a->zone, "%s/%s", a->workdir, x->cwd);
+    return zone_printf(&a->zone, "%s/%s", agent_default_cwd(a), x->cwd);
 }
 
 static int set_nonblock(int fd)

@@ -21,9 +21,10 @@ static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_send_hello(struct conn *c)
 {
     struct agent *a = c->a;
-    static const char *const caps[] = {"exec", "stdin", "signal", "lifecycle", "pty", NULL};
+    static const char *const caps[] = {"exec", "stdin", "signal", "lifecycle", "pty", "guest",
+                                       NULL};
     static const char *const caps_cg[] = {"exec", "stdin", "signal", "lifecycle", "pty", "cgroup",
-                                          NULL};
+                                          "guest", NULL};
     char agent[64];
     snprintf(agent, sizeof agent, "sandbox-agent %s", SA_VERSION);
     struct wire_hello h = {
@@ -31,12 +32,12 @@ static void conn_send_hello(struct conn *c)
         .caps = a->cg.enabled ? caps_cg : caps,
         .boot_id = a->boot_id,
         .user = a->default_user,
-        .workdir = a->workdir,
+        .workdir = agent_default_cwd(a),
         .dev = a->dev,
         .max_frame = a->cfg.max_frame,
         .stdin_window = a->cfg.stdin_window,
-        .generation = 0,
-        .auth_required = false,
+        .generation = a->generation,
+        .auth_required = a->cfg.token_len > 0,
     };
     wire_msg_hello(&c->out, &h);
 }
@@ -47,6 +48,7 @@ void conn_accept(struct agent *a, int fd, const char *peer)
     c->a = a;
     c->fd = fd;
     c->serial = ++a->next_conn_id;
+    c->authed = a->cfg.token_len == 0;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     buf_init(&c->in);
     buf_init(&c->out);
@@ -190,10 +192,15 @@ void conn_fail(struct conn *c, const struct sa_err *e)
 {
     log_info("conn %llu: %s: %s; closing", (unsigned long long)c->serial, e->code, e->msg);
     wire_msg_error(&c->out, false, 0, e);
+    conn_close_soon(c);
+    conn_kick(c);
+}
+
+void conn_close_soon(struct conn *c)
+{
     c->closing = true;
     ev_io_stop(c->a->loop, &c->rio);
     ev_timer_start(c->a->loop, &c->linger);
-    conn_kick(c);
 }
 
 static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -41,6 +41,8 @@ struct conn {
     bool rpaused;              /* request reading paused: out above CONN_OUT_HIGH */
     bool rd_eof;               /* the client half-closed: finish streams, then close */
     bool starved;              /* a reader stopped for lack of room: pump it when writable */
+    bool authed;               /* may make requests: token presented, or none configured */
+    bool auth_refused;         /* a request was refused for lack of auth (logged once) */
     unsigned streams;          /* readers and waiters answering on this connection */
     struct reader *readers;    /* log readers on this connection */
     char peer[64];
@@ -57,6 +59,9 @@ bool conn_congested(const struct conn *c);
 void conn_idle_check(struct conn *c);
 /* Send an error without id, then close this connection (bad frame). */
 void conn_fail(struct conn *c, const struct sa_err *e);
+/* Read no more requests; close once what is queued, and the reply being
+ * built, is written (or after CONN_LINGER_S). */
+void conn_close_soon(struct conn *c);
 void conn_close(struct conn *c);
 void conn_close_all(struct agent *a);
 

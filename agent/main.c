@@ -15,6 +15,8 @@
 #include "agent.h"
 #include "cmd.h"
 #include "conn.h"
+#include "guest.h"
+#include "init.h"
 #include "listen.h"
 #include "log.h"
 
@@ -85,9 +87,15 @@ static void agent_cg_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static int agent_init(struct agent *a, struct sa_err *e)
 {
+    /* first: agent_free() destroys it whatever failed after */
+    if (!msgpack_zone_init(&a->zone, WIRE_ZONE_CHUNK))
+        return err_set(e, ENOMEM, NULL, "msgpack zone");
     a->loop = ev_default_loop(0);
     if (!a->loop)
         return err_set(e, 0, "internal", "cannot initialise libev");
+    if (cfg_load_token(&a->cfg, e) < 0)
+        return -1;
+    guest_oom_protect();
     /* Many commands at once need many fds (3 per command, plus a cgroup
      * fd): take the hard limit; commands get the original soft limit back. */
     if (getrlimit(RLIMIT_NOFILE, &a->nofile) == 0) {
@@ -107,8 +115,6 @@ static int agent_init(struct agent *a, struct sa_err *e)
     if (agent_workdir(a, e) < 0)
         return -1;
     read_boot_id(a->boot_id, sizeof a->boot_id);
-    if (!msgpack_zone_init(&a->zone, WIRE_ZONE_CHUNK))
-        return err_set(e, ENOMEM, NULL, "msgpack zone");
     a->scratch = xmalloc(CMD_READ_CHUNK);
     a->spawn_stack_size = SPAWN_STACK_SIZE;
     a->spawn_stack = mmap(NULL, a->spawn_stack_size, PROT_READ | PROT_WRITE,
@@ -158,6 +164,8 @@ static void agent_free(struct agent *a)
         munmap(a->spawn_stack, a->spawn_stack_size);
     free((char *)a->workdir);
     free((char *)a->default_user);
+    guest_free(a);
+    init_free(a);
 }
 
 int main(int argc, char **argv)
@@ -168,32 +176,50 @@ int main(int argc, char **argv)
     err_clear(&e);
 
     int r = cfg_parse(&a.cfg, argc, argv, &e);
-    if (r != 0) {
+    if (r != 0 && getpid() == 1) {
+        /* PID 1 never exits (the kernel would panic): carry on with defaults. */
+        if (r < 0)
+            fprintf(stderr, "sandbox-agent: %s; PID 1 goes on with the defaults\n", e.msg);
+        cfg_parse(&a.cfg, 1, argv, &e);
+    } else if (r != 0) {
         if (r < 0)
             fprintf(stderr, "sandbox-agent: %s\n", e.msg);
         return r < 0 ? 2 : 0;
     }
     log_set_level((enum log_level)a.cfg.log_level);
+    init_setup(&a);
     signal(SIGPIPE, SIG_IGN);
 
     if (agent_init(&a, &e) < 0)
         goto fail;
-    for (int i = 0; i < a.cfg.nlisten; i++)
-        if (lsn_open(&a, a.cfg.listen[i], &e) < 0)
+    for (int i = 0; i < a.cfg.nlisten; i++) {
+        if (lsn_open(&a, a.cfg.listen[i], &e) == 0)
+            continue;
+        if (!a.init.pid1)
             goto fail;
-    ev_signal_init(&a.sigterm, agent_stop_cb, SIGTERM);
-    ev_signal_init(&a.sigint, agent_stop_cb, SIGINT);
-    a.sigterm.data = a.sigint.data = &a;
-    ev_signal_start(a.loop, &a.sigterm);
-    ev_signal_start(a.loop, &a.sigint);
+        init_listen_later(&a, a.cfg.listen[i], &e);
+    }
+    if (a.init.on) {
+        init_start(&a);        /* graceful shutdown on SIGTERM, SIGINT, SIGPWR */
+    } else {
+        ev_signal_init(&a.sigterm, agent_stop_cb, SIGTERM);
+        ev_signal_init(&a.sigint, agent_stop_cb, SIGINT);
+        a.sigterm.data = a.sigint.data = &a;
+        ev_signal_start(a.loop, &a.sigterm);
+        ev_signal_start(a.loop, &a.sigint);
+    }
     log_info("sandbox-agent %s ready: user %s, workdir %s%s", SA_VERSION, a.default_user,
              a.workdir, a.dev ? " (dev mode: commands run as the agent's user)" : "");
 
     ev_run(a.loop, 0);
+    if (a.init.pid1)
+        init_hold(&a, "the event loop ended");
     agent_free(&a);
     return 0;
 fail:
     log_err("%s", e.msg);
+    if (a.init.pid1)
+        init_hold(&a, e.msg);
     agent_free(&a);
     return 1;
 }

@@ -7,6 +7,7 @@
 #include "agent.h"
 #include "cmd.h"
 #include "conn.h"
+#include "guest.h"
 #include "log.h"
 #include "msg.h"
 
@@ -160,14 +161,22 @@ static const struct {
     {"resize", req_resize},
     {"upload", NULL}, {"chunk", NULL}, {"download", NULL}, {"read", NULL},
     {"write", NULL}, {"stat", NULL}, {"ls", NULL}, {"mkdir", NULL}, {"remove", NULL},
-    {"rename", NULL}, {"chmod", NULL}, {"auth", NULL}, {"set_defaults", NULL},
-    {"sync", NULL}, {"set_time", NULL}, {"add_entropy", NULL}, {"restored", NULL},
-    {"stats", NULL}, {"shutdown", NULL},
+    {"rename", NULL}, {"chmod", NULL},
+    {"auth", guest_auth},
+    {"set_defaults", guest_set_defaults},
+    {"sync", guest_sync},
+    {"set_time", guest_set_time},
+    {"add_entropy", guest_add_entropy},
+    {"restored", guest_restored},
+    {"stats", guest_stats},
+    {"shutdown", NULL},
 };
 
 static int req_dispatch(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                         struct sa_err *e)
 {
+    if (guest_check_auth(c, r, e) < 0)
+        return -1;
     for (size_t i = 0; i < sizeof req_table / sizeof req_table[0]; i++) {
         if (!wire_req_is(r, req_table[i].type))
             continue;

@@ -79,6 +79,18 @@ static int child_stdio(const struct spawn_req *r)
     return 0;
 }
 
+/* The agent shields itself from the OOM killer (-1000); a command gets the
+ * default back, while still root. Best effort: failure changes nothing. */
+static void child_oom_default(void)
+{
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t w = write(fd, "0", 1);
+    (void)w;
+    close(fd);
+}
+
 static int child_identity(const struct ident *id)
 {
     if (syscall(SYS_setgroups, (size_t)id->ngroups, id->groups) < 0)
@@ -142,6 +154,7 @@ static int spawn_child(void *arg)
         child_fail(c, SPAWN_SETUP, errno);
     if (r->nofile && setrlimit(RLIMIT_NOFILE, r->nofile) < 0)
         child_fail(c, SPAWN_SETUP, errno);
+    child_oom_default();
     if (r->id && child_identity(r->id) < 0)
         child_fail(c, SPAWN_USER, errno);
     if (chdir(r->cwd) < 0)

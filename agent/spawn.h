@@ -6,7 +6,8 @@
  * reset every signal disposition to default and the signal mask to empty,
  * setsid (own session and process group), join the command's cgroup (while
  * still root), stdio onto 0/1/2, optional
- * controlling terminal, supplementary groups, gid, uid, chdir, mark every
+ * controlling terminal, RLIMIT_NOFILE, oom_score_adj 0 (best effort: the
+ * agent's own is -1000), supplementary groups, gid, uid, chdir, mark every
  * other fd close-on-exec, exec (searching PATH for a bare name). On failure it
  * writes {stage, errno} to a close-on-exec pipe and _exits; EOF on the pipe
  * means exec succeeded. CLONE_VFORK suspends the agent until then, so the

@@ -1,0 +1,50 @@
+/* guest.h — guest duties (PROTOCOL.md "Guest duties — guest"): the shared
+ * token, session-wide defaults, snapshot/restore support (sync, clock,
+ * entropy, generation), stats, and the agent's OOM protection.
+ *
+ * The request handlers have request.c's handler signature and are listed in
+ * its table. Bounds: a token is at most CFG_TOKEN_MAX bytes (compared in
+ * constant time), session env at most GUEST_ENV_MAX entries and
+ * GUEST_ENV_BYTES bytes ("K=V\0" each), add_entropy 1..GUEST_ENTROPY_MAX
+ * bytes, the stats command list what fits in one frame.
+ */
+#ifndef SA_GUEST_H
+#define SA_GUEST_H
+
+#include <msgpack.h>
+
+#include "err.h"
+#include "msg.h"
+
+#define GUEST_ENV_MAX 1024
+#define GUEST_ENV_BYTES (64u << 10)
+#define GUEST_ENTROPY_MAX 4096
+#define GUEST_TIME_MAX_MS 253402300799999ull   /* 9999-12-31T23:59:59.999Z */
+
+struct agent;
+struct conn;
+
+/* The gate in front of every request: 0 when c may make request r (it has
+ * authenticated, no token is configured, or r is `auth`); else -1 with
+ * code "auth_required" (logged). */
+int guest_check_auth(struct conn *c, const struct wire_req *r, struct sa_err *e);
+
+int guest_auth(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e);
+int guest_set_defaults(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                       struct sa_err *e);
+int guest_sync(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e);
+int guest_set_time(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                   struct sa_err *e);
+int guest_add_entropy(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                      struct sa_err *e);
+int guest_restored(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                   struct sa_err *e);
+int guest_stats(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e);
+
+/* At start-up, as root: oom_score_adj -1000 (a warning when that fails).
+ * Commands set theirs back to 0 (spawn.c). */
+void guest_oom_protect(void);
+/* Free the session defaults (agent exit). */
+void guest_free(struct agent *a);
+
+#endif
