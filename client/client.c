@@ -2,7 +2,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -11,6 +13,7 @@
 
 #include "addr.h"
 #include "buf.h"
+#include "json.h"
 
 #define CLIENT_STDIN_WINDOW_DEFAULT (1u << 20)   /* PROTOCOL.md: hello's default */
 
@@ -413,4 +416,226 @@ int client_reply_err(const msgpack_object *msg, struct sa_err *e)
     }
     int tlen = tn > SA_ERR_MSG_MAX ? SA_ERR_MSG_MAX : (int)tn;
     return err_set(e, code_errno(sc), sc, "%.*s", tlen, text);
+}
+
+/* --- helpers for command-line tools ----------------------------------------- */
+
+/* Linux numbering (asm-generic: x86-64, arm64), which is what the guest uses. */
+static const struct {
+    const char *name;
+    int sig;
+} sig_names[] = {
+    { "HUP", 1 },     { "INT", 2 },     { "QUIT", 3 },    { "ILL", 4 },    { "TRAP", 5 },
+    { "ABRT", 6 },    { "IOT", 6 },     { "BUS", 7 },     { "FPE", 8 },    { "KILL", 9 },
+    { "USR1", 10 },   { "SEGV", 11 },   { "USR2", 12 },   { "PIPE", 13 },  { "ALRM", 14 },
+    { "TERM", 15 },   { "STKFLT", 16 }, { "CHLD", 17 },   { "CLD", 17 },   { "CONT", 18 },
+    { "STOP", 19 },   { "TSTP", 20 },   { "TTIN", 21 },   { "TTOU", 22 },  { "URG", 23 },
+    { "XCPU", 24 },   { "XFSZ", 25 },   { "VTALRM", 26 }, { "PROF", 27 },  { "WINCH", 28 },
+    { "IO", 29 },     { "POLL", 29 },   { "PWR", 30 },    { "SYS", 31 },
+};
+
+/* A decimal number without sign or spaces, at most max. 0 or -1. */
+static int parse_dec(const char *s, uint64_t max, uint64_t *v)
+{
+    uint64_t n = 0;
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || n > (max - (uint64_t)(*s - '0')) / 10)
+            return -1;
+        n = n * 10 + (uint64_t)(*s - '0');
+    }
+    *v = n;
+    return 0;
+}
+
+/* "RTMIN", "RTMIN+N", "RTMAX", "RTMAX-N" (upper case, no "SIG"): 1..64 or -1. */
+static int parse_rt(const char *s)
+{
+    uint64_t k = 0;
+    const uint64_t span = CLIENT_SIG_MAX - CLIENT_SIGRTMIN;
+    bool min = strncmp(s, "RTMIN", 5) == 0, max = strncmp(s, "RTMAX", 5) == 0;
+    if (!min && !max)
+        return -1;
+    if (s[5] != '\0' && (s[5] != (min ? '+' : '-') || parse_dec(s + 6, span, &k) < 0))
+        return -1;
+    return min ? CLIENT_SIGRTMIN + (int)k : CLIENT_SIG_MAX - (int)k;
+}
+
+int client_signal_parse(const char *s)
+{
+    char up[16];
+    size_t n = strlen(s);
+    uint64_t v;
+    if (*s >= '0' && *s <= '9')
+        return parse_dec(s, CLIENT_SIG_MAX, &v) == 0 && v >= 1 ? (int)v : -1;
+    if (n >= sizeof up)
+        return -1;
+    for (size_t i = 0; i <= n; i++)
+        up[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 'a' + 'A' : s[i]);
+    const char *name = strncmp(up, "SIG", 3) == 0 ? up + 3 : up;
+    for (size_t i = 0; i < sizeof sig_names / sizeof sig_names[0]; i++)
+        if (strcmp(name, sig_names[i].name) == 0)
+            return sig_names[i].sig;
+    return parse_rt(name);
+}
+
+const char *client_signal_name(int sig, char *out, size_t n)
+{
+    for (size_t i = 0; i < sizeof sig_names / sizeof sig_names[0]; i++)
+        if (sig_names[i].sig == sig) {
+            snprintf(out, n, "%s", sig_names[i].name);
+            return out;
+        }
+    if (sig == CLIENT_SIGRTMIN)
+        snprintf(out, n, "RTMIN");
+    else if (sig > CLIENT_SIGRTMIN && sig < CLIENT_SIG_MAX)
+        snprintf(out, n, "RTMIN+%d", sig - CLIENT_SIGRTMIN);
+    else if (sig == CLIENT_SIG_MAX)
+        snprintf(out, n, "RTMAX");
+    else
+        return NULL;
+    return out;
+}
+
+int client_parse_id(const char *s, uint64_t *id)
+{
+    return parse_dec(s, UINT64_MAX, id) == 0 && *id > 0 ? 0 : -1;
+}
+
+int client_parse_secs(const char *s, uint64_t *ms)
+{
+    char *end;
+    if ((!(*s >= '0' && *s <= '9') && *s != '.') || s[strspn(s, "0123456789.eE+-")])
+        return -1;      /* decimal only: no sign, spaces, hex, "inf" or "nan" */
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v > 0) || v > 1e12)
+        return -1;
+    double want = v * 1000.0;
+    *ms = (uint64_t)want;
+    if ((double)*ms < want)     /* round up: 0.0001 s is 1 ms, not none */
+        ++*ms;
+    return 0;
+}
+
+void client_fmt_secs(uint64_t ms, char *out, size_t n)
+{
+    unsigned frac = (unsigned)(ms % 1000);
+    int digits = 3;
+    if (frac == 0) {
+        snprintf(out, n, "%" PRIu64, ms / 1000);
+        return;
+    }
+    while (frac % 10 == 0) {
+        frac /= 10;
+        digits--;
+    }
+    snprintf(out, n, "%" PRIu64 ".%0*u", ms / 1000, digits, frac);
+}
+
+void client_fmt_duration(uint64_t ms, char *out, size_t n)
+{
+    uint64_t s = ms / 1000, m = s / 60, h = m / 60, d = h / 24;
+    if (ms < 1000)
+        snprintf(out, n, "%" PRIu64 "ms", ms);
+    else if (s < 60)
+        snprintf(out, n, "%" PRIu64 ".%" PRIu64 "s", s, ms % 1000 / 100);
+    else if (m < 60)
+        snprintf(out, n, "%" PRIu64 "m%02" PRIu64 "s", m, s % 60);
+    else if (h < 24)
+        snprintf(out, n, "%" PRIu64 "h%02" PRIu64 "m", h, m % 60);
+    else
+        snprintf(out, n, "%" PRIu64 "d%02" PRIu64 "h", d, h % 24);
+}
+
+void client_fmt_utc(uint64_t ms, char *out, size_t n)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, n, "?");
+}
+
+/* Length of the UTF-8 character at p (n > 0 bytes) when it is well-formed
+ * and printable, else 0. */
+static size_t printable_char(const char *p, size_t n)
+{
+    unsigned char b = (unsigned char)p[0];
+    size_t len = b < 0x80 ? 1 : b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3
+               : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (len == 0 || len > n || !json_utf8_valid(p, len))
+        return 0;
+    if (b < 0x20 || b == 0x7f)
+        return 0;
+    if (b == 0xc2 && (unsigned char)p[1] < 0xa0)
+        return 0;   /* C1 controls U+0080..U+009F: terminals act on some */
+    return len;
+}
+
+static bool shell_plain(const char *p, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || strchr("_@%+=:,./-", ch) != NULL;
+        if (!ok || ch == '\0')
+            return false;
+    }
+    return true;
+}
+
+/* Append p[0..n) with unprintable characters as '?'. */
+static void append_printable(struct buf *b, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t k = printable_char(p + i, n - i);
+        if (k == 0) {
+            buf_append(b, "?", 1);
+            i++;
+            continue;
+        }
+        if (k == 1 && p[i] == '\'')
+            buf_append(b, "'\\''", 4);
+        else
+            buf_append(b, p + i, k);
+        i += k;
+    }
+}
+
+void client_join_argv(struct buf *b, const msgpack_object *argv)
+{
+    if (!argv || argv->type != MSGPACK_OBJECT_ARRAY) {
+        buf_append(b, "?", 1);
+        return;
+    }
+    for (uint32_t i = 0; i < argv->via.array.size; i++) {
+        const char *s;
+        size_t n;
+        if (i > 0)
+            buf_append(b, " ", 1);
+        if (!wire_obj_str(&argv->via.array.ptr[i], &s, &n)) {
+            buf_append(b, "?", 1);
+            continue;
+        }
+        if (shell_plain(s, n)) {
+            buf_append(b, s, n);
+            continue;
+        }
+        buf_append(b, "'", 1);
+        append_printable(b, s, n);
+        buf_append(b, "'", 1);
+    }
+}
+
+size_t client_fit_width(const char *p, size_t n, size_t cols)
+{
+    size_t i = 0;
+    for (size_t col = 0; i < n && col < cols; col++) {
+        size_t k = printable_char(p + i, n - i);
+        i += k ? k : 1;
+    }
+    return i;
 }

@@ -102,4 +102,42 @@ bool client_msg_id(const msgpack_object *msg, uint64_t id);
  * or an errno name; "unknown" otherwise) and message. Returns -1. */
 int client_reply_err(const msgpack_object *msg, struct sa_err *e);
 
+/* --- helpers for command-line tools (sandboxctl) ------------------------- */
+/* No I/O in any of these. */
+
+#define CLIENT_SIG_MAX 64           /* signal numbers are 1..64 (PROTOCOL.md) */
+#define CLIENT_SIGRTMIN 34          /* as glibc and bash count: 32, 33 are libc's */
+
+/* A signal given as a number (1..64, decimal) or a name, case-insensitive,
+ * with or without "SIG": HUP, INT, ..., SYS, RTMIN, RTMIN+N, RTMAX, RTMAX-N.
+ * Numbers are the guest's (Linux x86-64/arm64). Returns 1..64, or -1. */
+int client_signal_parse(const char *s);
+/* "TERM" for 15, "RTMIN+2" for 36; NULL for a number without a name. */
+const char *client_signal_name(int sig, char *out, size_t n);
+
+/* A command id: a decimal u64 > 0 without sign or spaces. 0 or -1. */
+int client_parse_id(const char *s, uint64_t *id);
+/* Seconds, decimals allowed ("2", "0.5", "1e3"), > 0 and at most 1e12, to
+ * milliseconds rounded up (0.0001 s is 1 ms, never "none"). 0 or -1. */
+int client_parse_secs(const char *s, uint64_t *ms);
+/* Milliseconds as seconds without trailing zeros: "2", "1.5", "0.001". */
+void client_fmt_secs(uint64_t ms, char *out, size_t n);
+/* A duration for people, at most 6 characters: "350ms", "12.3s", "5m03s",
+ * "2h05m", "3d04h" (truncated, never rounded up into the next unit). */
+void client_fmt_duration(uint64_t ms, char *out, size_t n);
+/* Milliseconds since the epoch as ISO-8601 UTC to the second:
+ * "2025-11-28T00:40:12Z". */
+void client_fmt_utc(uint64_t ms, char *out, size_t n);
+
+/* Append argv (an array of str) to b as one line a person can read and a
+ * shell would split back: words joined by spaces, a word that is empty or
+ * holds anything but [A-Za-z0-9_@%+=:,./-] in single quotes ('\'' for a
+ * quote). Control characters, DEL and invalid UTF-8 become '?', so the text
+ * is safe to print on a terminal. A non-array or non-str element: "?". */
+void client_join_argv(struct buf *b, const msgpack_object *argv);
+/* Bytes of the longest prefix of p[0..n) (UTF-8) that fits in cols
+ * terminal columns, counting one column per character and never cutting a
+ * character in two. */
+size_t client_fit_width(const char *p, size_t n, size_t cols);
+
 #endif

@@ -594,7 +594,8 @@ static void write_string(struct buf *b, const uint8_t *p, size_t n)
             put(b, esc);
         }
     }
-    buf_append(b, p + n - run, run);
+    if (run)    /* msgpack gives an empty str a NULL pointer: no arithmetic on it */
+        buf_append(b, p + n - run, run);
     buf_append(b, "\"", 1);
 }
 

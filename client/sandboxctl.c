@@ -2,18 +2,25 @@
  *
  *   sandboxctl [-c ADDR] ping
  *   sandboxctl [-c ADDR] exec [OPTIONS] -- PROG ARGS...
+ *   sandboxctl [-c ADDR] logs [-f] [--from POS] ID
+ *   sandboxctl [-c ADDR] wait [--timeout SECS] ID
+ *   sandboxctl [-c ADDR] kill [-s SIGNAL] ID
+ *   sandboxctl [-c ADDR] ps [--all] [--json]
+ *   sandboxctl [-c ADDR] get ID
+ *   sandboxctl [-c ADDR] stats [--json]
  *   sandboxctl encode      JSON lines on stdin -> frames on stdout
  *   sandboxctl decode      frames on stdin -> JSON lines on stdout
  *
- * Exit status: the command's own for exec; 0 success; 1 bad input to
- * encode/decode; 2 usage; 126 the command could not be started; 127 program
- * not found; 255 connection or protocol failure.
+ * Exit status: the command's own for exec and wait; 0 success; 1 bad input
+ * to encode/decode, an error reply to kill/logs/get, output not writable;
+ * 2 usage; 124 wait --timeout ran out; 126 the command could not be started;
+ * 127 program not found (exec), no such command (wait); 255 connection or
+ * protocol failure.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -36,7 +43,9 @@
 #endif
 
 #define EXIT_BAD_INPUT 1
+#define EXIT_FAILED 1                   /* an error reply, output not writable */
 #define EXIT_USAGE 2
+#define EXIT_WAIT_TIMEOUT 124           /* as timeout(1) */
 #define EXIT_CANNOT_EXEC 126
 #define EXIT_NOT_FOUND 127
 #define EXIT_CONN 255
@@ -46,6 +55,7 @@
 #define SEND_QUEUE_MAX (256u << 10)     /* stop reading stdin while this much is queued */
 #define LINE_MAX_BYTES (64u << 20)      /* longest JSON line encode accepts */
 #define SIGNAL_GIVE_UP 3                /* forwarded signals before leaving anyway */
+#define SIGTERM_LINUX 15                /* kill's default, in the guest's numbering */
 
 static const char usage_text[] =
     "usage: sandboxctl [-c ADDR] COMMAND [ARGS...]\n"
@@ -62,7 +72,21 @@ static const char usage_text[] =
     "      -n                     stdin from /dev/null instead of ours\n"
     "      -t                     run on a pseudo-terminal (interactive)\n"
     "      --timeout SECS         kill the command after SECS seconds\n"
-    "      --detach               start it, print its command id, exit\n"
+    "      --detach               start it with stdin /dev/null, print its command\n"
+    "                             id, exit; read its output with logs\n"
+    "  logs [OPTIONS] ID          print the output of command ID that the agent kept\n"
+    "      -f, --follow           keep printing new output until the command exits\n"
+    "      --from POS             start at this combined log position (default 0)\n"
+    "  wait [--timeout SECS] ID   wait for command ID to exit; exit with its status\n"
+    "  kill [-s SIGNAL] ID        signal command ID's process group; SIGNAL is a name\n"
+    "                             (TERM, SIGKILL, RTMIN+1) or a number; default TERM\n"
+    "  ps [OPTIONS]               list the agent's running commands (STARTED is UTC)\n"
+    "      -a, --all              also the exited ones it remembers\n"
+    "      --json                 one JSON object per command and line, as sent\n"
+    "  get ID                     print command ID's record as one JSON line\n"
+    "  stats [--json]             the sandbox's uptime, load, memory, disk, the agent's\n"
+    "                             own use, and CPU and memory of running commands\n"
+    "      --json                 the agent's reply as one JSON object on one line\n"
     "  encode                     JSON objects (one per line) on stdin -> frames on stdout\n"
     "  decode                     frames on stdin -> JSON objects (one per line) on stdout\n"
     "\n"
@@ -72,9 +96,11 @@ static const char usage_text[] =
     "  -h, --help                 show this help\n"
     "      --version              show the version\n"
     "\n"
-    "exit status: the command's for exec; 1 bad encode/decode input; 2 usage;\n"
-    "126 command could not be started; 127 program not found;\n"
-    "255 connection or protocol failure.\n";
+    "exit status: the command's for exec and wait; 0 success; 1 the agent refused\n"
+    "(kill, logs, get: no such command, already exited, ...), bad encode/decode\n"
+    "input, or output not writable; 2 usage, or a feature this agent lacks;\n"
+    "124 wait --timeout ran out; 126 command could not be started; 127 program\n"
+    "not found (exec), no such command (wait); 255 connection or protocol failure.\n";
 
 /* --- messages ------------------------------------------------------------- */
 
@@ -141,6 +167,14 @@ static int write_full(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* Log positions [from, to) of a command's output are gone (a gap event, or
+ * positions the agent skipped without one). */
+static void report_gap(uint64_t from, uint64_t to)
+{
+    warnmsg("%" PRIu64 " bytes of output were dropped (log positions %" PRIu64 "..%" PRIu64 ")",
+            to - from, from, to);
+}
+
 /* --- connecting ----------------------------------------------------------- */
 
 /* 0 when there is an address to connect to, else a usage error's status. */
@@ -160,6 +194,15 @@ static struct client *connect_or_die(const char *addr)
         exit(EXIT_CONN);
     }
     return c;
+}
+
+/* 0 when the agent lists capability cap, else a message and EXIT_USAGE. */
+static int need_cap(struct client *c, const char *cap, const char *what)
+{
+    if (client_has_cap(c, cap))
+        return 0;
+    warnmsg("%s: not supported by this agent (no '%s' capability)", what, cap);
+    return EXIT_USAGE;
 }
 
 /* --- ping ----------------------------------------------------------------- */
@@ -393,20 +436,6 @@ struct exec_opts {
     size_t argc;
 };
 
-static int parse_timeout(const char *s, uint64_t *ms)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v) || v <= 0 || v > 1e12)
-        return -1;
-    double want = v * 1000.0;
-    *ms = (uint64_t)want;
-    if ((double)*ms < want)     /* round up (no libm): 0.0001 s is 1 ms, not none */
-        ++*ms;
-    return 0;
-}
-
 /* 0, or an exit status for a usage error. */
 static int exec_parse(int argc, char **argv, struct exec_opts *o)
 {
@@ -432,8 +461,8 @@ static int exec_parse(int argc, char **argv, struct exec_opts *o)
         case 'n': o->stdin_null = true; break;
         case 't': o->tty = true; break;
         case OPT_TIMEOUT:
-            if (parse_timeout(optarg, &o->timeout_ms) < 0)
-                return usage_error("--timeout wants a positive number of seconds, not '%s'",
+            if (client_parse_secs(optarg, &o->timeout_ms) < 0)
+                return usage_error("exec: --timeout wants a positive number of seconds, not '%s'",
                                    optarg);
             break;
         case 'e':
@@ -451,6 +480,8 @@ static int exec_parse(int argc, char **argv, struct exec_opts *o)
         return usage_error("exec: --user and --sudo exclude each other");
     if (optind >= argc)
         return usage_error("exec: no program given (exec [OPTIONS] -- PROG ARGS...)");
+    if (o->detach && !o->tty)
+        o->stdin_null = true;   /* nobody would ever write to or close its stdin */
     o->argv = argv + optind;
     o->argc = (size_t)(argc - optind);
     return 0;
@@ -541,10 +572,12 @@ struct session {
     size_t nfl, capfl;
     uint64_t offset[2];         /* bytes received per stream: stdout, stderr */
     bool sink_gone[2];          /* our stdout/stderr reader has gone away */
+    bool resync[2];             /* a gap was reported: offsets may jump once */
     int nsignals;
     bool exited;
     int code;
     uint8_t *inbuf;
+    uint64_t timeout_ms;        /* --timeout, for the message; 0: none */
 };
 
 static int fail_conn(struct session *s, const struct sa_err *e)
@@ -692,10 +725,11 @@ static int on_output(struct session *s, const msgpack_object *m)
     }
     uint64_t off = s->offset[k];
     wire_obj_uint(wire_get(m, "offset"), &off);
-    if (off != s->offset[k])    /* offsets have no holes: report, never hide, a loss */
+    if (off != s->offset[k] && !s->resync[k])  /* no holes: report, never hide, a loss */
         warnmsg("%s: bytes %" PRIu64 "..%" PRIu64 " were lost", k ? "stderr" : "stdout",
                 s->offset[k], off);
     s->offset[k] = off + n;
+    s->resync[k] = false;
     if (s->sink_gone[k])
         return 0;
     int r = write_full(k ? STDERR_FILENO : STDOUT_FILENO, data, n);
@@ -713,8 +747,14 @@ static int on_exit_event(struct session *s, const msgpack_object *m)
     if (!wire_obj_int(wire_get(m, "code"), &code))
         warnmsg("exit event without a code");
     bool timed_out = false;
-    if (wire_obj_bool(wire_get(m, "timed_out"), &timed_out) && timed_out)
-        warnmsg("command %" PRIu64 " timed out and was killed", s->cmd);
+    if (wire_obj_bool(wire_get(m, "timed_out"), &timed_out) && timed_out) {
+        char secs[32];
+        client_fmt_secs(s->timeout_ms, secs, sizeof secs);
+        if (s->timeout_ms)
+            warnmsg("command timed out after %s s", secs);
+        else
+            warnmsg("command timed out");
+    }
     s->exited = true;
     s->code = code >= 0 && code <= 255 ? (int)code : EXIT_CONN;
     return 0;
@@ -729,7 +769,11 @@ static int on_event(struct session *s, const msgpack_object *m)
     if (client_msg_is(m, "exit"))
         return on_exit_event(s, m);
     if (client_msg_is(m, "gap")) {
-        warnmsg("the agent dropped part of the output log");
+        uint64_t from = 0, to = 0;
+        wire_obj_uint(wire_get(m, "from"), &from);
+        wire_obj_uint(wire_get(m, "to"), &to);
+        report_gap(from, to > from ? to : from);
+        s->resync[0] = s->resync[1] = true;
         return 0;
     }
     if (client_msg_is(m, "error"))
@@ -918,6 +962,7 @@ static void session_init(struct session *s, struct client *c, uint64_t id, uint6
     s->id = id;
     s->cmd = cmd;
     s->stdin_open = !o->stdin_null;
+    s->timeout_ms = o->timeout_ms;
     s->window = h->stdin_window;
     s->chunk = STDIN_CHUNK;
     if (s->chunk > h->max_frame - FRAME_OVERHEAD)
@@ -978,13 +1023,775 @@ static int cmd_exec(const char *addr, int argc, char **argv)
         return rc;
     }
     struct client *c = connect_or_die(addr);
-    if (o.tty && !client_has_cap(c, "pty")) {
-        warnmsg("exec -t: not supported by this agent (no 'pty' capability)");
-        rc = EXIT_USAGE;
-    } else {
+    if (o.tty)
+        rc = need_cap(c, "pty", "exec -t");
+    if (rc == 0 && o.detach)
+        rc = need_cap(c, "lifecycle", "exec --detach");
+    if (rc == 0 && o.timeout_ms > 0)
+        rc = need_cap(c, "lifecycle", "exec --timeout");
+    if (rc == 0)
         rc = exec_start(c, &o);
-    }
     free(o.env);
+    client_free(c);
+    return rc;
+}
+
+/* --- commands about one command id: shared ---------------------------------- */
+
+/* The single ID argument left after the options: 0, or a usage error's status. */
+static int one_id(const char *what, int argc, char **argv, uint64_t *id)
+{
+    if (optind >= argc)
+        return usage_error("%s: no command id given", what);
+    if (argc - optind > 1)
+        return usage_error("%s: unexpected argument '%s'", what, argv[optind + 1]);
+    if (client_parse_id(argv[optind], id) < 0)
+        return usage_error("%s: '%s' is not a command id (a number > 0)", what, argv[optind]);
+    return 0;
+}
+
+/* A decimal u64 (0 allowed), nothing else. 0 or -1. */
+static int parse_u64(const char *s, uint64_t *v)
+{
+    char *end;
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    unsigned long long x = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *v = x;
+    return 0;
+}
+
+/* poll() milliseconds for a timeout in ms; 0 (none) is -1 (forever). */
+static int poll_ms(uint64_t ms)
+{
+    return ms == 0 ? -1 : ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/* Connect and check for the lifecycle capability: NULL with *rc set when
+ * there is no address or the agent lacks it; exits 255 when connecting fails. */
+static struct client *connect_lifecycle(const char *addr, const char *what, int *rc)
+{
+    *rc = need_addr(addr);
+    if (*rc != 0)
+        return NULL;
+    struct client *c = connect_or_die(addr);
+    *rc = need_cap(c, "lifecycle", what);
+    if (*rc == 0)
+        return c;
+    client_free(c);
+    return NULL;
+}
+
+/* Send {type, cmd} and wait for the reply: client_call's result. */
+static int call_cmd(struct client *c, const char *type, uint64_t cmd, int timeout_ms,
+                    msgpack_object *reply, struct sa_err *e)
+{
+    struct wire_enc w;
+    uint64_t id = client_begin(c, &w, type, 1);
+    wire_kv_uint(&w, "cmd", cmd);
+    if (client_end(c, &w, e) < 0)
+        return -1;
+    return client_call(c, id, timeout_ms, reply, e);
+}
+
+/* Exit status after a call that did not succeed (message printed): 1 for an
+ * error reply, 255 for a failed connection. */
+static int call_failed(const char *what, int rc, const struct sa_err *e)
+{
+    warnmsg("%s: %s", what, e->msg);
+    return rc < 0 ? EXIT_CONN : EXIT_FAILED;
+}
+
+/* Write b to stdout: 0, or EXIT_FAILED (quietly when the reader left). */
+static int out_flush(struct buf *b, const char *what)
+{
+    int r = write_full(STDOUT_FILENO, buf_ptr(b), buf_size(b));
+    buf_reset(b, 1u << 20);
+    if (r == 0)
+        return 0;
+    if (r != -EPIPE)
+        warnmsg("%s: stdout: %s", what, strerror(-r));
+    return EXIT_FAILED;
+}
+
+/* --- logs ----------------------------------------------------------------- */
+
+struct logs_opts {
+    bool follow;
+    uint64_t from;
+    uint64_t cmd;
+};
+
+static int logs_parse(int argc, char **argv, struct logs_opts *o)
+{
+    enum { OPT_FROM = 256 };
+    static const struct option longopts[] = {
+        { "follow", no_argument, NULL, 'f' },
+        { "from", required_argument, NULL, OPT_FROM },
+        { NULL, 0, NULL, 0 },
+    };
+    int ch;
+    memset(o, 0, sizeof *o);
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":f", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'f': o->follow = true; break;
+        case OPT_FROM:
+            if (parse_u64(optarg, &o->from) < 0)
+                return usage_error("logs: --from wants a log position (a number), not '%s'",
+                                   optarg);
+            break;
+        case ':': return usage_error("logs: option %s needs an argument", opt_name(argv));
+        default: return usage_error("logs: unknown option %s", opt_name(argv));
+        }
+    }
+    return one_id("logs", argc, argv, &o->cmd);
+}
+
+struct logs_state {
+    uint64_t pos;               /* the next combined log position we expect */
+    bool err_gone;              /* our stderr's reader left: drop stderr chunks */
+};
+
+/* The stream has reached position pos: anything skipped silently is reported. */
+static void logs_reach(struct logs_state *st, uint64_t pos)
+{
+    if (pos > st->pos) {
+        report_gap(st->pos, pos);
+        st->pos = pos;
+    }
+}
+
+/* An output event: 0 to go on, 1 with *status to stop. */
+static int logs_output(struct logs_state *st, const msgpack_object *m, int *status)
+{
+    const msgpack_object *sm = wire_get(m, "stream");
+    int fd = wire_obj_is(sm, "stdout") ? STDOUT_FILENO
+           : wire_obj_is(sm, "stderr") ? STDERR_FILENO : -1;
+    const char *data;
+    size_t n;
+    uint64_t pos;
+    if (fd < 0 || !wire_obj_bytes(wire_get(m, "data"), &data, &n) ||
+        !wire_obj_uint(wire_get(m, "pos"), &pos)) {
+        warnmsg("logs: malformed output event from the agent");
+        *status = EXIT_CONN;
+        return 1;
+    }
+    logs_reach(st, pos);
+    st->pos = pos + n;
+    if (fd == STDERR_FILENO && st->err_gone)
+        return 0;
+    int r = write_full(fd, data, n);
+    if (r == 0)
+        return 0;
+    if (fd == STDERR_FILENO) {
+        st->err_gone = true;
+        return 0;
+    }
+    if (r != -EPIPE)
+        warnmsg("logs: stdout: %s", strerror(-r));
+    *status = r == -EPIPE ? 0 : EXIT_FAILED;   /* `logs -f ID | head` just ends */
+    return 1;
+}
+
+/* One message of the logs stream: 0 to go on, 1 with *status at its end. */
+static int logs_event(struct logs_state *st, const msgpack_object *m, int *status)
+{
+    uint64_t a = 0, b = 0;
+    if (client_msg_is(m, "output"))
+        return logs_output(st, m, status);
+    *status = 0;
+    if (client_msg_is(m, "gap")) {
+        if (wire_obj_uint(wire_get(m, "from"), &a) && wire_obj_uint(wire_get(m, "to"), &b) &&
+            b > a) {
+            report_gap(a, b);
+            st->pos = b;
+        }
+        return 0;
+    }
+    if (client_msg_is(m, "end")) {
+        if (wire_obj_uint(wire_get(m, "pos"), &a))
+            logs_reach(st, a);
+        return 1;
+    }
+    if (client_msg_is(m, "exit")) {
+        /* the log holds every byte the command wrote: both streams' totals */
+        if (wire_obj_uint(wire_get(m, "stdout_bytes"), &a) &&
+            wire_obj_uint(wire_get(m, "stderr_bytes"), &b))
+            logs_reach(st, a + b);
+        return 1;
+    }
+    struct sa_err e;
+    if (client_msg_is(m, "error"))
+        client_reply_err(m, &e);
+    else
+        err_set(&e, EPROTO, "bad_frame", "unexpected message in the log stream");
+    warnmsg("logs: %s", e.msg);
+    *status = EXIT_CONN;
+    return 1;
+}
+
+static uint64_t logs_request(struct client *c, const struct logs_opts *o, struct sa_err *e)
+{
+    struct wire_enc w;
+    uint64_t id = client_begin(c, &w, "logs", 3);
+    wire_kv_uint(&w, "cmd", o->cmd);
+    wire_kv_uint(&w, "from", o->from);
+    wire_kv_bool(&w, "follow", o->follow);
+    return client_end(c, &w, e) < 0 ? 0 : id;
+}
+
+static int logs_run(struct client *c, const struct logs_opts *o)
+{
+    struct sa_err e;
+    msgpack_object m;
+    struct logs_state st = { .pos = o->from };
+    uint64_t id = logs_request(c, o, &e);
+    int rc = id ? client_call(c, id, -1, &m, &e) : -1;
+    if (rc != 0)
+        return call_failed("logs", rc, &e);
+    int status = 0;
+    for (;;) {
+        if (client_recv(c, -1, &m, &e) < 0) {
+            warnmsg("logs: %s", e.msg);
+            return EXIT_CONN;
+        }
+        if (client_msg_id(&m, id) && logs_event(&st, &m, &status) != 0)
+            return status;
+    }
+}
+
+static int cmd_logs(const char *addr, int argc, char **argv)
+{
+    struct logs_opts o;
+    int rc = logs_parse(argc, argv, &o);
+    if (rc != 0)
+        return rc;
+    struct client *c = connect_lifecycle(addr, "logs", &rc);
+    if (!c)
+        return rc;
+    rc = logs_run(c, &o);
+    client_free(c);
+    return rc;
+}
+
+/* --- wait ----------------------------------------------------------------- */
+
+struct wait_opts {
+    uint64_t cmd;
+    uint64_t timeout_ms;        /* 0: wait forever */
+};
+
+static int wait_parse(int argc, char **argv, struct wait_opts *o)
+{
+    enum { OPT_TIMEOUT = 256 };
+    static const struct option longopts[] = {
+        { "timeout", required_argument, NULL, OPT_TIMEOUT },
+        { NULL, 0, NULL, 0 },
+    };
+    int ch;
+    memset(o, 0, sizeof *o);
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        switch (ch) {
+        case OPT_TIMEOUT:
+            if (client_parse_secs(optarg, &o->timeout_ms) < 0)
+                return usage_error("wait: --timeout wants a positive number of seconds, not '%s'",
+                                   optarg);
+            break;
+        case ':': return usage_error("wait: option %s needs an argument", opt_name(argv));
+        default: return usage_error("wait: unknown option %s", opt_name(argv));
+        }
+    }
+    return one_id("wait", argc, argv, &o->cmd);
+}
+
+/* The exit status wait ends with, from the wait reply. */
+static int wait_status(const struct wait_opts *o, const msgpack_object *reply)
+{
+    int64_t code;
+    bool timed_out = false;
+    if (!wire_obj_int(wire_get(reply, "code"), &code)) {
+        warnmsg("wait: the agent's reply has no exit code");
+        return EXIT_CONN;
+    }
+    if (wire_obj_bool(wire_get(reply, "timed_out"), &timed_out) && timed_out)
+        warnmsg("command %" PRIu64 " timed out", o->cmd);
+    return code >= 0 && code <= 255 ? (int)code : EXIT_CONN;
+}
+
+static int cmd_wait(const char *addr, int argc, char **argv)
+{
+    struct wait_opts o;
+    struct sa_err e;
+    msgpack_object reply;
+    int rc = wait_parse(argc, argv, &o);
+    if (rc != 0)
+        return rc;
+    struct client *c = connect_lifecycle(addr, "wait", &rc);
+    if (!c)
+        return rc;
+    rc = call_cmd(c, "wait", o.cmd, poll_ms(o.timeout_ms), &reply, &e);
+    if (rc == 0) {
+        rc = wait_status(&o, &reply);
+    } else if (rc < 0 && o.timeout_ms && e.errnum == ETIMEDOUT) {
+        char secs[32];
+        client_fmt_secs(o.timeout_ms, secs, sizeof secs);
+        warnmsg("wait: command %" PRIu64 " is still running after %s s", o.cmd, secs);
+        rc = EXIT_WAIT_TIMEOUT;
+    } else {
+        warnmsg("wait: %s", e.msg);
+        rc = rc == 1 && strcmp(e.code, "not_found") == 0 ? EXIT_NOT_FOUND : EXIT_CONN;
+    }
+    client_free(c);
+    return rc;
+}
+
+/* --- kill ----------------------------------------------------------------- */
+
+static int kill_parse(int argc, char **argv, int *sig, uint64_t *cmd)
+{
+    int ch;
+    *sig = SIGTERM_LINUX;
+    optind = 0;
+    while ((ch = getopt(argc, argv, ":s:")) != -1) {
+        switch (ch) {
+        case 's':
+            *sig = client_signal_parse(optarg);
+            if (*sig < 0)
+                return usage_error("kill: unknown signal '%s' (a name such as TERM, KILL, "
+                                   "SIGINT, RTMIN+1, or a number 1..64)", optarg);
+            break;
+        case ':': return usage_error("kill: option %s needs an argument", opt_name(argv));
+        default: return usage_error("kill: unknown option %s", opt_name(argv));
+        }
+    }
+    return one_id("kill", argc, argv, cmd);
+}
+
+static int cmd_kill(const char *addr, int argc, char **argv)
+{
+    int sig;
+    uint64_t cmd;
+    struct wire_enc w;
+    struct sa_err e;
+    msgpack_object reply;
+    int rc = kill_parse(argc, argv, &sig, &cmd);
+    if (rc == 0)
+        rc = need_addr(addr);
+    if (rc != 0)
+        return rc;
+    struct client *c = connect_or_die(addr);
+    uint64_t id = client_begin(c, &w, "signal", 2);
+    wire_kv_uint(&w, "cmd", cmd);
+    wire_kv_uint(&w, "signal", (uint64_t)sig);
+    rc = client_end(c, &w, &e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, &e);
+    if (rc != 0)
+        rc = call_failed("kill", rc, &e);
+    client_free(c);
+    return rc;
+}
+
+/* --- get ------------------------------------------------------------------ */
+
+/* Append m as a JSON line without its "type" and "id" (a reply -> a record). */
+static void record_json(struct buf *b, const msgpack_object *m)
+{
+    uint32_t n = m->type == MSGPACK_OBJECT_MAP ? m->via.map.size : 0, k = 0;
+    msgpack_object_kv *kv = xcalloc(n + 1, sizeof *kv);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *key = &m->via.map.ptr[i].key;
+        if (!wire_obj_is(key, "type") && !wire_obj_is(key, "id"))
+            kv[k++] = m->via.map.ptr[i];
+    }
+    msgpack_object rec = { .type = MSGPACK_OBJECT_MAP, .via.map = { .size = k, .ptr = kv } };
+    json_write(b, &rec);
+    buf_append(b, "\n", 1);
+    free(kv);
+}
+
+static int cmd_get(const char *addr, int argc, char **argv)
+{
+    uint64_t cmd;
+    struct sa_err e;
+    msgpack_object reply;
+    struct buf b;
+    optind = 0;
+    if (getopt(argc, argv, ":") != -1)
+        return usage_error("get: unknown option %s", opt_name(argv));
+    int rc = one_id("get", argc, argv, &cmd);
+    if (rc != 0)
+        return rc;
+    struct client *c = connect_lifecycle(addr, "get", &rc);
+    if (!c)
+        return rc;
+    rc = call_cmd(c, "get", cmd, addr_timeout_from_env(), &reply, &e);
+    if (rc == 0) {
+        buf_init(&b);
+        record_json(&b, &reply);
+        rc = out_flush(&b, "get");
+        buf_free(&b);
+    } else {
+        rc = call_failed("get", rc, &e);
+    }
+    client_free(c);
+    return rc;
+}
+
+/* --- ps ------------------------------------------------------------------- */
+
+enum { PS_ID, PS_PID, PS_STATE, PS_CODE, PS_STARTED, PS_DURATION, PS_NFIELDS };
+#define PS_FIELD_MAX 32
+
+static const char *const ps_head[PS_NFIELDS] = {
+    "ID", "PID", "STATE", "CODE", "STARTED", "DURATION",
+};
+static const bool ps_right[PS_NFIELDS] = { true, true, false, true, false, true };
+
+struct ps_row {
+    char f[PS_NFIELDS][PS_FIELD_MAX];
+    struct buf cmd;             /* the CMD column: argv joined */
+};
+
+struct ps_opts {
+    bool all;
+    bool json;
+};
+
+static int ps_parse(int argc, char **argv, struct ps_opts *o)
+{
+    enum { OPT_ALL = 256, OPT_JSON };
+    static const struct option longopts[] = {
+        { "all", no_argument, NULL, OPT_ALL },
+        { "json", no_argument, NULL, OPT_JSON },
+        { NULL, 0, NULL, 0 },
+    };
+    int ch;
+    memset(o, 0, sizeof *o);
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":a", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'a':
+        case OPT_ALL: o->all = true; break;
+        case OPT_JSON: o->json = true; break;
+        default: return usage_error("ps: unknown option %s", opt_name(argv));
+        }
+    }
+    if (optind < argc)
+        return usage_error("ps: unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+/* A uint field as text, or "-". */
+static void ps_uint(char *out, const msgpack_object *rec, const char *key)
+{
+    uint64_t v;
+    if (wire_obj_uint(wire_get(rec, key), &v))
+        snprintf(out, PS_FIELD_MAX, "%" PRIu64, v);
+    else
+        snprintf(out, PS_FIELD_MAX, "-");
+}
+
+/* STATE: the agent's state word (only [a-z_-] kept), "timed-out" for an
+ * exit by timeout. */
+static void ps_state(char *out, const msgpack_object *rec)
+{
+    const char *s = "";
+    size_t n = 0, k = 0;
+    bool timed_out = false;
+    if (wire_obj_bool(wire_get(rec, "timed_out"), &timed_out) && timed_out) {
+        snprintf(out, PS_FIELD_MAX, "timed-out");
+        return;
+    }
+    wire_obj_str(wire_get(rec, "state"), &s, &n);
+    for (size_t i = 0; i < n && k + 1 < PS_FIELD_MAX; i++)
+        out[k++] = (s[i] >= 'a' && s[i] <= 'z') || s[i] == '_' || s[i] == '-' ? s[i] : '?';
+    out[k] = '\0';
+    if (k == 0)
+        snprintf(out, PS_FIELD_MAX, "?");
+}
+
+/* DURATION: the exit's duration, or for a running command the time since its
+ * start by the agent's clock (now_ms). */
+static void ps_duration(char *out, const msgpack_object *rec, uint64_t now_ms)
+{
+    uint64_t ms, started;
+    if (wire_obj_uint(wire_get(rec, "duration_ms"), &ms))
+        client_fmt_duration(ms, out, PS_FIELD_MAX);
+    else if (wire_obj_uint(wire_get(rec, "started_ms"), &started) && now_ms >= started)
+        client_fmt_duration(now_ms - started, out, PS_FIELD_MAX);
+    else
+        snprintf(out, PS_FIELD_MAX, "-");
+}
+
+static void ps_fill(struct ps_row *r, const msgpack_object *rec, uint64_t now_ms)
+{
+    int64_t code;
+    uint64_t started;
+    ps_uint(r->f[PS_ID], rec, "cmd");
+    ps_uint(r->f[PS_PID], rec, "pid");
+    ps_state(r->f[PS_STATE], rec);
+    if (wire_obj_int(wire_get(rec, "code"), &code))
+        snprintf(r->f[PS_CODE], PS_FIELD_MAX, "%" PRId64, code);
+    else
+        snprintf(r->f[PS_CODE], PS_FIELD_MAX, "-");
+    if (wire_obj_uint(wire_get(rec, "started_ms"), &started))
+        client_fmt_utc(started, r->f[PS_STARTED], PS_FIELD_MAX);
+    else
+        snprintf(r->f[PS_STARTED], PS_FIELD_MAX, "-");
+    ps_duration(r->f[PS_DURATION], rec, now_ms);
+    buf_init(&r->cmd);
+    client_join_argv(&r->cmd, wire_get(rec, "argv"));
+}
+
+/* Columns of stdout when it is a terminal, else 0 (no truncation). */
+static size_t ps_width(void)
+{
+    struct winsize ws;
+    if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0)
+        return ws.ws_col;
+    return 0;
+}
+
+/* One line: the fields padded to widths, then cmd cut to the terminal. */
+static void ps_line(struct buf *b, const char *const *f, const size_t *widths, const char *cmd,
+                    size_t cmdlen, size_t term_cols)
+{
+    size_t col = 0;
+    char cell[PS_FIELD_MAX + 8];
+    for (int i = 0; i < PS_NFIELDS; i++) {
+        int w = (int)widths[i];
+        int n = snprintf(cell, sizeof cell, ps_right[i] ? "%*s  " : "%-*s  ", w, f[i]);
+        buf_append(b, cell, (size_t)n);
+        col += (size_t)n;
+    }
+    if (term_cols)
+        cmdlen = col < term_cols ? client_fit_width(cmd, cmdlen, term_cols - col) : 0;
+    buf_append(b, cmd, cmdlen);
+    buf_append(b, "\n", 1);
+}
+
+static void ps_table(struct buf *b, struct ps_row *rows, size_t n)
+{
+    size_t widths[PS_NFIELDS], cols = ps_width();
+    for (int i = 0; i < PS_NFIELDS; i++) {
+        widths[i] = strlen(ps_head[i]);
+        for (size_t r = 0; r < n; r++)
+            if (strlen(rows[r].f[i]) > widths[i])
+                widths[i] = strlen(rows[r].f[i]);
+    }
+    ps_line(b, ps_head, widths, "CMD", 3, cols);
+    for (size_t r = 0; r < n; r++) {
+        const char *f[PS_NFIELDS];
+        for (int i = 0; i < PS_NFIELDS; i++)
+            f[i] = rows[r].f[i];
+        ps_line(b, f, widths, (const char *)buf_ptr(&rows[r].cmd), buf_size(&rows[r].cmd), cols);
+    }
+}
+
+/* The table for the records of a list reply. */
+static void ps_render(struct buf *b, const msgpack_object *list, uint64_t now_ms)
+{
+    uint32_t n = list->via.array.size;
+    struct ps_row *rows = xcalloc(n + 1, sizeof *rows);
+    for (uint32_t i = 0; i < n; i++)
+        ps_fill(&rows[i], &list->via.array.ptr[i], now_ms);
+    ps_table(b, rows, n);
+    for (uint32_t i = 0; i < n; i++)
+        buf_free(&rows[i].cmd);
+    free(rows);
+}
+
+/* The agent's clock, ms since the epoch (ping), so that running commands'
+ * durations do not depend on the host's clock agreeing with the guest's. */
+static int agent_time(struct client *c, uint64_t *now_ms, struct sa_err *e)
+{
+    struct wire_enc w;
+    msgpack_object reply;
+    uint64_t id = client_begin(c, &w, "ping", 0);
+    int rc = client_end(c, &w, e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, e);
+    if (rc == 0 && !wire_obj_uint(wire_get(&reply, "time_ms"), now_ms))
+        *now_ms = 0;
+    return rc;
+}
+
+static int ps_list(struct client *c, const struct ps_opts *o, msgpack_object *reply,
+                   struct sa_err *e)
+{
+    struct wire_enc w;
+    uint64_t id = client_begin(c, &w, "list", 1);
+    wire_kv_bool(&w, "running", !o->all);
+    if (client_end(c, &w, e) < 0)
+        return -1;
+    int rc = client_call(c, id, addr_timeout_from_env(), reply, e);
+    const msgpack_object *list = rc == 0 ? wire_get(reply, "commands") : NULL;
+    if (rc == 0 && (!list || list->type != MSGPACK_OBJECT_ARRAY))
+        return err_set(e, EPROTO, "bad_frame", "the agent's list reply has no commands array");
+    return rc;
+}
+
+static int cmd_ps(const char *addr, int argc, char **argv)
+{
+    struct ps_opts o;
+    struct sa_err e;
+    msgpack_object reply;
+    uint64_t now_ms = 0;
+    struct buf b;
+    int rc = ps_parse(argc, argv, &o);
+    if (rc != 0)
+        return rc;
+    struct client *c = connect_lifecycle(addr, "ps", &rc);
+    if (!c)
+        return rc;
+    if ((!o.json && (rc = agent_time(c, &now_ms, &e)) != 0) ||
+        (rc = ps_list(c, &o, &reply, &e)) != 0) {
+        rc = call_failed("ps", rc, &e);
+        client_free(c);
+        return rc;
+    }
+    const msgpack_object *list = wire_get(&reply, "commands");
+    buf_init(&b);
+    if (!o.json)
+        ps_render(&b, list, now_ms);
+    for (uint32_t i = 0; o.json && i < list->via.array.size; i++) {
+        json_write(&b, &list->via.array.ptr[i]);
+        buf_append(&b, "\n", 1);
+    }
+    rc = out_flush(&b, "ps");
+    buf_free(&b);
+    client_free(c);
+    return rc;
+}
+
+/* --- stats ---------------------------------------------------------------- */
+
+static uint64_t stats_u(const msgpack_object *m, const char *key)
+{
+    uint64_t v;
+    return wire_obj_uint(wire_get(m, key), &v) ? v : 0;
+}
+
+/* One formatted line (at most 255 bytes) appended to b. */
+static void stats_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void stats_printf(struct buf *b, const char *fmt, ...)
+{
+    char line[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+/* Bytes for people: "512 B", "3.1 KiB" ... "1.2 TiB". */
+static void stats_fmt_bytes(uint64_t v, char *out, size_t n)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double d = (double)v;
+    size_t u = 0;
+    while (d >= 1024. && u + 1 < sizeof unit / sizeof unit[0]) {
+        d /= 1024.;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, n, "%" PRIu64 " B", v);
+    else
+        snprintf(out, n, "%.1f %s", d, unit[u]);
+}
+
+static void stats_load(struct buf *b, const msgpack_object *reply)
+{
+    const msgpack_object *l = wire_get(reply, "load");
+    stats_printf(b, "load        ");
+    for (uint32_t i = 0; l && l->type == MSGPACK_OBJECT_ARRAY && i < l->via.array.size && i < 3; i++) {
+        const msgpack_object *x = &l->via.array.ptr[i];
+        double d = x->type == MSGPACK_OBJECT_FLOAT64 || x->type == MSGPACK_OBJECT_FLOAT32
+                       ? x->via.f64 : 0.;
+        stats_printf(b, "%s%.2f", i ? " " : "", d);
+    }
+    stats_printf(b, "\n");
+}
+
+static void stats_render(struct buf *b, const msgpack_object *r)
+{
+    char t1[32], t2[32], t3[32];
+    client_fmt_duration(stats_u(r, "uptime_ms"), t1, sizeof t1);
+    stats_printf(b, "uptime      %s\n", t1);
+    stats_load(b, r);
+    stats_fmt_bytes(stats_u(r, "mem_available"), t1, sizeof t1);
+    stats_fmt_bytes(stats_u(r, "mem_total"), t2, sizeof t2);
+    stats_printf(b, "memory      %s available of %s\n", t1, t2);
+    stats_fmt_bytes(stats_u(r, "disk_free"), t1, sizeof t1);
+    stats_fmt_bytes(stats_u(r, "disk_total"), t2, sizeof t2);
+    stats_printf(b, "disk        %s free of %s (the workdir's filesystem)\n", t1, t2);
+    stats_fmt_bytes(stats_u(r, "agent_rss"), t1, sizeof t1);
+    stats_fmt_bytes(stats_u(r, "log_bytes"), t2, sizeof t2);
+    stats_printf(b, "agent       rss %s, %" PRIu64 " fds, %" PRIu64 " connections, logs %s, "
+               "generation %" PRIu64 "\n", t1, stats_u(r, "agent_fds"),
+               stats_u(r, "connections"), t2, stats_u(r, "generation"));
+    stats_printf(b, "commands    %" PRIu64 " running, %" PRIu64 " exited\n",
+               stats_u(r, "commands_running"), stats_u(r, "commands_exited"));
+    const msgpack_object *l = wire_get(r, "commands");
+    if (!l || l->type != MSGPACK_OBJECT_ARRAY || l->via.array.size == 0)
+        return;
+    stats_printf(b, "%8s %8s %8s %10s\n", "ID", "PID", "CPU", "RSS");
+    for (uint32_t i = 0; i < l->via.array.size; i++) {
+        const msgpack_object *c = &l->via.array.ptr[i];
+        client_fmt_duration(stats_u(c, "cpu_ms"), t1, sizeof t1);
+        stats_fmt_bytes(stats_u(c, "rss"), t3, sizeof t3);
+        stats_printf(b, "%8" PRIu64 " %8" PRIu64 " %8s %10s\n", stats_u(c, "cmd"), stats_u(c, "pid"),
+                   t1, t3);
+    }
+}
+
+static int cmd_stats(const char *addr, int argc, char **argv)
+{
+    enum { OPT_JSON = 256 };
+    static const struct option longopts[] = {
+        { "json", no_argument, NULL, OPT_JSON },
+        { NULL, 0, NULL, 0 },
+    };
+    bool json = false;
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+        if (ch != OPT_JSON)
+            return usage_error("stats: unknown option %s", opt_name(argv));
+        json = true;
+    }
+    if (optind < argc)
+        return usage_error("stats: unexpected argument '%s'", argv[optind]);
+    if ((rc = need_addr(addr)) != 0)
+        return rc;
+    struct client *c = connect_or_die(addr);
+    if ((rc = need_cap(c, "guest", "stats")) != 0) {
+        client_free(c);
+        return rc;
+    }
+    struct wire_enc w;
+    struct sa_err e;
+    msgpack_object reply;
+    uint64_t id = client_begin(c, &w, "stats", 0);
+    rc = client_end(c, &w, &e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, &e);
+    if (rc != 0) {
+        rc = call_failed("stats", rc, &e);
+        client_free(c);
+        return rc;
+    }
+    struct buf b;
+    buf_init(&b);
+    if (json) {
+        json_write(&b, &reply);
+        buf_append(&b, "\n", 1);
+    } else {
+        stats_render(&b, &reply);
+    }
+    rc = out_flush(&b, "stats");
+    buf_free(&b);
     client_free(c);
     return rc;
 }
@@ -1038,9 +1845,16 @@ int main(int argc, char **argv)
         fputs(usage_text, stdout);
         return 0;
     }
-    if (strcmp(cmd, "ping") == 0)
-        return cmd_ping(addr, sub_argc, sub_argv);
-    if (strcmp(cmd, "exec") == 0)
-        return cmd_exec(addr, sub_argc, sub_argv);
+    static const struct {
+        const char *name;
+        int (*fn)(const char *addr, int argc, char **argv);
+    } cmds[] = {
+        { "ping", cmd_ping }, { "exec", cmd_exec }, { "logs", cmd_logs }, { "wait", cmd_wait },
+        { "kill", cmd_kill }, { "ps", cmd_ps },     { "get", cmd_get },
+        { "stats", cmd_stats },
+    };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (strcmp(cmd, cmds[i].name) == 0)
+            return cmds[i].fn(addr, sub_argc, sub_argv);
     return usage_error("unknown command '%s'", cmd);
 }

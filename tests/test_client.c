@@ -698,6 +698,190 @@ static void test_client_reply_err(void)
     msgpack_zone_destroy(&z);
 }
 
+
+/* --- command-line helpers --------------------------------------------------- */
+
+static void test_signal_parse(void)
+{
+    /* names, with and without SIG, any case; Linux numbering */
+    CHECK(client_signal_parse("TERM") == 15);
+    CHECK(client_signal_parse("SIGTERM") == 15);
+    CHECK(client_signal_parse("sigkill") == 9);
+    CHECK(client_signal_parse("Hup") == 1);
+    CHECK(client_signal_parse("INT") == 2 && client_signal_parse("QUIT") == 3);
+    CHECK(client_signal_parse("USR1") == 10 && client_signal_parse("SIGUSR2") == 12);
+    CHECK(client_signal_parse("CHLD") == 17 && client_signal_parse("CLD") == 17);
+    CHECK(client_signal_parse("CONT") == 18 && client_signal_parse("STOP") == 19);
+    CHECK(client_signal_parse("TSTP") == 20 && client_signal_parse("WINCH") == 28);
+    CHECK(client_signal_parse("IOT") == 6 && client_signal_parse("ABRT") == 6);
+    CHECK(client_signal_parse("IO") == 29 && client_signal_parse("POLL") == 29);
+    CHECK(client_signal_parse("STKFLT") == 16 && client_signal_parse("PWR") == 30);
+    CHECK(client_signal_parse("SYS") == 31);
+#ifdef __linux__
+    CHECK(client_signal_parse("TERM") == SIGTERM && client_signal_parse("URG") == SIGURG);
+    CHECK(client_signal_parse("VTALRM") == SIGVTALRM && client_signal_parse("XFSZ") == SIGXFSZ);
+    CHECK(client_signal_parse("RTMIN") == SIGRTMIN && client_signal_parse("RTMAX") == SIGRTMAX);
+#endif
+    /* real-time signals, as glibc and bash count them */
+    CHECK(client_signal_parse("RTMIN") == 34 && client_signal_parse("SIGRTMIN+1") == 35);
+    CHECK(client_signal_parse("rtmin+30") == 64 && client_signal_parse("RTMAX") == 64);
+    CHECK(client_signal_parse("RTMAX-30") == 34 && client_signal_parse("SIGRTMAX-2") == 62);
+    CHECK(client_signal_parse("RTMIN+31") < 0 && client_signal_parse("RTMAX-31") < 0);
+    CHECK(client_signal_parse("RTMIN+") < 0 && client_signal_parse("RTMIN-1") < 0);
+    CHECK(client_signal_parse("RTMAX+1") < 0 && client_signal_parse("RTMIN+x") < 0);
+    /* numbers 1..64 */
+    CHECK(client_signal_parse("9") == 9 && client_signal_parse("1") == 1);
+    CHECK(client_signal_parse("64") == 64 && client_signal_parse("32") == 32);
+    CHECK(client_signal_parse("0") < 0 && client_signal_parse("65") < 0);
+    CHECK(client_signal_parse("-9") < 0 && client_signal_parse("+9") < 0);
+    CHECK(client_signal_parse("9x") < 0 && client_signal_parse(" 9") < 0);
+    CHECK(client_signal_parse("99999999999999999999999") < 0);
+    /* not signals */
+    CHECK(client_signal_parse("") < 0 && client_signal_parse("SIG") < 0);
+    CHECK(client_signal_parse("TERMX") < 0 && client_signal_parse("SIGSIGTERM") < 0);
+    CHECK(client_signal_parse("SIG TERM") < 0 && client_signal_parse("KILL ") < 0);
+    CHECK(client_signal_parse("AVERYLONGNAMEINDEED") < 0);
+    /* and back */
+    char nm[16];
+    CHECK(strcmp(client_signal_name(15, nm, sizeof nm), "TERM") == 0);
+    CHECK(strcmp(client_signal_name(6, nm, sizeof nm), "ABRT") == 0);
+    CHECK(strcmp(client_signal_name(36, nm, sizeof nm), "RTMIN+2") == 0);
+    CHECK(strcmp(client_signal_name(64, nm, sizeof nm), "RTMAX") == 0);
+    CHECK(client_signal_name(32, nm, sizeof nm) == NULL);
+    CHECK(client_signal_name(0, nm, sizeof nm) == NULL);
+    for (int sig = 1; sig <= 64; sig++) {
+        if (client_signal_name(sig, nm, sizeof nm))
+            CHECK(client_signal_parse(nm) == sig);
+    }
+}
+
+static void test_parse_numbers(void)
+{
+    uint64_t v = 0;
+    CHECK(client_parse_id("1", &v) == 0 && v == 1);
+    CHECK(client_parse_id("18446744073709551615", &v) == 0 && v == UINT64_MAX);
+    CHECK(client_parse_id("18446744073709551616", &v) < 0);
+    CHECK(client_parse_id("0", &v) < 0 && client_parse_id("", &v) < 0);
+    CHECK(client_parse_id("-1", &v) < 0 && client_parse_id("+1", &v) < 0);
+    CHECK(client_parse_id("1 ", &v) < 0 && client_parse_id("0x10", &v) < 0);
+
+    CHECK(client_parse_secs("2", &v) == 0 && v == 2000);
+    CHECK(client_parse_secs("0.5", &v) == 0 && v == 500);
+    CHECK(client_parse_secs(".25", &v) == 0 && v == 250);
+    CHECK(client_parse_secs("1.5", &v) == 0 && v == 1500);
+    CHECK(client_parse_secs("0.0001", &v) == 0 && v == 1);     /* rounded up, never none */
+    CHECK(client_parse_secs("1e3", &v) == 0 && v == 1000000);
+    CHECK(client_parse_secs("0", &v) < 0 && client_parse_secs("0.0", &v) < 0);
+    CHECK(client_parse_secs("-1", &v) < 0 && client_parse_secs("+1", &v) < 0);
+    CHECK(client_parse_secs("", &v) < 0 && client_parse_secs("1s", &v) < 0);
+    CHECK(client_parse_secs("inf", &v) < 0 && client_parse_secs("nan", &v) < 0);
+    CHECK(client_parse_secs(" 1", &v) < 0 && client_parse_secs("1e13", &v) < 0);
+    CHECK(client_parse_secs("0x10", &v) < 0);
+}
+
+static bool fmt_is(void (*fn)(uint64_t, char *, size_t), uint64_t ms, const char *want)
+{
+    char out[64];
+    fn(ms, out, sizeof out);
+    if (strcmp(out, want) == 0)
+        return true;
+    fprintf(stderr, "  %llu ms: got '%s', want '%s'\n", (unsigned long long)ms, out, want);
+    return false;
+}
+
+static void test_fmt_time(void)
+{
+    CHECK(fmt_is(client_fmt_secs, 2000, "2"));
+    CHECK(fmt_is(client_fmt_secs, 1500, "1.5"));
+    CHECK(fmt_is(client_fmt_secs, 1, "0.001"));
+    CHECK(fmt_is(client_fmt_secs, 1010, "1.01"));
+    CHECK(fmt_is(client_fmt_secs, 0, "0"));
+
+    CHECK(fmt_is(client_fmt_duration, 0, "0ms"));
+    CHECK(fmt_is(client_fmt_duration, 999, "999ms"));
+    CHECK(fmt_is(client_fmt_duration, 1000, "1.0s"));
+    CHECK(fmt_is(client_fmt_duration, 12345, "12.3s"));
+    CHECK(fmt_is(client_fmt_duration, 59999, "59.9s"));    /* truncated, not "60.0s" */
+    CHECK(fmt_is(client_fmt_duration, 60000, "1m00s"));
+    CHECK(fmt_is(client_fmt_duration, 303000, "5m03s"));
+    CHECK(fmt_is(client_fmt_duration, 3599999, "59m59s"));
+    CHECK(fmt_is(client_fmt_duration, 3600000, "1h00m"));
+    CHECK(fmt_is(client_fmt_duration, 7500000, "2h05m"));
+    CHECK(fmt_is(client_fmt_duration, 86399999, "23h59m"));
+    CHECK(fmt_is(client_fmt_duration, 86400000, "1d00h"));
+    CHECK(fmt_is(client_fmt_duration, 100800000 + 172800000, "3d04h"));
+    CHECK(fmt_is(client_fmt_duration, UINT64_MAX, "213503982334d14h"));
+
+    CHECK(fmt_is(client_fmt_utc, 0, "1970-01-01T00:00:00Z"));
+    CHECK(fmt_is(client_fmt_utc, 1764288000999, "2025-11-28T00:00:00Z"));
+    CHECK(fmt_is(client_fmt_utc, 951782400000, "2000-02-29T00:00:00Z"));
+}
+
+/* argv given as a JSON array, joined. */
+static bool joins_as(const char *json, const char *want)
+{
+    msgpack_zone z;
+    msgpack_object o;
+    struct sa_err e;
+    struct buf b;
+    bool ok = false;
+    msgpack_zone_init(&z, 1024);
+    buf_init(&b);
+    if (json_parse(json, strlen(json), &z, &o, &e) == 0) {
+        client_join_argv(&b, &o);
+        ok = buf_size(&b) == strlen(want) &&
+             (buf_size(&b) == 0 || memcmp(buf_ptr(&b), want, strlen(want)) == 0);
+        if (!ok)
+            fprintf(stderr, "  joined %s: got [%.*s], want [%s]\n", json, (int)buf_size(&b),
+                    (char *)buf_ptr(&b), want);
+    }
+    buf_free(&b);
+    msgpack_zone_destroy(&z);
+    return ok;
+}
+
+static void test_join_argv(void)
+{
+    CHECK(joins_as("[\"sleep\",\"10\"]", "sleep 10"));
+    CHECK(joins_as("[\"ls\",\"-la\",\"/a_b/c.d\",\"x=y,z@w%1+2:3\"]",
+                   "ls -la /a_b/c.d x=y,z@w%1+2:3"));
+    CHECK(joins_as("[\"sh\",\"-c\",\"echo hi; exit 3\"]", "sh -c 'echo hi; exit 3'"));
+    CHECK(joins_as("[\"echo\",\"\"]", "echo ''"));
+    CHECK(joins_as("[\"echo\",\"it's\"]", "echo 'it'\\''s'"));
+    CHECK(joins_as("[\"printf\",\"a\\nb\\u001b[2J\\u007f\"]", "printf 'a?b?[2J?'"));
+    CHECK(joins_as("[\"echo\",\"caf\\u00e9\",\"\\u0085\"]", "echo 'caf\xc3\xa9' '?""?'"));
+    CHECK(joins_as("[\"echo\",\"a\\u0000b\"]", "echo 'a?b'"));
+    CHECK(joins_as("[\"x\",{\"$base64\":\"/w==\"}]", "x ?"));           /* bin, not str */
+    CHECK(joins_as("[]", ""));
+    CHECK(joins_as("{}", "?"));
+    CHECK(joins_as("[\"a\",1]", "a ?"));
+    /* invalid UTF-8 inside a str */
+    msgpack_object arg = { .type = MSGPACK_OBJECT_STR,
+                           .via.str = { .size = 3, .ptr = "a\xff" "b" } };
+    msgpack_object arr = { .type = MSGPACK_OBJECT_ARRAY, .via.array = { .size = 1, .ptr = &arg } };
+    struct buf b;
+    buf_init(&b);
+    client_join_argv(&b, &arr);
+    CHECK(buf_size(&b) == 5 && memcmp(buf_ptr(&b), "'a?b'", 5) == 0);
+    buf_free(&b);
+}
+
+static void test_fit_width(void)
+{
+    static const char s[] = "sleep 1000";
+    CHECK(client_fit_width(s, 10, 80) == 10);
+    CHECK(client_fit_width(s, 10, 10) == 10);
+    CHECK(client_fit_width(s, 10, 5) == 5);
+    CHECK(client_fit_width(s, 10, 0) == 0);
+    CHECK(client_fit_width("", 0, 5) == 0);
+    static const char u[] = "caf\xc3\xa9 \xf0\x9f\x98\x80!";     /* 7 characters, 11 bytes */
+    CHECK(client_fit_width(u, 11, 4) == 5);     /* never half of the é */
+    CHECK(client_fit_width(u, 11, 3) == 3);
+    CHECK(client_fit_width(u, 11, 6) == 10);
+    CHECK(client_fit_width(u, 11, 7) == 11);
+    CHECK(client_fit_width("\xff\xfe", 2, 1) == 1);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -718,6 +902,11 @@ int main(void)
     test_client_bad_hello();
     test_client_call();
     test_client_reply_err();
+    test_signal_parse();
+    test_parse_numbers();
+    test_fmt_time();
+    test_join_argv();
+    test_fit_width();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
