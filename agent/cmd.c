@@ -256,7 +256,12 @@ static bool cmd_evict_global(struct agent *a)
     return true;
 }
 
-/* Make room for `need` more bytes of c's log within both caps. */
+/* Make room for `need` more bytes of c's log within both caps, dropping
+ * what no follower needs. Before a read, need is one small chunk: reading
+ * stops only when not even that fits. After the read the log is trimmed
+ * back under the caps (need 0), so a log exceeds its cap by at most the
+ * bytes of one read while a follower holds it. */
+#define CMD_ROOM_BEFORE_READ (OLOG_MIN_CHUNK + OLOG_CHUNK_OVERHEAD)
 static bool cmd_log_room(struct cmd *c, size_t need)
 {
     struct agent *a = c->a;
@@ -294,7 +299,7 @@ static void cmd_pause(struct cmd *c, bool pause)
 
 void cmd_maybe_resume(struct cmd *c)
 {
-    if (c->paused && cmd_log_room(c, cmd_chunk(c->a) + OLOG_CHUNK_OVERHEAD))
+    if (c->paused && cmd_log_room(c, CMD_ROOM_BEFORE_READ))
         cmd_pause(c, false);
 }
 
@@ -672,13 +677,14 @@ static int cmd_read(struct cmd *c, int s, int reads)
     struct agent *a = c->a;
     size_t chunk = cmd_chunk(a);
     for (int i = 0; i < reads; i++) {
-        if (!cmd_log_room(c, chunk + OLOG_CHUNK_OVERHEAD)) {
+        if (!cmd_log_room(c, CMD_ROOM_BEFORE_READ)) {
             cmd_pause(c, true);
             return 0;
         }
         ssize_t n = read(c->out_fd[s], a->scratch, chunk);
         if (n > 0) {
             a->log_bytes += olog_append(&c->log, s, a->scratch, (size_t)n);
+            cmd_log_room(c, 0);
             if ((size_t)n < chunk)
                 return 0;   /* the pipe is empty for now */
             continue;
@@ -802,11 +808,17 @@ static void cmd_in_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void cmd_stdin_queue(struct cmd *c, struct conn *conn, uint64_t req_id, const char *p,
                             size_t n, bool veof)
 {
-    static const char eot = 4;
+    static const char eot[2] = {4, 4};
     buf_append(&c->in_buf, p, n);
-    if (veof)
-        buf_append(&c->in_buf, &eot, 1);
-    c->in_accepted += n + veof;
+    if (n > 0)
+        c->in_last = p[n - 1];
+    /* in canonical mode ^D after a partial line only hands the line over:
+     * a second one is the end of file */
+    size_t neot = veof ? (c->in_last == '\n' || c->in_last == 0 ? 1 : 2) : 0;
+    buf_append(&c->in_buf, eot, neot);
+    if (neot)
+        c->in_last = 0;
+    c->in_accepted += n + neot;
     struct stdin_ack *k = xcalloc(1, sizeof *k);
     k->conn = conn;
     k->req_id = req_id;

@@ -60,6 +60,7 @@ struct cmd {
     struct buf in_buf;
     uint64_t in_accepted, in_written;
     bool in_eof;               /* close once in_buf is written */
+    char in_last;              /* last byte queued (pty: is a line pending?) */
     struct stdin_ack *acks, **acks_tail;
 
     bool pty;

@@ -98,6 +98,27 @@ class PerCommandCap(CapCase):
         self.assertEqual((st.gaps, st.first_pos, st.received), ([], mid, le - mid))
 
 
+class SmallestCap(AgentTestCase):
+    """The smallest --log-cap still works: reading never waits for more room
+    than one small chunk, and the log keeps close to its cap."""
+    agent_args = ("--log-cap", "65536")
+
+    def test_attached_output_larger_than_the_cap_is_delivered_whole(self):
+        out, err, x = self.c.exec_collect(["head", "-c", "300000", "/dev/zero"])
+        self.assertEqual((len(out), x["code"]), (300000, 0))
+
+    def test_a_detached_log_keeps_most_of_its_cap(self):
+        r = self.c.ok("exec", argv=["head", "-c", "300000", "/dev/zero"], stdin="null",
+                      detached=True)
+        w = self.c.ok("wait", cmd=r["cmd"], timeout=T(20))
+        self.assertEqual(w["stdout_bytes"], 300000)
+        g = self.c.ok("get", cmd=r["cmd"])
+        kept = g["log_end"] - g["log_start"]
+        self.assertEqual(g["log_end"], 300000)
+        self.assertGreaterEqual(kept, 32768, "only %d bytes kept under a 64 KiB cap" % kept)
+        self.assertLessEqual(kept, 65536)
+
+
 class GlobalCap(CapCase):
     agent_args = ("--log-cap", str(2 * MiB), "--log-total-cap", str(4 * MiB))
 

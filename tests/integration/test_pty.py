@@ -221,6 +221,15 @@ class InteractiveShell(PtyCase):
         # echoed by the terminal, then written by cat
         self.assertEqual(bytes(s.buf).count(b"hello pty"), 2, bytes(s.buf))
 
+    def test_close_stdin_after_a_partial_line_still_ends_cat(self):
+        # ^D after "abc" only hands "abc" to cat; the agent sends a second one
+        s = PtySession(self, ["cat"], pty=True)
+        s.send(b"abc")
+        self.c.ok("close_stdin", cmd=s.cmd)
+        x = s.finish()
+        self.assertEqual(x["code"], 0)
+        self.assertEqual(bytes(s.buf).count(b"abc"), 2, bytes(s.buf))
+
 
 if __name__ == "__main__":
     unittest.main()
