@@ -362,6 +362,53 @@ int client_call(struct client *c, uint64_t id, int timeout_ms, msgpack_object *r
     }
 }
 
+int client_auth(struct client *c, const void *token, size_t len, struct sa_err *e)
+{
+    if (!client_hello(c)->auth_required)
+        return 0;
+    if (!token || len == 0)
+        return err_set(e, 0, "auth_required",
+                       "the agent requires a token (--token-file or $SANDBOX_AGENT_TOKEN_FILE)");
+    struct wire_enc w;
+    uint64_t id = client_begin(c, &w, "auth", 1);
+    wire_kv_bin(&w, "token", token, len);
+    if (client_end(c, &w, e) < 0)
+        return -1;
+    msgpack_object reply;
+    int r = client_call(c, id, -1, &reply, e);
+    if (r != 0)
+        return r < 0 ? -1 : err_wrap(e, "auth");
+    return 0;
+}
+
+int client_read_token(const char *path, char *buf, size_t cap, size_t *len, struct sa_err *e)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return err_sys(e, errno, "token file %s", path);
+    size_t n = 0;
+    for (;;) {
+        if (n == cap)
+            return err_set(e, EFBIG, NULL, "token file %s: longer than %zu bytes", path, cap - 2);
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return err_sys(e, errno, "reading token file %s", path);
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    if (n == 0)
+        return err_set(e, EINVAL, NULL, "token file %s is empty", path);
+    *len = n;
+    return 0;
+}
+
 /* --- reading replies ------------------------------------------------------ */
 
 bool client_msg_is(const msgpack_object *msg, const char *t)

@@ -93,6 +93,13 @@ int client_recv(struct client *c, int timeout_ms, msgpack_object *msg, struct sa
 int client_call(struct client *c, uint64_t id, int timeout_ms, msgpack_object *reply,
                 struct sa_err *e);
 
+/* Present the shared token when the hello asked for one (auth_required);
+ * 0 when accepted or not needed, -1 with e ("auth_required" when refused or
+ * when no token was given). */
+int client_auth(struct client *c, const void *token, size_t len, struct sa_err *e);
+/* Read a token file: its content, one trailing newline stripped, 1..4096 bytes. */
+int client_read_token(const char *path, char *buf, size_t cap, size_t *len, struct sa_err *e);
+
 /* --- reading replies ----------------------------------------------------- */
 /* The "type" of a message is t. */
 bool client_msg_is(const msgpack_object *msg, const char *t);

@@ -93,6 +93,8 @@ static const char usage_text[] =
     "options:\n"
     "  -c ADDR                    agent address (default: $SANDBOX_AGENT_ADDR):\n"
     "                             unix:PATH, vsock:CID:PORT, tcp:HOST:PORT, fc:UDS_PATH:PORT\n"
+    "      --token-file FILE      the shared token, sent when the agent asks for one\n"
+    "                             (default: $SANDBOX_AGENT_TOKEN_FILE)\n"
     "  -h, --help                 show this help\n"
     "      --version              show the version\n"
     "\n"
@@ -185,6 +187,9 @@ static int need_addr(const char *addr)
     return usage_error("no agent address: give -c ADDR or set SANDBOX_AGENT_ADDR");
 }
 
+/* --token-file, or $SANDBOX_AGENT_TOKEN_FILE: presented when the agent asks. */
+static const char *token_file;
+
 static struct client *connect_or_die(const char *addr)
 {
     struct client *c;
@@ -192,6 +197,17 @@ static struct client *connect_or_die(const char *addr)
     if (client_connect(addr, -1, &c, &e) < 0) {
         warnmsg("%s", e.msg);
         exit(EXIT_CONN);
+    }
+    if (client_hello(c)->auth_required) {
+        char token[4096 + 2];
+        size_t len = 0;
+        if ((token_file && client_read_token(token_file, token, sizeof token, &len, &e) < 0) ||
+            client_auth(c, token, len, &e) < 0) {
+            explicit_bzero(token, sizeof token);
+            warnmsg("%s", e.msg);
+            exit(EXIT_CONN);
+        }
+        explicit_bzero(token, sizeof token);
     }
     return c;
 }
@@ -1813,19 +1829,22 @@ static void std_fds_open(void)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_VERSION = 256 };
+    enum { OPT_VERSION = 256, OPT_TOKEN_FILE };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, OPT_VERSION },
+        { "token-file", required_argument, NULL, OPT_TOKEN_FILE },
         { NULL, 0, NULL, 0 },
     };
     const char *addr = getenv("SANDBOX_AGENT_ADDR");
+    token_file = getenv("SANDBOX_AGENT_TOKEN_FILE");
     int ch;
     std_fds_open();
     signal(SIGPIPE, SIG_IGN);
     while ((ch = getopt_long(argc, argv, "+:c:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c': addr = optarg; break;
+        case OPT_TOKEN_FILE: token_file = optarg; break;
         case 'h': fputs(usage_text, stdout); return 0;
         case OPT_VERSION: printf("sandboxctl %s (protocol %d)\n", SA_VERSION, WIRE_PROTOCOL_VERSION); return 0;
         case ':': return usage_error("option %s needs an argument", opt_name(argv));

@@ -49,6 +49,29 @@ class TokenAgent(AgentTestCase):
     def auth(self, client=None, token=TOKEN):
         return (client or self.c).request("auth", token=token)
 
+    def ctl(self, *args, env=None):
+        e = dict(os.environ)
+        e.pop("SANDBOX_AGENT_TOKEN_FILE", None)
+        e.update(env or {})
+        return subprocess.run([CTL_BIN, "-c", "unix:" + self.agent.sock_path] + list(args),
+                              capture_output=True, timeout=T(20), env=e)
+
+    def test_sandboxctl_presents_the_token_from_a_file_or_the_environment(self):
+        path = os.path.join(self.token_dir, "token")
+        p = self.ctl("ping")
+        self.assertEqual(p.returncode, 255, p)
+        self.assertIn(b"token", p.stderr)
+        p = self.ctl("--token-file", path, "exec", "--", "echo", "in")
+        self.assertEqual((p.returncode, p.stdout), (0, b"in\n"), p)
+        p = self.ctl("ping", env={"SANDBOX_AGENT_TOKEN_FILE": path})
+        self.assertEqual(p.returncode, 0, p)
+        wrong = os.path.join(self.token_dir, "wrong")
+        with open(wrong, "wb") as f:
+            f.write(b"not-it\n")
+        p = self.ctl("--token-file", wrong, "ping")
+        self.assertEqual(p.returncode, 255, p)
+        self.assertIn(b"auth", p.stderr)
+
     def test_hello_says_auth_required_and_lists_guest(self):
         self.assertIs(self.c.hello["auth_required"], True)
         self.assertIn("guest", self.c.hello["capabilities"])
