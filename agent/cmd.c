@@ -278,10 +278,19 @@ static bool cmd_log_room(struct cmd *c, size_t need)
     return true;
 }
 
+/* One read: at most 64 KiB, small enough for an output event to fit a frame,
+ * and at most a quarter of the log cap so that a small log keeps most of
+ * its cap in whole chunks. */
 static size_t cmd_chunk(const struct agent *a)
 {
-    size_t room = a->cfg.max_frame - 256;   /* the output event's own fields */
-    return room < CMD_READ_CHUNK ? room : CMD_READ_CHUNK;
+    size_t n = CMD_READ_CHUNK;
+    size_t frame_room = a->cfg.max_frame - 256;   /* the output event's own fields */
+    size_t cap_room = (size_t)(a->cfg.log_cap / 4);
+    if (frame_room < n)
+        n = frame_room;
+    if (cap_room < n)
+        n = cap_room;
+    return n;
 }
 
 static void cmd_pause(struct cmd *c, bool pause)
