@@ -180,6 +180,10 @@ class Disconnects(AgentTestCase):
         wait_until(lambda: len(procs_in_group(r["pid"])) == 3, T(10), what="sh and two sleeps")
         c1.close()
         wait_until(lambda: not procs_in_group(r["pid"]), T(10), what="the group to be killed")
+        # the processes are gone; the agent notices (reap, pipe EOF) a moment later
+        x = wait_until(lambda: (lambda g: g if g.get("state") == "exited" else None)(
+            self.c.ok("get", cmd=r["cmd"])), T(10), what="the command to be reported exited")
+        self.assertEqual((x["code"], x["signal"]), (137, 9))
         self.assertEqual(self.c.request("signal", cmd=r["cmd"]).get("code"), "exited")
 
     def test_kill_on_disconnect_with_unread_output_pending(self):
