@@ -215,7 +215,7 @@ static int parse_hex4(struct jp *j, uint32_t *v)
 /* After "\u": one code point, joining a surrogate pair. */
 static int parse_u_escape(struct jp *j)
 {
-    uint32_t cp, lo;
+    uint32_t cp = 0, lo = 0;
     if (parse_hex4(j, &cp) < 0)
         return -1;
     if (cp >= 0xdc00 && cp <= 0xdfff)

@@ -365,7 +365,7 @@ static int compare_trees(const char *a, const char *b, bool check_link_mtime)
         bad++;
     }
     if (S_ISREG(sa.st_mode)) {
-        size_t na, nb;
+        size_t na = 0, nb = 0;
         char *ca = slurp(a, &na), *cb = slurp(b, &nb);
         if (!ca || !cb || na != nb || memcmp(ca, cb, na) != 0) {
             fprintf(stderr, "compare: content differs %s\n", b);
@@ -432,7 +432,7 @@ static void test_round_trip(bool gzip)
     pack_to_file(out_fd, "tree", gzip, tarpath, &rc, &e);
     CHECK(rc == 0);
     if (gzip) {
-        size_t n;
+        size_t n = 0;
         char *p = slurp(tarpath, &n);
         CHECK(n > 2 && (uint8_t)p[0] == 0x1f && (uint8_t)p[1] == 0x8b);
         free(p);
