@@ -1,7 +1,9 @@
 /* agent.h — the one explicit state of the daemon, passed down everywhere.
  *
  * Module map (one file per concern):
- *   config.c   command-line settings          listen.c   listeners, accept
+ *   config.c   settings: flags, --config      listen.c   listeners, accept,
+ *              file, kernel cmdline; peer                peer checks
+ *              allow-lists
  *   conn.c     connections: frames in/out     request.c  request dispatch
  *   cmd.c      the command table, output,     spawn.c    fork/exec of a command
  *              stdin, exit                    ident.c    users and groups
@@ -9,7 +11,7 @@
  *   init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
  *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
  *              defaults, clock, entropy,                 for `stats`
- *              restore, stats reply
+ *              restore, stats reply, shutdown
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H

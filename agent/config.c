@@ -35,6 +35,15 @@ static const char usage[] =
     "  --token-file PATH      require every connection to present the token in PATH\n"
     "                         (1..4096 bytes, one trailing newline stripped) with an\n"
     "                         `auth` request before any other request\n"
+    "  --allow-uid UID        unix listeners: also serve peers of this uid (root and\n"
+    "                         the agent's own uid always are); repeatable (16)\n"
+    "  --vsock-allow-cid CID  vsock listeners: serve peers of this CID; repeatable\n"
+    "                         (16), replaces the default 2 (the host); `any`: all\n"
+    "  --config FILE          read settings from FILE: `key = value` lines, keys are\n"
+    "                         the long option names (listen, workdir, ..., `dev = true`),\n"
+    "                         `#` comment lines; at most 64 KiB, lines at most 4 KiB.\n"
+    "                         Flags win over the file, the file over the kernel\n"
+    "                         command line (init mode), that over the defaults\n"
     "  --insecure-tcp-any-address\n"
     "                         allow tcp: listeners on non-loopback addresses\n"
     "                         (anyone who reaches the port can run commands as root)\n"
@@ -46,13 +55,41 @@ static const char usage[] =
     "PID-1 mode (when the agent is PID 1, or with --init; docs/agent.md \"PID 1\"):\n"
     "  --init                 init mode even when not PID 1: kernel command line\n"
     "                         (sandbox_agent.listen=, .workdir=, .user=, .hostname=,\n"
-    "                         .token=; flags win), graceful shutdown on\n"
-    "                         SIGTERM/SIGINT/SIGPWR, then exit 0\n"
+    "                         .token=, .vsock_allow_cid=; flags and --config win),\n"
+    "                         graceful shutdown on SIGTERM/SIGINT/SIGPWR, then exit 0\n"
     "  --no-mount             as PID 1: skip the system duties (mounts, hostname,\n"
     "                         loopback, /dev/kmsg logging), e.g. in a PID namespace\n"
     "  --hostname NAME        hostname set as PID 1 (default sandbox)\n"
     "  --grace-ms MS          shutdown: time between SIGTERM and SIGKILL to the\n"
-    "                         commands (0..600000, default 3000)\n";
+    "                         commands (0..600000, default 3000); also the `shutdown`\n"
+    "                         request's grace period outside init mode\n";
+
+/* Long names are also the config file's keys. */
+static const struct option cfg_opts[] = {
+    {"listen", required_argument, NULL, CFG_O_LISTEN},
+    {"workdir", required_argument, NULL, CFG_O_WORKDIR},
+    {"user", required_argument, NULL, CFG_O_USER},
+    {"dev", no_argument, NULL, CFG_O_DEV},
+    {"max-frame", required_argument, NULL, CFG_O_MAXFRAME},
+    {"drain-ms", required_argument, NULL, CFG_O_DRAIN},
+    {"stdin-window", required_argument, NULL, CFG_O_WINDOW},
+    {"insecure-tcp-any-address", no_argument, NULL, CFG_O_TCPANY},
+    {"log-cap", required_argument, NULL, CFG_O_LOGCAP},
+    {"log-total-cap", required_argument, NULL, CFG_O_LOGTOTAL},
+    {"token-file", required_argument, NULL, CFG_O_TOKEN},
+    {"init", no_argument, NULL, CFG_O_INIT},
+    {"no-mount", no_argument, NULL, CFG_O_NOMOUNT},
+    {"hostname", required_argument, NULL, CFG_O_HOSTNAME},
+    {"grace-ms", required_argument, NULL, CFG_O_GRACE},
+    {"allow-uid", required_argument, NULL, CFG_O_ALLOWUID},
+    {"vsock-allow-cid", required_argument, NULL, CFG_O_VSOCKCID},
+    {"config", required_argument, NULL, CFG_O_CONFIG},
+    {"verbose", no_argument, NULL, CFG_O_VERBOSE},
+    {"quiet", no_argument, NULL, CFG_O_QUIET},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
 
 static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 {
@@ -67,17 +104,12 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 
 static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
 {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi)
+    uint64_t v;
+    if (parse_u64(s, lo, hi, &v) < 0)
         return -1;
     *out = (uint32_t)v;
     return 0;
 }
-
-/* PID-1 mode options (init.h), kept apart from the others. */
-enum { O_INIT = 512, O_NOMOUNT, O_HOSTNAME, O_GRACE };
 
 static int cfg_hostname_ok(const char *s)
 {
@@ -85,18 +117,79 @@ static int cfg_hostname_ok(const char *s)
     return n > 0 && n <= 64;           /* HOST_NAME_MAX */
 }
 
-static int cfg_parse_init_opt(struct cfg *c, int o, const char *arg, struct sa_err *e)
+/* A boolean: no value (a flag), or a config file's true/false/yes/no/1/0. */
+static int cfg_bool(const char *arg, bool *out)
+{
+    if (!arg || !strcmp(arg, "true") || !strcmp(arg, "yes") || !strcmp(arg, "1"))
+        *out = true;
+    else if (!strcmp(arg, "false") || !strcmp(arg, "no") || !strcmp(arg, "0"))
+        *out = false;
+    else
+        return -1;
+    return 0;
+}
+
+static int cfg_set_bool(struct cfg *c, int o, const char *arg, struct sa_err *e)
+{
+    bool v;
+    if (cfg_bool(arg, &v) < 0)
+        return err_set(e, EINVAL, NULL, "expected true or false");
+    switch (o) {
+    case CFG_O_DEV: c->dev = v; break;
+    case CFG_O_TCPANY: c->tcp_any = v; break;
+    case CFG_O_INIT: c->init = v; break;
+    case CFG_O_NOMOUNT: c->no_mount = v; break;
+    case CFG_O_VERBOSE: if (v) c->log_level = LOG_DEBUG; break;
+    case CFG_O_QUIET: if (v) c->log_level = LOG_WARN; break;
+    }
+    return 0;
+}
+
+/* --allow-uid and --vsock-allow-cid: one more entry. */
+static int cfg_add_id(uint32_t *list, int *n, const char *arg, const char *what, struct sa_err *e)
+{
+    if (*n == CFG_MAX_ALLOW)
+        return err_set(e, EINVAL, NULL, "at most %d %s entries", CFG_MAX_ALLOW, what);
+    if (parse_u32(arg, 0, 0xfffffffeu, &list[*n]) < 0)
+        return err_set(e, EINVAL, NULL, "%s: expected a number 0..4294967294, not '%s'", what, arg);
+    (*n)++;
+    return 0;
+}
+
+static int cfg_add_cid(struct cfg *c, const char *arg, struct sa_err *e)
+{
+    if (strcmp(arg, "any") == 0) {
+        c->vsock_any = true;
+        return 0;
+    }
+    return cfg_add_id(c->vsock_cids, &c->nvsock_cids, arg, "--vsock-allow-cid", e);
+}
+
+static int cfg_set_num(struct cfg *c, int o, const char *arg, struct sa_err *e)
 {
     switch (o) {
-    case O_INIT: c->init = true; break;
-    case O_NOMOUNT: c->no_mount = true; break;
-    case O_HOSTNAME:
-        if (!cfg_hostname_ok(arg))
-            return err_set(e, EINVAL, NULL, "--hostname: expected 1..64 characters");
-        c->hostname = arg;
-        c->flags_set |= CFG_SET_HOSTNAME;
+    case CFG_O_MAXFRAME:
+        if (parse_u32(arg, WIRE_MAX_FRAME_MIN, WIRE_MAX_FRAME_LIMIT, &c->max_frame) < 0)
+            return err_set(e, EINVAL, NULL, "--max-frame: expected %u..%u bytes",
+                           WIRE_MAX_FRAME_MIN, WIRE_MAX_FRAME_LIMIT);
         break;
-    case O_GRACE:
+    case CFG_O_DRAIN:
+        if (parse_u32(arg, 0, 600000, &c->drain_ms) < 0)
+            return err_set(e, EINVAL, NULL, "--drain-ms: expected 0..600000");
+        break;
+    case CFG_O_WINDOW:
+        if (parse_u32(arg, 4096, 64u << 20, &c->stdin_window) < 0)
+            return err_set(e, EINVAL, NULL, "--stdin-window: expected 4096..67108864");
+        break;
+    case CFG_O_LOGCAP:
+        if (parse_u64(arg, 64u << 10, 1ull << 40, &c->log_cap) < 0)
+            return err_set(e, EINVAL, NULL, "--log-cap: expected 65536..2^40 bytes");
+        break;
+    case CFG_O_LOGTOTAL:
+        if (parse_u64(arg, 64u << 10, 1ull << 40, &c->log_total_cap) < 0)
+            return err_set(e, EINVAL, NULL, "--log-total-cap: expected 65536..2^40 bytes");
+        break;
+    case CFG_O_GRACE:
         if (parse_u32(arg, 0, 600000, &c->grace_ms) < 0)
             return err_set(e, EINVAL, NULL, "--grace-ms: expected 0..600000");
         break;
@@ -104,32 +197,37 @@ static int cfg_parse_init_opt(struct cfg *c, int o, const char *arg, struct sa_e
     return 0;
 }
 
-int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
+/* One setting, from a flag or a config file line. arg points into argv or
+ * c->file_buf (it must outlive c). */
+static int cfg_set(struct cfg *c, int o, const char *arg, struct sa_err *e)
 {
-    enum { O_LISTEN = 256, O_WORKDIR, O_USER, O_DEV, O_MAXFRAME, O_DRAIN, O_WINDOW, O_TCPANY,
-           O_LOGCAP, O_LOGTOTAL, O_TOKEN };
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"workdir", required_argument, NULL, O_WORKDIR},
-        {"user", required_argument, NULL, O_USER},
-        {"dev", no_argument, NULL, O_DEV},
-        {"max-frame", required_argument, NULL, O_MAXFRAME},
-        {"drain-ms", required_argument, NULL, O_DRAIN},
-        {"stdin-window", required_argument, NULL, O_WINDOW},
-        {"insecure-tcp-any-address", no_argument, NULL, O_TCPANY},
-        {"log-cap", required_argument, NULL, O_LOGCAP},
-        {"log-total-cap", required_argument, NULL, O_LOGTOTAL},
-        {"token-file", required_argument, NULL, O_TOKEN},
-        {"verbose", no_argument, NULL, 'v'},
-        {"quiet", no_argument, NULL, 'q'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {"init", no_argument, NULL, O_INIT},
-        {"no-mount", no_argument, NULL, O_NOMOUNT},
-        {"hostname", required_argument, NULL, O_HOSTNAME},
-        {"grace-ms", required_argument, NULL, O_GRACE},
-        {NULL, 0, NULL, 0},
-    };
+    switch (o) {
+    case CFG_O_LISTEN:
+        if (c->nlisten == CFG_MAX_LISTEN)
+            return err_set(e, EINVAL, NULL, "at most %d --listen addresses", CFG_MAX_LISTEN);
+        c->listen[c->nlisten++] = arg;
+        return 0;
+    case CFG_O_WORKDIR: c->workdir = arg; return 0;
+    case CFG_O_USER: c->user = arg; return 0;
+    case CFG_O_TOKEN: c->token_file = arg; return 0;
+    case CFG_O_CONFIG: c->config_file = arg; return 0;
+    case CFG_O_HOSTNAME:
+        if (!cfg_hostname_ok(arg))
+            return err_set(e, EINVAL, NULL, "--hostname: expected 1..64 characters");
+        c->hostname = arg;
+        return 0;
+    case CFG_O_ALLOWUID: return cfg_add_id(c->allow_uids, &c->nallow_uids, arg, "--allow-uid", e);
+    case CFG_O_VSOCKCID: return cfg_add_cid(c, arg, e);
+    case CFG_O_DEV: case CFG_O_TCPANY: case CFG_O_INIT: case CFG_O_NOMOUNT:
+    case CFG_O_VERBOSE: case CFG_O_QUIET:
+        return cfg_set_bool(c, o, arg, e);
+    default:
+        return cfg_set_num(c, o, arg, e);
+    }
+}
+
+static void cfg_defaults(struct cfg *c)
+{
     memset(c, 0, sizeof *c);
     c->workdir = CFG_DEFAULT_WORKDIR;
     c->user = CFG_DEFAULT_USER;
@@ -141,65 +239,177 @@ int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
     c->log_level = LOG_INFO;
     c->hostname = CFG_DEFAULT_HOSTNAME;
     c->grace_ms = CFG_DEFAULT_GRACE_MS;
+}
 
-    optind = 1;
-    int o;
-    while ((o = getopt_long(argc, argv, "vqhV", opts, NULL)) != -1) {
-        c->flags_set |= o == O_LISTEN ? CFG_SET_LISTEN : o == O_WORKDIR ? CFG_SET_WORKDIR
-                      : o == O_USER ? CFG_SET_USER : 0;
-        if (o >= O_INIT) {
-            if (cfg_parse_init_opt(c, o, optarg, e) < 0)
-                return -1;
-            continue;
-        }
-        switch (o) {
-        case O_LISTEN:
-            if (c->nlisten == CFG_MAX_LISTEN)
-                return err_set(e, EINVAL, NULL, "at most %d --listen addresses", CFG_MAX_LISTEN);
-            c->listen[c->nlisten++] = optarg;
-            break;
-        case O_WORKDIR: c->workdir = optarg; break;
-        case O_USER: c->user = optarg; break;
-        case O_DEV: c->dev = true; break;
-        case O_TCPANY: c->tcp_any = true; break;
-        case O_TOKEN: c->token_file = optarg; break;
-        case O_MAXFRAME:
-            if (parse_u32(optarg, WIRE_MAX_FRAME_MIN, WIRE_MAX_FRAME_LIMIT, &c->max_frame) < 0)
-                return err_set(e, EINVAL, NULL, "--max-frame: expected %u..%u bytes",
-                               WIRE_MAX_FRAME_MIN, WIRE_MAX_FRAME_LIMIT);
-            break;
-        case O_DRAIN:
-            if (parse_u32(optarg, 0, 600000, &c->drain_ms) < 0)
-                return err_set(e, EINVAL, NULL, "--drain-ms: expected 0..600000");
-            break;
-        case O_WINDOW:
-            if (parse_u32(optarg, 4096, 64u << 20, &c->stdin_window) < 0)
-                return err_set(e, EINVAL, NULL, "--stdin-window: expected 4096..67108864");
-            break;
-        case O_LOGCAP:
-            if (parse_u64(optarg, 64u << 10, 1ull << 40, &c->log_cap) < 0)
-                return err_set(e, EINVAL, NULL, "--log-cap: expected 65536..2^40 bytes");
-            break;
-        case O_LOGTOTAL:
-            if (parse_u64(optarg, 64u << 10, 1ull << 40, &c->log_total_cap) < 0)
-                return err_set(e, EINVAL, NULL, "--log-total-cap: expected 65536..2^40 bytes");
-            break;
-        case 'v': c->log_level = LOG_DEBUG; break;
-        case 'q': c->log_level = LOG_WARN; break;
-        case 'h': fputs(usage, stdout); return 1;
-        case 'V': printf("sandbox-agent %s (protocol %d)\n", SA_VERSION, WIRE_PROTOCOL_VERSION); return 1;
-        default: return err_set(e, EINVAL, NULL, "bad usage (see --help)");
-        }
-    }
-    if (optind < argc)
-        return err_set(e, EINVAL, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+/* After flags and the config file: the defaults of the lists, the checks. */
+static int cfg_finish(struct cfg *c, struct sa_err *e)
+{
     if (c->log_total_cap < c->log_cap)
         c->log_total_cap = c->log_cap;
     if (c->workdir[0] == '\0')
         return err_set(e, EINVAL, NULL, "--workdir is empty");
     if (c->nlisten == 0)
         c->listen[c->nlisten++] = CFG_DEFAULT_LISTEN;
+    if (c->nvsock_cids == 0 && !c->vsock_any)
+        c->vsock_cids[c->nvsock_cids++] = CFG_HOST_CID;
     return 0;
+}
+
+int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
+{
+    cfg_defaults(c);
+    optind = 1;
+    int o;
+    while ((o = getopt_long(argc, argv, "vqhV", cfg_opts, NULL)) != -1) {
+        if (o == 'v' || o == 'q')
+            o = o == 'v' ? CFG_O_VERBOSE : CFG_O_QUIET;
+        if (o == 'h') {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (o == 'V') {
+            printf("sandbox-agent %s (protocol %d)\n", SA_VERSION, WIRE_PROTOCOL_VERSION);
+            return 1;
+        }
+        if (o < CFG_O_LISTEN || o > CFG_O_QUIET)
+            return err_set(e, EINVAL, NULL, "bad usage (see --help)");
+        if (cfg_set(c, o, optarg, e) < 0)
+            return -1;
+        c->flags_set |= CFG_BIT(o);
+    }
+    if (optind < argc)
+        return err_set(e, EINVAL, NULL, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (c->config_file && cfg_load_file(c, c->config_file, e) < 0)
+        return -1;
+    return cfg_finish(c, e);
+}
+
+/* ---- the config file ------------------------------------------------------ */
+
+static char *cfg_trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+static int cfg_file_key(const char *key)
+{
+    for (const struct option *op = cfg_opts; op->name; op++)
+        if (strcmp(op->name, key) == 0 && op->val >= CFG_O_LISTEN && op->val != CFG_O_CONFIG)
+            return op->val;
+    return -1;
+}
+
+/* A repeatable key's first line in the file replaces the list (the default,
+ * or what an earlier source put there). */
+static void cfg_list_reset(struct cfg *c, int o)
+{
+    if (o == CFG_O_LISTEN)
+        c->nlisten = 0;
+    else if (o == CFG_O_ALLOWUID)
+        c->nallow_uids = 0;
+    else if (o == CFG_O_VSOCKCID) {
+        c->nvsock_cids = 0;
+        c->vsock_any = false;
+    }
+}
+
+/* One line (NUL-terminated, newline stripped). `given`: what flags set. */
+static int cfg_file_line(struct cfg *c, char *line, unsigned given, unsigned *seen,
+                         struct sa_err *e)
+{
+    char *s = cfg_trim(line);
+    if (*s == '\0' || *s == '#')
+        return 0;
+    char *eq = strchr(s, '=');
+    if (!eq)
+        return err_set(e, EINVAL, NULL, "expected `key = value`");
+    *eq = '\0';
+    char *key = cfg_trim(s), *val = cfg_trim(eq + 1);
+    int o = cfg_file_key(key);
+    if (o < 0)
+        return err_set(e, EINVAL, NULL, "unknown key '%.64s'", key);
+    if (given & CFG_BIT(o))
+        return 0;                  /* a flag set it: flags win */
+    if (*val == '\0')
+        return err_set(e, EINVAL, NULL, "%s: empty value", key);
+    if (!(*seen & CFG_BIT(o)))
+        cfg_list_reset(c, o);
+    *seen |= CFG_BIT(o);
+    return cfg_set(c, o, val, e);
+}
+
+int cfg_apply_file(struct cfg *c, const char *text, size_t n, const char *name, struct sa_err *e)
+{
+    if (memchr(text, '\0', n))
+        return err_set(e, EINVAL, NULL, "%s: a NUL byte in the file", name);
+    free(c->file_buf);
+    c->file_buf = xstrndup(text, n);
+    unsigned given = c->flags_set, seen = 0;
+    char *p = c->file_buf;
+    for (unsigned lineno = 1; *p; lineno++) {
+        char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        if (len > CFG_LINE_MAX)
+            return err_set(e, EINVAL, NULL, "%s:%u: line longer than %d bytes", name, lineno,
+                           CFG_LINE_MAX);
+        if (nl)
+            *nl = '\0';
+        if (cfg_file_line(c, p, given, &seen, e) < 0)
+            return err_wrap(e, "%s:%u", name, lineno);
+        p += len;
+    }
+    c->flags_set |= seen;
+    return 0;
+}
+
+int cfg_load_file(struct cfg *c, const char *path, struct sa_err *e)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return err_sys(e, errno, "--config %s", path);
+    cleanup_free char *buf = xmalloc(CFG_FILE_MAX + 1);
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, CFG_FILE_MAX + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return err_sys(e, errno, "reading --config %s", path);
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n > CFG_FILE_MAX)
+            return err_set(e, EFBIG, NULL, "--config %s: larger than %u bytes", path,
+                           CFG_FILE_MAX);
+    }
+    return cfg_apply_file(c, buf, n, path, e);
+}
+
+/* ---- peer checks ------------------------------------------------------------ */
+
+bool cfg_vsock_cid_allowed(const struct cfg *c, uint32_t cid)
+{
+    if (c->vsock_any)
+        return true;
+    for (int i = 0; i < c->nvsock_cids; i++)
+        if (c->vsock_cids[i] == cid)
+            return true;
+    return false;
+}
+
+bool cfg_uid_allowed(const struct cfg *c, uint32_t uid, uint32_t self)
+{
+    if (uid == 0 || uid == self)
+        return true;
+    for (int i = 0; i < c->nallow_uids; i++)
+        if (c->allow_uids[i] == uid)
+            return true;
+    return false;
 }
 
 int cfg_load_token(struct cfg *c, struct sa_err *e)
@@ -251,8 +461,27 @@ int cfg_load_token(struct cfg *c, struct sa_err *e)
     return 0;
 }
 
+/* sandbox_agent.listen / .vsock_allow_cid: repeatable; the kernel's list
+ * replaces the default (flags and the config file win over both). */
+static int cfg_cmdline_list(struct cfg *c, int o, const char *val, unsigned *reset,
+                            struct sa_err *e)
+{
+    if (c->flags_set & CFG_BIT(o))
+        return 0;
+    if (!(*reset & CFG_BIT(o)))
+        cfg_list_reset(c, o);
+    *reset |= CFG_BIT(o);
+    if (o == CFG_O_VSOCKCID)
+        return cfg_add_cid(c, val, e) < 0 ? err_wrap(e, "sandbox_agent.vsock_allow_cid") : 0;
+    if (c->nlisten == CFG_MAX_LISTEN)
+        return err_set(e, EINVAL, NULL, "sandbox_agent.listen: at most %d addresses",
+                       CFG_MAX_LISTEN);
+    c->listen[c->nlisten++] = val;
+    return 0;
+}
+
 /* One sandbox_agent.KEY=VALUE word. 0, or -1 with e filled. */
-static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, bool *listen_reset,
+static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, unsigned *reset,
                            struct sa_err *e)
 {
     if (strcmp(key, "token") == 0) {
@@ -262,23 +491,16 @@ static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, bool
         return 0;
     }
     if (strcmp(key, "listen") != 0 && strcmp(key, "workdir") != 0 && strcmp(key, "user") != 0 &&
-        strcmp(key, "hostname") != 0) {
+        strcmp(key, "hostname") != 0 && strcmp(key, "vsock_allow_cid") != 0) {
         log_warn("kernel command line: unknown key sandbox_agent.%s ignored", key);
         return 0;
     }
     if (!*val)
         return err_set(e, EINVAL, NULL, "sandbox_agent.%s is empty", key);
     if (strcmp(key, "listen") == 0) {
-        if (c->flags_set & CFG_SET_LISTEN)
-            return 0;
-        if (!*listen_reset) {          /* the kernel's list replaces the default */
-            c->nlisten = 0;
-            *listen_reset = true;
-        }
-        if (c->nlisten == CFG_MAX_LISTEN)
-            return err_set(e, EINVAL, NULL, "sandbox_agent.listen: at most %d addresses",
-                           CFG_MAX_LISTEN);
-        c->listen[c->nlisten++] = val;
+        return cfg_cmdline_list(c, CFG_O_LISTEN, val, reset, e);
+    } else if (strcmp(key, "vsock_allow_cid") == 0) {
+        return cfg_cmdline_list(c, CFG_O_VSOCKCID, val, reset, e);
     } else if (strcmp(key, "workdir") == 0) {
         if (!(c->flags_set & CFG_SET_WORKDIR))
             c->workdir = val;
@@ -297,9 +519,9 @@ static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, bool
 int cfg_apply_cmdline(struct cfg *c, const char *cmdline, struct sa_err *e)
 {
     static const char prefix[] = "sandbox_agent.";
-    cfg_free(c);
+    free(c->cmdline_buf);
     c->cmdline_buf = xstrdup(cmdline);
-    bool listen_reset = false;
+    unsigned reset = 0;
     int rc = 0;
     struct sa_err e1;
     char *save = NULL;
@@ -313,16 +535,23 @@ int cfg_apply_cmdline(struct cfg *c, const char *cmdline, struct sa_err *e)
             continue;
         }
         *eq = '\0';
-        if (cfg_cmdline_key(c, key, eq + 1, &listen_reset, &e1) < 0 && rc == 0) {
+        if (cfg_cmdline_key(c, key, eq + 1, &reset, &e1) < 0 && rc == 0) {
             *e = e1;
             rc = -1;
         }
     }
+    /* a bad sandbox_agent.vsock_allow_cid must not leave nobody allowed */
+    if (c->nvsock_cids == 0 && !c->vsock_any)
+        c->vsock_cids[c->nvsock_cids++] = CFG_HOST_CID;
+    if (c->nlisten == 0)
+        c->listen[c->nlisten++] = CFG_DEFAULT_LISTEN;
     return rc;
 }
 
 void cfg_free(struct cfg *c)
 {
     free(c->cmdline_buf);
+    free(c->file_buf);
     c->cmdline_buf = NULL;
+    c->file_buf = NULL;
 }

@@ -1,4 +1,7 @@
-/* config.h — the agent's settings, from the command line (docs/agent.md). */
+/* config.h — the agent's settings (docs/agent.md "Settings"): command-line
+ * flags, an optional config file (--config), and in init mode the kernel
+ * command line. Precedence: flags > config file > kernel command line >
+ * defaults, kept with cfg.flags_set. */
 #ifndef SA_CONFIG_H
 #define SA_CONFIG_H
 
@@ -17,13 +20,28 @@
 #define CFG_TOKEN_MAX 4096       /* bytes of the shared token (--token-file) */
 #define CFG_DEFAULT_HOSTNAME "sandbox"
 #define CFG_DEFAULT_GRACE_MS 3000
+#define CFG_MAX_ALLOW 16         /* --allow-uid and --vsock-allow-cid entries (each) */
+#define CFG_HOST_CID 2           /* VMADDR_CID_HOST: the default vsock allow-list */
+#define CFG_FILE_MAX (64u << 10) /* --config: bytes of the file */
+#define CFG_LINE_MAX 4096        /* --config: bytes of one line, newline included */
 
-/* cfg.flags_set: settings given as flags, which the kernel command line
- * (cfg_apply_cmdline) does not override. */
-#define CFG_SET_LISTEN (1u << 0)
-#define CFG_SET_WORKDIR (1u << 1)
-#define CFG_SET_USER (1u << 2)
-#define CFG_SET_HOSTNAME (1u << 3)
+/* The settings, as getopt values and as config file keys (their long names). */
+enum cfg_opt {
+    CFG_O_LISTEN = 256, CFG_O_WORKDIR, CFG_O_USER, CFG_O_DEV, CFG_O_MAXFRAME, CFG_O_DRAIN,
+    CFG_O_WINDOW, CFG_O_TCPANY, CFG_O_LOGCAP, CFG_O_LOGTOTAL, CFG_O_TOKEN, CFG_O_INIT,
+    CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
+    CFG_O_VERBOSE, CFG_O_QUIET,
+};
+#define CFG_BIT(o) (1u << ((o) - CFG_O_LISTEN))
+
+/* cfg.flags_set: settings given as flags or in the config file, which a
+ * lower source (the config file for flags; the kernel command line for both)
+ * does not override. */
+#define CFG_SET_LISTEN CFG_BIT(CFG_O_LISTEN)
+#define CFG_SET_WORKDIR CFG_BIT(CFG_O_WORKDIR)
+#define CFG_SET_USER CFG_BIT(CFG_O_USER)
+#define CFG_SET_HOSTNAME CFG_BIT(CFG_O_HOSTNAME)
+#define CFG_SET_VSOCKCID CFG_BIT(CFG_O_VSOCKCID)
 
 struct cfg {
     const char *listen[CFG_MAX_LISTEN];
@@ -47,26 +65,49 @@ struct cfg {
     const char *hostname;     /* --hostname (PID 1 sets it) */
     uint32_t grace_ms;        /* --grace-ms: shutdown SIGTERM -> SIGKILL */
     const char *token_inline; /* sandbox_agent.token= from the kernel command line, or NULL */
-    unsigned flags_set;       /* CFG_SET_* */
+    /* who may connect (listen.c) */
+    uint32_t allow_uids[CFG_MAX_ALLOW];  /* --allow-uid: besides root and our own uid */
+    int nallow_uids;
+    uint32_t vsock_cids[CFG_MAX_ALLOW];  /* --vsock-allow-cid; default {CFG_HOST_CID} */
+    int nvsock_cids;
+    bool vsock_any;           /* --vsock-allow-cid any */
+    const char *config_file;  /* --config, or NULL */
+    unsigned flags_set;       /* CFG_BIT(CFG_O_*) of flags and config-file keys */
     char *cmdline_buf;        /* cfg_apply_cmdline's copy; its values point into it */
+    char *file_buf;           /* the config file's text; its values point into it */
 };
 
-/* 0: run; 1: --help/--version printed, exit 0; -1: bad usage (e filled). */
+/* Flags, then the --config file if given (cfg_apply_file), then defaults
+ * for what neither set. 0: run; 1: --help/--version printed, exit 0; -1: bad
+ * usage or a bad config file (e filled). Call cfg_free() after, in any case. */
 int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e);
+/* Apply a config file's text (`key = value` lines, `#` comment lines, blank
+ * lines; keys are the long flag names) except for the settings flags set.
+ * name is for messages ("FILE:LINE: ..."). Takes a copy; values point into
+ * it (c->file_buf). Pure. -1 on the first bad line (unknown key, bad value,
+ * no '=', a line over CFG_LINE_MAX bytes, a NUL byte). */
+int cfg_apply_file(struct cfg *c, const char *text, size_t n, const char *name, struct sa_err *e);
+/* Read FILE (at most CFG_FILE_MAX bytes) and cfg_apply_file it. */
+int cfg_load_file(struct cfg *c, const char *path, struct sa_err *e);
+/* The peer checks (listen.c), pure: a vsock peer CID on the allow-list; a
+ * unix peer uid that is root, self (the agent's euid) or on --allow-uid. */
+bool cfg_vsock_cid_allowed(const struct cfg *c, uint32_t cid);
+bool cfg_uid_allowed(const struct cfg *c, uint32_t uid, uint32_t self);
 /* Read --token-file (if given; else sandbox_agent.token= from the kernel
  * command line) into c->token: 1..CFG_TOKEN_MAX bytes after
  * one trailing "\n" (or "\r\n") is stripped. A missing, empty or oversize
  * file is an error. */
 int cfg_load_token(struct cfg *c, struct sa_err *e);
-/* Apply the kernel command line's sandbox_agent.* keys (listen, repeatable;
- * workdir, user, hostname, token) to a parsed cfg, except for what flags set
- * (flags > kernel command line > defaults). Pure: no I/O but log warnings.
+/* Apply the kernel command line's sandbox_agent.* keys (listen and
+ * vsock_allow_cid, repeatable; workdir, user, hostname, token) to a parsed
+ * cfg, except for what flags or the config file set (flags > config file >
+ * kernel command line > defaults). Pure: no I/O but log warnings.
  * Words are separated by blanks, no quoting; other words and unknown
  * sandbox_agent.* keys are ignored (the latter with a warning). Call once.
  * Returns -1 (e: the first problem) when a value was rejected; every valid
  * key is applied all the same. */
 int cfg_apply_cmdline(struct cfg *c, const char *cmdline, struct sa_err *e);
-/* What cfg_apply_cmdline allocated. */
+/* What cfg_parse, cfg_apply_file and cfg_apply_cmdline allocated. */
 void cfg_free(struct cfg *c);
 
 #endif

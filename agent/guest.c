@@ -277,6 +277,21 @@ int guest_restored(struct conn *c, const struct wire_req *r, const msgpack_objec
     return 0;
 }
 
+/* --- shutdown ------------------------------------------------------------------ */
+
+int guest_shutdown(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                   struct sa_err *e)
+{
+    (void)m;
+    (void)e;
+    char why[64];
+    snprintf(why, sizeof why, "shutdown request (conn %llu)", (unsigned long long)c->serial);
+    req_reply_ok(c, r->id);
+    conn_kick(c);               /* the ok goes out before the loop may end */
+    init_shutdown(c->a, why);
+    return 0;
+}
+
 /* --- stats -------------------------------------------------------------------- */
 
 /* Upper bound of one encoded entry of `commands` (5 keys, u64 values). */

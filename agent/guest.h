@@ -39,6 +39,9 @@ int guest_add_entropy(struct conn *c, const struct wire_req *r, const msgpack_ob
                       struct sa_err *e);
 int guest_restored(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                    struct sa_err *e);
+/* ok, then init_shutdown(): the graceful stop, in every mode (init.h). */
+int guest_shutdown(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                   struct sa_err *e);
 int guest_stats(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e);
 
 /* At start-up, as root: oom_score_adj -1000 (a warning when that fails).

@@ -224,7 +224,7 @@ static void init_down(struct agent *a)
         init_power_off(a);
         return;
     }
-    log_info("shutdown: done; exiting (--init, not PID 1)");
+    log_info("shutdown: done; exiting (%s)", st->on ? "--init, not PID 1" : "not PID 1");
     ev_break(a->loop, EVBREAK_ALL);
 }
 
@@ -274,45 +274,54 @@ static void init_idle_cb(struct ev_loop *loop, ev_check *w, int revents)
         init_down(a);
 }
 
-static void init_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+void init_shutdown(struct agent *a, const char *why)
 {
-    (void)revents;
-    struct agent *a = w->data;
     struct init_state *st = &a->init;
     if (st->phase != INIT_RUNNING) {
-        log_info("signal %d: shutdown already under way", w->signum);
+        log_info("%s: shutdown already under way", why);
         return;
     }
-    log_info("signal %d: shutting down; SIGTERM to %u running commands, grace %u ms",
-             w->signum, a->ncmds_running, a->cfg.grace_ms);
+    log_info("%s: shutting down; SIGTERM to %u running commands, grace %u ms", why,
+             a->ncmds_running, a->cfg.grace_ms);
     st->phase = INIT_GRACE;
     a->stopping = true;
     /* No new connections; the open ones keep getting output and exits. */
     lsn_close_all(a);
-    ev_timer_stop(loop, &st->retry_w);
+    ev_timer_stop(a->loop, &st->retry_w);
     cmd_kill_all(a, SIGTERM);
     if (st->pid1)
         kill(-1, SIGTERM);
     ev_timer_set(&st->phase_w, (ev_tstamp)a->cfg.grace_ms / 1000., 0.);
-    ev_timer_start(loop, &st->phase_w);
-    ev_check_start(loop, &st->idle_w);
+    ev_timer_start(a->loop, &st->phase_w);
+    ev_check_start(a->loop, &st->idle_w);
     if (a->ncmds_running == 0)
         init_kill(a);
+}
+
+static void init_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    char why[32];
+    snprintf(why, sizeof why, "signal %d", w->signum);
+    init_shutdown(w->data, why);
 }
 
 void init_start(struct agent *a)
 {
     static const int sigs[3] = {SIGTERM, SIGINT, SIGPWR};
     struct init_state *st = &a->init;
+    ev_init(&st->phase_w, init_phase_cb);
+    st->phase_w.data = a;
+    ev_check_init(&st->idle_w, init_idle_cb);
+    st->idle_w.data = a;
+    if (!st->on)
+        return;
     for (int i = 0; i < 3; i++) {
         ev_signal_init(&st->sig[i], init_signal_cb, sigs[i]);
         st->sig[i].data = a;
         ev_signal_start(a->loop, &st->sig[i]);
     }
-    ev_init(&st->phase_w, init_phase_cb);
-    st->phase_w.data = a;
-    ev_check_init(&st->idle_w, init_idle_cb);
-    st->idle_w.data = a;
 }
 
 /* ---- listeners that fail (PID 1) ----------------------------------------- */
@@ -410,9 +419,10 @@ void init_hold(struct agent *a, const char *why)
 void init_free(struct agent *a)
 {
     struct init_state *st = &a->init;
-    if (a->loop && st->on) {
+    if (a->loop) {
         for (int i = 0; i < 3; i++)
-            ev_signal_stop(a->loop, &st->sig[i]);
+            if (st->on)
+                ev_signal_stop(a->loop, &st->sig[i]);
         ev_timer_stop(a->loop, &st->phase_w);
         ev_check_stop(a->loop, &st->idle_w);
         ev_timer_stop(a->loop, &st->retry_w);

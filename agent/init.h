@@ -2,7 +2,8 @@
  *
  * Init mode is on when the agent is PID 1 or runs with --init. In init mode:
  *   - the kernel command line's sandbox_agent.* keys are read (flags win);
- *   - SIGTERM, SIGINT and SIGPWR start a graceful shutdown: SIGTERM to every
+ *   - SIGTERM, SIGINT and SIGPWR start a graceful shutdown (so does the
+ *     `shutdown` request, in every mode): SIGTERM to every
  *     command's tree, --grace-ms for them to exit (the loop keeps serving and
  *     reaping), SIGKILL to what is left, sync, then power off as PID 1
  *     (reboot(RB_POWER_OFF)) or exit 0 with --init when not PID 1.
@@ -47,8 +48,14 @@ struct init_state {
 /* Before anything else (after cfg_parse): decide init mode; in init mode do
  * the system duties (when PID 1) and apply the kernel command line to a->cfg. */
 void init_setup(struct agent *a);
-/* Once the loop exists: the shutdown signals. */
+/* Once the loop exists, in every mode: the shutdown's watchers; in init mode
+ * also the shutdown signals. */
 void init_start(struct agent *a);
+/* The graceful shutdown (SIGTERM to the commands, --grace-ms, SIGKILL, sync,
+ * then power off as PID 1 or end the loop: exit 0). Started by the init-mode
+ * signals and, in every mode, by the `shutdown` request. Idempotent; why is
+ * for the log. */
+void init_shutdown(struct agent *a, const char *why);
 /* PID 1: a listener that failed to open is retried every INIT_RETRY_S. */
 void init_listen_later(struct agent *a, const char *addr, const struct sa_err *e);
 /* PID 1 after a fatal start-up error: never returns; reaps orphans and powers

@@ -212,11 +212,17 @@ static void peer_name(const struct sockaddr_storage *ss, char *out, size_t n)
     }
 }
 
-/* Unix sockets: only root and the agent's own user may drive the agent, even
- * if the socket file's mode were loosened. Other transports are checked by
- * their address (loopback TCP; vsock's CID with the guest-duties work). */
-static bool lsn_peer_allowed(int fd, const struct sockaddr_storage *ss, char *peer, size_t n)
+/* Who may drive the agent (cfg_vsock_cid_allowed, cfg_uid_allowed):
+ *  - vsock: a peer CID on the allow-list (--vsock-allow-cid; the host, 2, by
+ *    default);
+ *  - unix: root, the agent's own user, or an --allow-uid uid (SO_PEERCRED),
+ *    even if the socket file's mode were loosened;
+ *  - tcp: by the listener's address (loopback unless explicitly opened). */
+static bool lsn_peer_allowed(const struct cfg *cfg, int fd, const struct sockaddr_storage *ss,
+                             char *peer, size_t n)
 {
+    if (ss->ss_family == AF_VSOCK)
+        return cfg_vsock_cid_allowed(cfg, ((const struct sockaddr_vm *)ss)->svm_cid);
     if (ss->ss_family != AF_UNIX)
         return true;
     struct ucred cred;
@@ -224,7 +230,7 @@ static bool lsn_peer_allowed(int fd, const struct sockaddr_storage *ss, char *pe
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
         return false;
     snprintf(peer, n, "unix:pid=%d,uid=%u", (int)cred.pid, (unsigned)cred.uid);
-    return cred.uid == 0 || cred.uid == geteuid();
+    return cfg_uid_allowed(cfg, (uint32_t)cred.uid, (uint32_t)geteuid());
 }
 
 static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -238,7 +244,7 @@ static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (fd >= 0) {
             char peer[64];
             peer_name(&ss, peer, sizeof peer);
-            if (!lsn_peer_allowed(fd, &ss, peer, sizeof peer)) {
+            if (!lsn_peer_allowed(&l->a->cfg, fd, &ss, peer, sizeof peer)) {
                 log_warn("%s: refused connection from %s", l->addr, peer);
                 close(fd);
                 continue;

@@ -1,8 +1,10 @@
 /* listen.h — listening sockets (vsock, unix, tcp) and accepting clients.
  *
- * vsock:PORT    AF_VSOCK on any CID (the host reaches it as CID 3's port)
- * unix:PATH     mode 0600; a stale socket file is replaced, a live one is not
+ * vsock:PORT    AF_VSOCK on any CID; peers only from --vsock-allow-cid (2)
+ * unix:PATH     mode 0600; a stale socket file is replaced, a live one is not;
+ *               peers only root, our own uid and --allow-uid (SO_PEERCRED)
  * tcp:IP:PORT   loopback only unless --insecure-tcp-any-address
+ * A refused peer's connection is closed at once, with one log line.
  *
  * Accepting: up to LSN_ACCEPTS_PER_CB connections per loop iteration; when
  * accept fails for lack of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) the

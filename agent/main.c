@@ -180,10 +180,12 @@ int main(int argc, char **argv)
         /* PID 1 never exits (the kernel would panic): carry on with defaults. */
         if (r < 0)
             fprintf(stderr, "sandbox-agent: %s; PID 1 goes on with the defaults\n", e.msg);
+        cfg_free(&a.cfg);
         cfg_parse(&a.cfg, 1, argv, &e);
     } else if (r != 0) {
         if (r < 0)
             fprintf(stderr, "sandbox-agent: %s\n", e.msg);
+        cfg_free(&a.cfg);
         return r < 0 ? 2 : 0;
     }
     log_set_level((enum log_level)a.cfg.log_level);
@@ -199,9 +201,8 @@ int main(int argc, char **argv)
             goto fail;
         init_listen_later(&a, a.cfg.listen[i], &e);
     }
-    if (a.init.on) {
-        init_start(&a);        /* graceful shutdown on SIGTERM, SIGINT, SIGPWR */
-    } else {
+    init_start(&a);            /* the graceful shutdown; on SIGTERM, SIGINT, SIGPWR in init mode */
+    if (!a.init.on) {          /* otherwise those stop at once (SIGKILL to the commands) */
         ev_signal_init(&a.sigterm, agent_stop_cb, SIGTERM);
         ev_signal_init(&a.sigint, agent_stop_cb, SIGINT);
         a.sigterm.data = a.sigint.data = &a;

@@ -169,7 +169,7 @@ static const struct {
     {"add_entropy", guest_add_entropy},
     {"restored", guest_restored},
     {"stats", guest_stats},
-    {"shutdown", NULL},
+    {"shutdown", guest_shutdown},
 };
 
 static int req_dispatch(struct conn *c, const struct wire_req *r, const msgpack_object *m,

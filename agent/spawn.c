@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -155,6 +156,7 @@ static int spawn_child(void *arg)
     if (r->nofile && setrlimit(RLIMIT_NOFILE, r->nofile) < 0)
         child_fail(c, SPAWN_SETUP, errno);
     child_oom_default();
+    umask(022);                  /* a sane umask, whatever the agent was started with */
     if (r->id && child_identity(r->id) < 0)
         child_fail(c, SPAWN_USER, errno);
     if (chdir(r->cwd) < 0)

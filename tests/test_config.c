@@ -1,11 +1,16 @@
-/* Unit tests of the settings (agent/config.c): the PID-1 flags and the
- * kernel command line (cfg_apply_cmdline) with its precedence — flags win
- * over sandbox_agent.* keys, which win over the defaults. */
+/* Unit tests of the settings (agent/config.c): the PID-1 flags, the config
+ * file (cfg_apply_file, --config) and the kernel command line
+ * (cfg_apply_cmdline) with their precedence — flags win over the config
+ * file, which wins over sandbox_agent.* keys, which win over the defaults —
+ * and the peer allow-lists (cfg_vsock_cid_allowed, cfg_uid_allowed). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "config.h"
+#include "log.h"
 
 static int failed, passed;
 #define CHECK(x)                                                                    \
@@ -130,6 +135,242 @@ static void too_many_cmdline_listeners_keep_the_first_sixteen(void)
     cfg_free(&c);
 }
 
+static void vsock_allows_only_the_host_by_default(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_vsock_cid_allowed(&c, 2));
+    CHECK(!cfg_vsock_cid_allowed(&c, 3) && !cfg_vsock_cid_allowed(&c, 1) &&
+          !cfg_vsock_cid_allowed(&c, 0) && !cfg_vsock_cid_allowed(&c, 0xffffffffu));
+    cfg_free(&c);
+}
+
+static void vsock_allow_cid_flags_replace_the_default(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, "--vsock-allow-cid", "5", "--vsock-allow-cid", "70000", NULL) == 0);
+    CHECK(cfg_vsock_cid_allowed(&c, 5) && cfg_vsock_cid_allowed(&c, 70000));
+    CHECK(!cfg_vsock_cid_allowed(&c, 2) && !cfg_vsock_cid_allowed(&c, 6));
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--vsock-allow-cid", "any", NULL) == 0);
+    CHECK(cfg_vsock_cid_allowed(&c, 2) && cfg_vsock_cid_allowed(&c, 3) &&
+          cfg_vsock_cid_allowed(&c, 123456));
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--vsock-allow-cid", "x", NULL) < 0);
+    CHECK(strstr(e.msg, "--vsock-allow-cid") != NULL);
+    CHECK(PARSE(&c, &e, "--vsock-allow-cid", "-1", NULL) < 0);
+    CHECK(PARSE(&c, &e, "--vsock-allow-cid", "4294967295", NULL) < 0);
+    CHECK(PARSE(&c, &e, "--vsock-allow-cid", "", NULL) < 0);
+    char *argv[2 + 2 * (CFG_MAX_ALLOW + 1)];
+    argv[0] = "sandbox-agent";
+    for (int i = 0; i <= CFG_MAX_ALLOW; i++) {
+        argv[1 + 2 * i] = "--vsock-allow-cid";
+        argv[2 + 2 * i] = "9";
+    }
+    argv[1 + 2 * (CFG_MAX_ALLOW + 1)] = NULL;
+    CHECK(cfg_parse(&c, 1 + 2 * CFG_MAX_ALLOW, argv, &e) == 0);   /* 16: fine */
+    cfg_free(&c);
+    CHECK(cfg_parse(&c, 1 + 2 * (CFG_MAX_ALLOW + 1), argv, &e) < 0);  /* 17 */
+    cfg_free(&c);
+}
+
+static void vsock_allow_cid_from_the_cmdline_unless_a_flag_set_it(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.vsock_allow_cid=3 sandbox_agent.vsock_allow_cid=4",
+                            &e) == 0);
+    CHECK(cfg_vsock_cid_allowed(&c, 3) && cfg_vsock_cid_allowed(&c, 4));
+    CHECK(!cfg_vsock_cid_allowed(&c, 2));              /* the kernel's list replaces the default */
+    cfg_free(&c);
+
+    CHECK(PARSE(&c, &e, "--vsock-allow-cid", "7", NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.vsock_allow_cid=any", &e) == 0);
+    CHECK(cfg_vsock_cid_allowed(&c, 7) && !cfg_vsock_cid_allowed(&c, 8));   /* the flag wins */
+    cfg_free(&c);
+
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.vsock_allow_cid=host", &e) < 0);
+    CHECK(strstr(e.msg, "vsock_allow_cid") != NULL);
+    CHECK(cfg_vsock_cid_allowed(&c, 2) && !cfg_vsock_cid_allowed(&c, 3));  /* still the default */
+    cfg_free(&c);
+}
+
+static void unix_peers_root_self_and_allow_uid(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_uid_allowed(&c, 0, 1000) && cfg_uid_allowed(&c, 1000, 1000));
+    CHECK(!cfg_uid_allowed(&c, 1001, 1000) && !cfg_uid_allowed(&c, 65534, 0));
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--allow-uid", "1001", "--allow-uid", "65534", NULL) == 0);
+    CHECK(cfg_uid_allowed(&c, 1001, 1000) && cfg_uid_allowed(&c, 65534, 0));
+    CHECK(cfg_uid_allowed(&c, 0, 1000) && cfg_uid_allowed(&c, 1000, 1000));
+    CHECK(!cfg_uid_allowed(&c, 1002, 1000));
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--allow-uid", "alice", NULL) < 0);
+    CHECK(PARSE(&c, &e, "--allow-uid", "-5", NULL) < 0);
+}
+
+#define FILE_TEXT(c, e, s) cfg_apply_file((c), (s), strlen(s), "agent.conf", (e))
+
+static void config_file_sets_every_kind_of_key(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    const char *t = "# sandbox-agent settings\n"
+                    "\n"
+                    "listen = unix:/run/a.sock\n"
+                    "  listen=vsock:9000  \r\n"
+                    "\t# an indented comment\n"
+                    "workdir = /srv/work dir\n"
+                    "user = bob\n"
+                    "dev = true\n"
+                    "insecure-tcp-any-address = no\n"
+                    "max-frame = 65536\n"
+                    "drain-ms = 10\n"
+                    "stdin-window = 8192\n"
+                    "log-cap = 131072\n"
+                    "log-total-cap = 262144\n"
+                    "token-file = /etc/token\n"
+                    "hostname = vm1\n"
+                    "grace-ms = 0\n"
+                    "allow-uid = 1001\n"
+                    "vsock-allow-cid = 3\n"
+                    "vsock-allow-cid = 4\n"
+                    "verbose = true\n"
+                    "no-mount = 1\n"
+                    "init = false";                         /* no final newline */
+    CHECK(FILE_TEXT(&c, &e, t) == 0);
+    CHECK(c.nlisten == 2 && strcmp(c.listen[0], "unix:/run/a.sock") == 0 &&
+          strcmp(c.listen[1], "vsock:9000") == 0);
+    CHECK(strcmp(c.workdir, "/srv/work dir") == 0 && strcmp(c.user, "bob") == 0);
+    CHECK(c.dev && !c.tcp_any && !c.init && c.no_mount);
+    CHECK(c.max_frame == 65536 && c.drain_ms == 10 && c.stdin_window == 8192);
+    CHECK(c.log_cap == 131072 && c.log_total_cap == 262144);
+    CHECK(strcmp(c.token_file, "/etc/token") == 0 && strcmp(c.hostname, "vm1") == 0);
+    CHECK(c.grace_ms == 0);
+    CHECK(c.nallow_uids == 1 && c.allow_uids[0] == 1001);
+    CHECK(cfg_vsock_cid_allowed(&c, 3) && cfg_vsock_cid_allowed(&c, 4) &&
+          !cfg_vsock_cid_allowed(&c, 2));
+    CHECK(c.log_level == LOG_DEBUG);
+    CHECK(FILE_TEXT(&c, &e, "") == 0);                         /* an empty file is fine */
+    cfg_free(&c);
+}
+
+static void precedence_flags_then_file_then_cmdline_then_defaults(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, "--workdir", "/flag", "--listen", "tcp:127.0.0.1:1", NULL) == 0);
+    CHECK(FILE_TEXT(&c, &e, "workdir = /file\nuser = fileuser\nlisten = vsock:1\n"
+                            "listen = vsock:2\nvsock-allow-cid = 9\n") == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.workdir=/k sandbox_agent.user=kuser "
+                                "sandbox_agent.hostname=khost sandbox_agent.listen=vsock:3 "
+                                "sandbox_agent.vsock_allow_cid=any", &e) == 0);
+    CHECK(strcmp(c.workdir, "/flag") == 0);                     /* flag > file, cmdline */
+    CHECK(c.nlisten == 1 && strcmp(c.listen[0], "tcp:127.0.0.1:1") == 0);
+    CHECK(strcmp(c.user, "fileuser") == 0);                     /* file > cmdline */
+    CHECK(cfg_vsock_cid_allowed(&c, 9) && !cfg_vsock_cid_allowed(&c, 2) &&
+          !cfg_vsock_cid_allowed(&c, 10));
+    CHECK(strcmp(c.hostname, "khost") == 0);                    /* cmdline > default */
+    CHECK(c.grace_ms == 3000);                                  /* default */
+    cfg_free(&c);
+}
+
+static void config_file_errors_name_the_line(void)
+{
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"user = a\n\ncolour = blue\n", "agent.conf:3: unknown key 'colour'"},
+        {"# c\njust words\n", "agent.conf:2: expected `key = value`"},
+        {"workdir =\n", "agent.conf:1: workdir: empty value"},
+        {"max-frame = 12\n", "agent.conf:1: --max-frame"},
+        {"dev = maybe\n", "agent.conf:1: expected true or false"},
+        {"config = other.conf\n", "agent.conf:1: unknown key 'config'"},
+        {"help = true\n", "agent.conf:1: unknown key 'help'"},
+        {"--user = x\n", "agent.conf:1: unknown key '--user'"},
+        {"hostname = a123456789b123456789c123456789d123456789e123456789f123456789g12345\n",
+         "agent.conf:1: --hostname"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct cfg c;
+        struct sa_err e;
+        CHECK(PARSE(&c, &e, NULL) == 0);
+        int r = FILE_TEXT(&c, &e, bad[i].text);
+        CHECK(r < 0);
+        if (r < 0 && strstr(e.msg, bad[i].want) == NULL) {
+            printf("    %s -> %s\n", bad[i].want, e.msg);
+            failed_now = 1;
+        }
+        cfg_free(&c);
+    }
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_file(&c, "user = a\0b\n", 11, "agent.conf", &e) < 0);
+    CHECK(strstr(e.msg, "NUL") != NULL);
+    char line[CFG_LINE_MAX + 16];
+    memset(line, 'x', sizeof line);
+    memcpy(line, "user = ", 7);
+    line[CFG_LINE_MAX - 1] = '\n';                 /* exactly CFG_LINE_MAX with the newline */
+    CHECK(cfg_apply_file(&c, line, CFG_LINE_MAX, "agent.conf", &e) == 0);
+    line[CFG_LINE_MAX - 1] = 'x';
+    line[CFG_LINE_MAX] = '\n';
+    CHECK(cfg_apply_file(&c, line, CFG_LINE_MAX + 1, "agent.conf", &e) < 0);
+    CHECK(strstr(e.msg, "agent.conf:1: line longer than 4096 bytes") != NULL);
+    cfg_free(&c);
+}
+
+static void config_flag_reads_the_file_and_flags_still_win(void)
+{
+    char path[] = "/tmp/sa-test-config-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    const char *t = "user = fileuser\nworkdir = /file\ngrace-ms = 42\n";
+    CHECK(write(fd, t, strlen(t)) == (ssize_t)strlen(t));
+    close(fd);
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, "--workdir", "/flag", "--config", path, NULL) == 0);
+    CHECK(strcmp(c.user, "fileuser") == 0 && strcmp(c.workdir, "/flag") == 0 && c.grace_ms == 42);
+    CHECK(c.nlisten == 1 && strcmp(c.listen[0], "vsock:7071") == 0);   /* defaults after */
+    cfg_free(&c);
+    /* a bad file stops start-up, naming file and line */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    CHECK(write(fd, "user = u\nbogus = 1\n", 19) == 19);
+    close(fd);
+    CHECK(PARSE(&c, &e, "--config", path, NULL) < 0);
+    CHECK(strstr(e.msg, ":2: unknown key 'bogus'") != NULL && strstr(e.msg, path) != NULL);
+    cfg_free(&c);
+    /* bounded: 64 KiB of comments is fine, one byte more is not */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    char chunk[1024];
+    memset(chunk, '#', sizeof chunk);
+    chunk[sizeof chunk - 1] = '\n';
+    for (int i = 0; i < 64; i++)
+        CHECK(write(fd, chunk, sizeof chunk) == (ssize_t)sizeof chunk);
+    CHECK(PARSE(&c, &e, "--config", path, NULL) == 0);
+    cfg_free(&c);
+    CHECK(write(fd, "\n", 1) == 1);
+    close(fd);
+    CHECK(PARSE(&c, &e, "--config", path, NULL) < 0);
+    CHECK(strstr(e.msg, "larger than 65536 bytes") != NULL);
+    cfg_free(&c);
+    unlink(path);
+    CHECK(PARSE(&c, &e, "--config", path, NULL) < 0);          /* missing */
+    CHECK(strstr(e.msg, "No such file") != NULL);
+    cfg_free(&c);
+}
+
 int main(void)
 {
     static const struct {
@@ -143,6 +384,14 @@ int main(void)
         T(cmdline_without_keys_changes_nothing),
         T(unknown_keys_are_ignored_bad_values_rejected_others_applied),
         T(too_many_cmdline_listeners_keep_the_first_sixteen),
+        T(vsock_allows_only_the_host_by_default),
+        T(vsock_allow_cid_flags_replace_the_default),
+        T(vsock_allow_cid_from_the_cmdline_unless_a_flag_set_it),
+        T(unix_peers_root_self_and_allow_uid),
+        T(config_file_sets_every_kind_of_key),
+        T(precedence_flags_then_file_then_cmdline_then_defaults),
+        T(config_file_errors_name_the_line),
+        T(config_flag_reads_the_file_and_flags_still_win),
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         failed_now = 0;

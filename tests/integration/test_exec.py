@@ -519,5 +519,22 @@ class AgentCommandLine(unittest.TestCase):
             a.stop(check=False)
 
 
+class CommandUmask(unittest.TestCase):
+    """A command gets umask 022 whatever umask the agent was started with."""
+
+    def test_umask_is_022_even_if_the_agent_has_077(self):
+        old = os.umask(0o077)                 # the agent inherits it
+        try:
+            a = Agent().start()
+        finally:
+            os.umask(old)
+        self.addCleanup(a.stop, False)
+        with a.client() as c:
+            out, err, x = c.exec_collect(["sh", "-c", "umask; touch f; stat -c %a f"])
+        self.assertEqual((out, x["code"]), (b"0022\n644\n", 0), err)
+        with open("/proc/%d/status" % a.pid) as f:
+            self.assertIn("Umask:\t0077", f.read())   # the agent's own is untouched
+
+
 if __name__ == "__main__":
     unittest.main()
