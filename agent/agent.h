@@ -44,6 +44,7 @@
 struct conn;
 struct cmd;
 struct listener;
+struct guest_sync;
 
 struct agent {
     struct ev_loop *loop;
@@ -72,6 +73,7 @@ struct agent {
     ev_timer cg_sweep;
     uint64_t next_conn_id;
     unsigned nconns, ncmds_running, ncmds_exited;
+    struct guest_sync *syncs;     /* sync(2) children not yet reaped */
     ev_signal sigterm, sigint;    /* not in init mode: init.sig instead */
     struct init_state init;       /* PID-1 mode */
     bool stopping;

@@ -9,6 +9,7 @@
 
 #include "agent.h"
 #include "cmd.h"
+#include "guest.h"
 #include "log.h"
 #include "msg.h"
 #include "request.h"
@@ -74,6 +75,7 @@ void conn_close(struct conn *c)
     log_debug("conn %llu: closed", (unsigned long long)c->serial);
     c->closed = true;          /* from here on nothing is written or scheduled */
     cmd_conn_closed(a, c);
+    guest_conn_closed(a, c);
     ev_io_stop(a->loop, &c->rio);
     ev_io_stop(a->loop, &c->wio);
     ev_timer_stop(a->loop, &c->linger);

@@ -18,6 +18,15 @@
 #include "request.h"
 #include "stats.h"
 
+/* A sync(2) running in a child; answered when the child is reaped. */
+struct guest_sync {
+    struct guest_sync *next;
+    struct agent *a;
+    ev_child child;
+    struct conn *conn;          /* NULL once that connection closed */
+    uint64_t id;
+};
+
 /* --- the token -------------------------------------------------------------- */
 
 /* Constant time in the length of the secret, whatever the guess. */
@@ -174,6 +183,12 @@ int guest_set_defaults(struct conn *c, const struct wire_req *r, const msgpack_o
 
 void guest_free(struct agent *a)
 {
+    while (a->syncs) {          /* at exit: the children finish on their own */
+        struct guest_sync *s = a->syncs;
+        a->syncs = s->next;
+        ev_child_stop(a->loop, &s->child);
+        free(s);
+    }
     free(a->default_env);
     free(a->default_cwd);
     a->default_env = NULL;
@@ -183,13 +198,59 @@ void guest_free(struct agent *a)
 
 /* --- snapshot / restore ------------------------------------------------------ */
 
+/* sync(2) can take seconds on a VM with much dirty data: it runs in a forked
+ * child, and the reply goes out when the child is reaped, so other commands'
+ * output keeps flowing meanwhile. */
+
+static void guest_sync_done_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)revents;
+    struct guest_sync *s = w->data;
+    ev_child_stop(loop, w);
+    for (struct guest_sync **p = &s->a->syncs; *p; p = &(*p)->next)
+        if (*p == s) {
+            *p = s->next;
+            break;
+        }
+    if (s->conn) {
+        s->conn->streams--;
+        req_reply_ok(s->conn, s->id);
+        conn_kick(s->conn);
+        conn_idle_check(s->conn);
+    }
+    free(s);
+}
+
 int guest_sync(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e)
 {
     (void)m;
-    (void)e;
-    sync();                     /* blocks the loop while the filesystems flush */
-    req_reply_ok(c, r->id);
+    pid_t pid = fork();
+    if (pid < 0)
+        return err_sys(e, errno, "fork for sync");
+    if (pid == 0) {
+        sync();
+        _exit(0);
+    }
+    struct guest_sync *s = xcalloc(1, sizeof *s);
+    s->a = c->a;
+    s->conn = c;
+    s->id = r->id;
+    c->streams++;               /* a half-closed connection waits for this reply */
+    ev_child_init(&s->child, guest_sync_done_cb, pid, 0);
+    s->child.data = s;
+    ev_child_start(c->a->loop, &s->child);
+    s->next = c->a->syncs;
+    c->a->syncs = s;
     return 0;
+}
+
+void guest_conn_closed(struct agent *a, struct conn *c)
+{
+    for (struct guest_sync *s = a->syncs; s; s = s->next)
+        if (s->conn == c) {
+            s->conn = NULL;
+            c->streams--;
+        }
 }
 
 int guest_set_time(struct conn *c, const struct wire_req *r, const msgpack_object *m,

@@ -49,5 +49,7 @@ int guest_stats(struct conn *c, const struct wire_req *r, const msgpack_object *
 void guest_oom_protect(void);
 /* Free the session defaults (agent exit). */
 void guest_free(struct agent *a);
+/* Forget the connection in pending sync replies. */
+void guest_conn_closed(struct agent *a, struct conn *c);
 
 #endif
