@@ -9,18 +9,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "config.h"
 #include "log.h"
-
-static int failed, passed;
-#define CHECK(x)                                                                    \
-    do {                                                                            \
-        if (!(x)) {                                                                 \
-            printf("    %s:%d: CHECK(%s)\n", __FILE__, __LINE__, #x);               \
-            failed_now = 1;                                                         \
-        }                                                                           \
-    } while (0)
-static int failed_now;
 
 /* cfg_parse on a NULL-terminated list of flags (argv[0] added). */
 #define PARSE(c, e, ...)                                                            \
@@ -307,7 +298,7 @@ static void config_file_errors_name_the_line(void)
         CHECK(r < 0);
         if (r < 0 && strstr(e.msg, bad[i].want) == NULL) {
             printf("    %s -> %s\n", bad[i].want, e.msg);
-            failed_now = 1;
+            check_failed_now = 1;
         }
         cfg_free(&c);
     }
@@ -373,11 +364,8 @@ static void config_flag_reads_the_file_and_flags_still_win(void)
 
 int main(void)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
+    static const struct check_test tests[] = {
+#define T(f) CHECK_TEST(f)
         T(init_flags_have_defaults_and_parse),
         T(cmdline_keys_override_defaults),
         T(flags_win_over_the_cmdline),
@@ -393,13 +381,5 @@ int main(void)
         T(config_file_errors_name_the_line),
         T(config_flag_reads_the_file_and_flags_still_win),
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        failed_now = 0;
-        tests[i].fn();
-        printf("%s %s\n", failed_now ? "FAIL" : "ok", tests[i].name);
-        failed += failed_now;
-        passed += !failed_now;
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_run(tests, sizeof tests / sizeof tests[0]);
 }

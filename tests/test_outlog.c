@@ -4,17 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "outlog.h"
 
-static int failed, passed;
-#define CHECK(x)                                                                    \
-    do {                                                                            \
-        if (!(x)) {                                                                 \
-            printf("    %s:%d: CHECK(%s)\n", __FILE__, __LINE__, #x);               \
-            failed_now = 1;                                                         \
-        }                                                                           \
-    } while (0)
-static int failed_now;
 
 static void append_gives_positions_and_per_stream_offsets(void)
 {
@@ -100,23 +92,12 @@ static void lookup_finds_every_position_across_ring_growth(void)
 
 int main(void)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-#define T(f) {#f, f}
+    static const struct check_test tests[] = {
+#define T(f) CHECK_TEST(f)
         T(append_gives_positions_and_per_stream_offsets),
         T(small_reads_of_one_stream_fill_the_last_chunk),
         T(dropping_respects_the_limit_and_moves_start),
         T(lookup_finds_every_position_across_ring_growth),
     };
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        failed_now = 0;
-        tests[i].fn();
-        printf("%s %s\n", failed_now ? "FAIL" : "ok", tests[i].name);
-        failed += failed_now;
-        passed += !failed_now;
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_run(tests, sizeof tests / sizeof tests[0]);
 }
