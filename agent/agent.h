@@ -9,6 +9,9 @@
  *              stdin, exit                    ident.c    users and groups
  *   log.c      the log sink                   main.c     wiring
  *   init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
+ *   fop.c      file operations: helper        fop_child.c  the helper's side: the
+ *              processes, relaying                         operations, as the user
+ *   xfer.c     tar extraction and packing (in the helper)
  *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
  *              defaults, clock, entropy,                 for `stats`
  *              restore, stats reply, shutdown
@@ -45,6 +48,7 @@ struct conn;
 struct cmd;
 struct listener;
 struct guest_sync;
+struct fop;
 
 struct agent {
     struct ev_loop *loop;
@@ -74,6 +78,8 @@ struct agent {
     uint64_t next_conn_id;
     unsigned nconns, ncmds_running, ncmds_exited;
     struct guest_sync *syncs;     /* sync(2) children not yet reaped */
+    struct fop *fops;             /* file operations' helpers (fop.h) */
+    unsigned nfops;
     ev_signal sigterm, sigint;    /* not in init mode: init.sig instead */
     struct init_state init;       /* PID-1 mode */
     bool stopping;

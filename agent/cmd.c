@@ -176,12 +176,11 @@ static char **cmd_build_env(struct agent *a, const struct wire_exec_req *x,
     return env;
 }
 
-/* Which identity runs the command; NULL in *run means "stay as we are". */
-static int cmd_identity(struct agent *a, const struct wire_exec_req *x, const struct ident **env_id,
-                        const struct ident **run, struct sa_err *e)
+int cmd_identity(struct agent *a, const char *user, bool sudo, const struct ident **env_id,
+                 const struct ident **run, struct sa_err *e)
 {
     if (a->dev) {
-        if (x->sudo || (x->user && strcmp(x->user, a->default_user) != 0)) {
+        if (sudo || (user && strcmp(user, a->default_user) != 0)) {
             err_set(e, EPERM, NULL, "dev mode: the agent is not root and runs every command as "
                                     "itself (%s)", a->default_user);
             e->stage = "user";
@@ -190,7 +189,7 @@ static int cmd_identity(struct agent *a, const struct wire_exec_req *x, const st
         *run = NULL;
         return ident_lookup_uid(&a->idents, getuid(), env_id, e);
     }
-    const char *name = x->sudo ? "root" : x->user ? x->user : a->default_user;
+    const char *name = sudo ? "root" : user ? user : a->default_user;
     if (ident_lookup(&a->idents, name, run, e) < 0) {
         e->stage = "user";
         return -1;
@@ -621,7 +620,7 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
 {
     struct agent *a = conn->a;
     const struct ident *env_id, *run;
-    if (cmd_identity(a, x, &env_id, &run, e) < 0)
+    if (cmd_identity(a, x->user, x->sudo, &env_id, &run, e) < 0)
         return -1;
     const char *path;
     char **envp = cmd_build_env(a, x, env_id, &path);

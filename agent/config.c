@@ -32,6 +32,10 @@ static const char usage[] =
     "  --stdin-window BYTES   unacknowledged stdin per command (default 1048576)\n"
     "  --log-cap BYTES        output kept per command for replay (default 16 MiB)\n"
     "  --log-total-cap BYTES  output kept for all commands together (default 128 MiB)\n"
+    "  --upload-max-bytes BYTES\n"
+    "                         cap on one upload's file data, written or skipped:\n"
+    "                         stops decompression bombs (default 8 GiB)\n"
+    "  --upload-max-entries N cap on one upload's entries (default 1048576)\n"
     "  --token-file PATH      require every connection to present the token in PATH\n"
     "                         (1..4096 bytes, one trailing newline stripped) with an\n"
     "                         `auth` request before any other request\n"
@@ -76,6 +80,8 @@ static const struct option cfg_opts[] = {
     {"insecure-tcp-any-address", no_argument, NULL, CFG_O_TCPANY},
     {"log-cap", required_argument, NULL, CFG_O_LOGCAP},
     {"log-total-cap", required_argument, NULL, CFG_O_LOGTOTAL},
+    {"upload-max-bytes", required_argument, NULL, CFG_O_UPBYTES},
+    {"upload-max-entries", required_argument, NULL, CFG_O_UPENTRIES},
     {"token-file", required_argument, NULL, CFG_O_TOKEN},
     {"init", no_argument, NULL, CFG_O_INIT},
     {"no-mount", no_argument, NULL, CFG_O_NOMOUNT},
@@ -189,6 +195,14 @@ static int cfg_set_num(struct cfg *c, int o, const char *arg, struct sa_err *e)
         if (parse_u64(arg, 64u << 10, 1ull << 40, &c->log_total_cap) < 0)
             return err_set(e, EINVAL, NULL, "--log-total-cap: expected 65536..2^40 bytes");
         break;
+    case CFG_O_UPBYTES:
+        if (parse_u64(arg, 1, 1ull << 50, &c->upload_max_bytes) < 0)
+            return err_set(e, EINVAL, NULL, "--upload-max-bytes: expected 1..2^50 bytes");
+        break;
+    case CFG_O_UPENTRIES:
+        if (parse_u64(arg, 1, 1ull << 32, &c->upload_max_entries) < 0)
+            return err_set(e, EINVAL, NULL, "--upload-max-entries: expected 1..2^32");
+        break;
     case CFG_O_GRACE:
         if (parse_u32(arg, 0, 600000, &c->grace_ms) < 0)
             return err_set(e, EINVAL, NULL, "--grace-ms: expected 0..600000");
@@ -236,6 +250,8 @@ static void cfg_defaults(struct cfg *c)
     c->stdin_window = 1u << 20;
     c->log_cap = CFG_DEFAULT_LOG_CAP;
     c->log_total_cap = CFG_DEFAULT_LOG_TOTAL_CAP;
+    c->upload_max_bytes = CFG_DEFAULT_UPLOAD_MAX_BYTES;
+    c->upload_max_entries = CFG_DEFAULT_UPLOAD_MAX_ENTRIES;
     c->log_level = LOG_INFO;
     c->hostname = CFG_DEFAULT_HOSTNAME;
     c->grace_ms = CFG_DEFAULT_GRACE_MS;

@@ -16,6 +16,8 @@
 #define CFG_DEFAULT_DRAIN_MS 1000
 #define CFG_DEFAULT_LOG_CAP (16ull << 20)
 #define CFG_DEFAULT_LOG_TOTAL_CAP (128ull << 20)
+#define CFG_DEFAULT_UPLOAD_MAX_BYTES (8ull << 30)      /* xfer.h XFER_DEFAULT_MAX_BYTES */
+#define CFG_DEFAULT_UPLOAD_MAX_ENTRIES (1ull << 20)   /* xfer.h XFER_DEFAULT_MAX_ENTRIES */
 #define CFG_MAX_LISTEN 16
 #define CFG_TOKEN_MAX 4096       /* bytes of the shared token (--token-file) */
 #define CFG_DEFAULT_HOSTNAME "sandbox"
@@ -30,7 +32,7 @@ enum cfg_opt {
     CFG_O_LISTEN = 256, CFG_O_WORKDIR, CFG_O_USER, CFG_O_DEV, CFG_O_MAXFRAME, CFG_O_DRAIN,
     CFG_O_WINDOW, CFG_O_TCPANY, CFG_O_LOGCAP, CFG_O_LOGTOTAL, CFG_O_TOKEN, CFG_O_INIT,
     CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
-    CFG_O_VERBOSE, CFG_O_QUIET,
+    CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES,
 };
 #define CFG_BIT(o) (1u << ((o) - CFG_O_LISTEN))
 
@@ -55,6 +57,8 @@ struct cfg {
     uint32_t stdin_window;
     uint64_t log_cap;         /* per-command log bytes (outlog.h accounting) */
     uint64_t log_total_cap;   /* all logs together */
+    uint64_t upload_max_bytes;   /* an upload's entry data, written or skipped */
+    uint64_t upload_max_entries; /* an upload's entries */
     int log_level;
     const char *token_file;   /* --token-file, or NULL: no token */
     char token[CFG_TOKEN_MAX];/* its content (trailing newline stripped), once loaded */

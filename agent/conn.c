@@ -9,10 +9,12 @@
 
 #include "agent.h"
 #include "cmd.h"
+#include "fop.h"
 #include "guest.h"
 #include "log.h"
 #include "msg.h"
 #include "request.h"
+#include "xfer.h"
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -22,15 +24,22 @@ static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_send_hello(struct conn *c)
 {
     struct agent *a = c->a;
-    static const char *const caps[] = {"exec", "stdin", "signal", "lifecycle", "pty", "guest",
-                                       NULL};
-    static const char *const caps_cg[] = {"exec", "stdin", "signal", "lifecycle", "pty", "cgroup",
-                                          "guest", NULL};
+    const char *caps[16];
+    size_t n = 0;
+    static const char *const base[] = {"exec", "stdin", "signal", "lifecycle", "pty", "guest",
+                                       "files", "fs", "gzip"};
+    for (size_t i = 0; i < sizeof base / sizeof *base; i++)
+        caps[n++] = base[i];
+    if (a->cg.enabled)
+        caps[n++] = "cgroup";
+    if (xfer_has_zstd())
+        caps[n++] = "zstd";
+    caps[n] = NULL;
     char agent[64];
     snprintf(agent, sizeof agent, "sandbox-agent %s", SA_VERSION);
     struct wire_hello h = {
         .agent = agent,
-        .caps = a->cg.enabled ? caps_cg : caps,
+        .caps = caps,
         .boot_id = a->boot_id,
         .user = a->default_user,
         .workdir = agent_default_cwd(a),
@@ -75,6 +84,7 @@ void conn_close(struct conn *c)
     log_debug("conn %llu: closed", (unsigned long long)c->serial);
     c->closed = true;          /* from here on nothing is written or scheduled */
     cmd_conn_closed(a, c);
+    fop_conn_closed(a, c);
     guest_conn_closed(a, c);
     ev_io_stop(a->loop, &c->rio);
     ev_io_stop(a->loop, &c->wio);
@@ -181,6 +191,7 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         c->starved = false;
         cmd_conn_drained(c->a, c);      /* may queue more and set starved again */
+        fop_conn_drained(c->a, c);
     }
     if (buf_size(&c->out) == 0 && !c->starved && !c->broken) {
         ev_io_stop(c->a->loop, &c->wio);

@@ -15,6 +15,7 @@
 #include "agent.h"
 #include "cmd.h"
 #include "conn.h"
+#include "fop.h"
 #include "guest.h"
 #include "init.h"
 #include "listen.h"
@@ -153,6 +154,7 @@ static void agent_free(struct agent *a)
     lsn_close_all(a);
     cmd_kill_all(a, SIGKILL);
     conn_close_all(a);
+    fop_free_all(a);
     cmd_free_all(a);
     if (a->loop)
         ev_timer_stop(a->loop, &a->cg_sweep);

@@ -7,6 +7,7 @@
 #include "agent.h"
 #include "cmd.h"
 #include "conn.h"
+#include "fop.h"
 #include "guest.h"
 #include "log.h"
 #include "msg.h"
@@ -159,9 +160,10 @@ static const struct {
     {"wait", req_wait},
     {"logs", req_logs},
     {"resize", req_resize},
-    {"upload", NULL}, {"chunk", NULL}, {"download", NULL}, {"read", NULL},
-    {"write", NULL}, {"stat", NULL}, {"ls", NULL}, {"mkdir", NULL}, {"remove", NULL},
-    {"rename", NULL}, {"chmod", NULL},
+    {"upload", fop_request}, {"chunk", fop_chunk}, {"download", fop_request},
+    {"read", fop_request}, {"write", fop_request}, {"stat", fop_request}, {"ls", fop_request},
+    {"mkdir", fop_request}, {"remove", fop_request}, {"rename", fop_request},
+    {"chmod", fop_request},
     {"auth", guest_auth},
     {"set_defaults", guest_set_defaults},
     {"sync", guest_sync},

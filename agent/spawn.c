@@ -50,7 +50,7 @@ static __attribute__((noreturn)) void child_fail(const struct spawn_ctx *c, int 
     _exit(127);
 }
 
-static void child_signals(void)
+void spawn_reset_signals(void)
 {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
@@ -82,7 +82,7 @@ static int child_stdio(const struct spawn_req *r)
 
 /* The agent shields itself from the OOM killer (-1000); a command gets the
  * default back, while still root. Best effort: failure changes nothing. */
-static void child_oom_default(void)
+void spawn_oom_default(void)
 {
     int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd < 0)
@@ -92,7 +92,7 @@ static void child_oom_default(void)
     close(fd);
 }
 
-static int child_identity(const struct ident *id)
+int spawn_set_identity(const struct ident *id)
 {
     if (syscall(SYS_setgroups, (size_t)id->ngroups, id->groups) < 0)
         return -1;
@@ -146,7 +146,7 @@ static int spawn_child(void *arg)
 {
     const struct spawn_ctx *c = arg;
     const struct spawn_req *r = c->r;
-    child_signals();
+    spawn_reset_signals();
     if (setsid() < 0)
         child_fail(c, SPAWN_SETUP, errno);
     if (r->cgroup_procs_fd >= 0 && write(r->cgroup_procs_fd, "0", 1) != 1)
@@ -155,9 +155,9 @@ static int spawn_child(void *arg)
         child_fail(c, SPAWN_SETUP, errno);
     if (r->nofile && setrlimit(RLIMIT_NOFILE, r->nofile) < 0)
         child_fail(c, SPAWN_SETUP, errno);
-    child_oom_default();
+    spawn_oom_default();
     umask(022);                  /* a sane umask, whatever the agent was started with */
-    if (r->id && child_identity(r->id) < 0)
+    if (r->id && spawn_set_identity(r->id) < 0)
         child_fail(c, SPAWN_USER, errno);
     if (chdir(r->cwd) < 0)
         child_fail(c, SPAWN_CWD, errno);

@@ -44,4 +44,12 @@ struct spawn_req {
 int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
                 struct sa_err *e);
 
+/* Child-side steps, shared with the file helpers (fop.c): only system
+ * calls, safe in a CLONE_VM child. Every signal disposition to default and an
+ * empty mask; oom_score_adj back to 0 (best effort); supplementary groups, gid
+ * and uid of id by raw syscalls (-1 with errno). */
+void spawn_reset_signals(void);
+void spawn_oom_default(void);
+int spawn_set_identity(const struct ident *id);
+
 #endif

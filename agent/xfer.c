@@ -174,42 +174,40 @@ static void refuse(struct xfer_result *r, const char *path, const char *reason)
     r->nrefused++;
 }
 
-static void encode_error(struct wire_enc *w, const struct xfer_error *e)
-{
-    wire_key(w, "error");
-    msgpack_pack_map(&w->pk, 3);
-    wire_kv_str(w, "code", e->err.code ? e->err.code : "EUNKNOWN");
-    wire_kv_str(w, "message", e->err.msg);
-    wire_kv_str(w, "path", e->path);
-}
+/* Refusals listed in a reply frame: as many as fit in max_frame with room
+ * for the other fields (XFER_REPLY_SLACK), the rest go to refused_more. */
+#define XFER_REPLY_SLACK 2048
 
-void xfer_result_encode(const struct xfer_result *r, struct buf *out)
+void xfer_result_encode(const struct xfer_result *r, uint64_t id, uint32_t max_frame,
+                        struct buf *out)
 {
+    size_t budget = max_frame > XFER_REPLY_SLACK ? max_frame - XFER_REPLY_SLACK : 0;
+    size_t listed = 0, used = 0;
+    for (; listed < r->nrefused; listed++) {
+        size_t cost = strlen(r->refused[listed].path) + strlen(r->refused[listed].reason) + 32;
+        if (used + cost > budget)
+            break;
+        used += cost;
+    }
     struct wire_enc w;
-    wire_begin(&w, out, r->failed ? 5 : 4);
+    wire_begin(&w, out, r->failed ? 9 : 6);
+    wire_kv_str(&w, "type", r->failed ? "error" : "end");
+    wire_kv_uint(&w, "id", id);
+    if (r->failed) {
+        wire_kv_str(&w, "code", r->error.err.code ? r->error.err.code : "internal");
+        wire_kv_str(&w, "message", r->error.err.msg);
+        wire_kv_str(&w, "path", r->error.path);
+    }
     wire_kv_uint(&w, "entries", r->entries);
     wire_kv_uint(&w, "bytes", r->bytes);
     wire_key(&w, "refused");
-    msgpack_pack_array(&w.pk, (uint32_t)r->nrefused);
-    for (size_t i = 0; i < r->nrefused; i++) {
+    msgpack_pack_array(&w.pk, (uint32_t)listed);
+    for (size_t i = 0; i < listed; i++) {
         msgpack_pack_map(&w.pk, 2);
         wire_kv_str(&w, "path", r->refused[i].path);
         wire_kv_str(&w, "reason", r->refused[i].reason);
     }
-    wire_kv_uint(&w, "refused_more", r->refused_more);
-    if (r->failed)
-        encode_error(&w, &r->error);
-    wire_end(&w);
-}
-
-void xfer_pack_status_encode(uint64_t bytes, const struct xfer_error *e, struct buf *out)
-{
-    struct wire_enc w;
-    bool failed = e && e->err.code;
-    wire_begin(&w, out, failed ? 2 : 1);
-    wire_kv_uint(&w, "bytes", bytes);
-    if (failed)
-        encode_error(&w, e);
+    wire_kv_uint(&w, "refused_more", r->refused_more + (r->nrefused - listed));
     wire_end(&w);
 }
 
@@ -1105,36 +1103,50 @@ static int archive_name(const char *path, char *out, size_t n, struct xfer_error
 }
 
 struct pack_sink {
-    int fd;
-    bool dead;      /* after a failure: nothing more reaches fd (no tar trailer
-                     * that would make a cut stream look complete) */
+    xfer_write_fn fn;
+    void *arg;
+    bool dead;      /* after a failure: nothing more reaches the sink (no tar
+                     * trailer that would make a cut stream look complete) */
     uint64_t bytes;
 };
 
 static ssize_t sink_write_cb(struct archive *a, void *arg, const void *buf, size_t n)
 {
     struct pack_sink *s = arg;
-    const char *q = buf;
-    size_t left = n;
     if (s->dead)
         return (ssize_t)n;
-    while (left > 0) {
-        ssize_t w = write(s->fd, q, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            archive_set_error(a, errno, "write: %s", strerror(errno));
-            return -1;
-        }
-        q += w;
-        left -= (size_t)w;
+    if (s->fn(s->arg, buf, n) < 0) {
+        archive_set_error(a, errno, "write: %s", strerror(errno));
+        return -1;
     }
     s->bytes += n;
     return (ssize_t)n;
 }
 
+static int fd_write(void *arg, const void *p, size_t n)
+{
+    int fd = *(int *)arg;
+    const char *q = p;
+    while (n > 0) {
+        ssize_t w = write(fd, q, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        q += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 int xfer_pack(int out_fd, int base_fd, char *const *paths, size_t n, bool gzip, uint64_t *bytes,
               struct xfer_error *e)
+{
+    return xfer_pack_to(fd_write, &out_fd, base_fd, paths, n, gzip, bytes, e);
+}
+
+int xfer_pack_to(xfer_write_fn fn, void *arg, int base_fd, char *const *paths, size_t n,
+                 bool gzip, uint64_t *bytes, struct xfer_error *e)
 {
     err_clear(&e->err);
     e->path[0] = '\0';
@@ -1155,12 +1167,13 @@ int xfer_pack(int out_fd, int base_fd, char *const *paths, size_t n, bool gzip, 
 
     struct xfer_locale loc;
     locale_enter(&loc);
-    struct pack_sink sink = { .fd = out_fd };
+    struct pack_sink sink = { .fn = fn, .arg = arg };
     struct pctx p = { .a = archive_write_new(), .ent = archive_entry_new(), .e = e,
                       .block = xmalloc(XFER_BLOCK) };
     int rc = 0;
     if (archive_write_set_format_pax_restricted(p.a) != ARCHIVE_OK ||
         (gzip && archive_write_add_filter_gzip(p.a) != ARCHIVE_OK) ||
+        archive_write_set_bytes_per_block(p.a, XFER_BLOCK) != ARCHIVE_OK ||
         archive_write_set_bytes_in_last_block(p.a, 1) != ARCHIVE_OK ||
         archive_write_open(p.a, &sink, NULL, sink_write_cb, NULL) != ARCHIVE_OK)
         rc = pack_fail_archive(&p, "");

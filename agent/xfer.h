@@ -79,10 +79,13 @@ void xfer_result_free(struct xfer_result *r);
  * what was done so far. Entries already extracted stay in place on failure. */
 int xfer_extract(int in_fd, const struct xfer_extract_opts *o, struct xfer_result *r);
 
-/* One frame (protocol/wire.h) holding a map: entries, bytes,
- * refused: [{path, reason}], refused_more, and, when failed,
- * error: {code, message, path}. Appended to out. */
-void xfer_result_encode(const struct xfer_result *r, struct buf *out);
+/* The upload's terminal message (PROTOCOL.md "Files") for request id, as one
+ * frame appended to out: {type: "end", id, entries, bytes, refused: [{path,
+ * reason}], refused_more}, or when failed {type: "error", id, code, message,
+ * path, and the same counts}. Refusals are listed as far as the frame stays
+ * within max_frame; the others are added to refused_more. */
+void xfer_result_encode(const struct xfer_result *r, uint64_t id, uint32_t max_frame,
+                        struct buf *out);
 
 /* Write a tar of paths to out_fd; relative paths are taken under base_fd
  * (AT_FDCWD allowed), absolute ones from "/" and stored without the leading
@@ -94,8 +97,12 @@ void xfer_result_encode(const struct xfer_result *r, struct buf *out);
 int xfer_pack(int out_fd, int base_fd, char *const *paths, size_t n, bool gzip,
               uint64_t *bytes, struct xfer_error *e);
 
-/* One frame with {bytes} or, on failure, {bytes, error: {code, message, path}}. */
-void xfer_pack_status_encode(uint64_t bytes, const struct xfer_error *e, struct buf *out);
+/* Where xfer_pack_to writes: all n bytes, or -1 with errno set. */
+typedef int (*xfer_write_fn)(void *arg, const void *p, size_t n);
+
+/* xfer_pack, writing through fn in blocks of at most XFER_BLOCK bytes. */
+int xfer_pack_to(xfer_write_fn fn, void *arg, int base_fd, char *const *paths, size_t n,
+                 bool gzip, uint64_t *bytes, struct xfer_error *e);
 
 /* Whether the linked libarchive reads zstd in-process (a `zstd` capability). */
 bool xfer_has_zstd(void);

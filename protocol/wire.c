@@ -17,6 +17,43 @@ int wire_frame_peek(const uint8_t *p, size_t n, uint32_t max_frame, uint32_t *pa
     return 1;
 }
 
+/* A str header at p[0..n): its length in *len and header size, or 0. */
+static size_t str_hdr(const uint8_t *p, size_t n, size_t *len)
+{
+    if (n >= 1 && (p[0] & 0xe0) == 0xa0) {
+        *len = p[0] & 0x1f;
+        return 1;
+    }
+    if (n >= 2 && p[0] == 0xd9) {
+        *len = p[1];
+        return 2;
+    }
+    return 0;
+}
+
+int wire_peek_type(const uint8_t *p, size_t n, const char **t, size_t *tn)
+{
+    size_t h, len;
+    if (n >= 1 && (p[0] & 0xf0) == 0x80 && (p[0] & 0x0f) > 0)
+        h = 1;
+    else if (n >= 3 && p[0] == 0xde)
+        h = 3;
+    else if (n >= 5 && p[0] == 0xdf)
+        h = 5;
+    else
+        return 0;
+    size_t k = str_hdr(p + h, n - h, &len);
+    if (!k || len != 4 || n - h - k < 4 || memcmp(p + h + k, "type", 4) != 0)
+        return 0;
+    h += k + 4;
+    k = str_hdr(p + h, n - h, &len);
+    if (!k || n - h - k < len)
+        return 0;
+    *t = (const char *)p + h + k;
+    *tn = len;
+    return 1;
+}
+
 /* --- structural validation ------------------------------------------------ */
 
 static uint64_t be(const uint8_t *p, int n)
@@ -287,6 +324,13 @@ static int wire_write_cb(void *data, const char *p, size_t n)
 {
     buf_append(data, p, n);
     return 0;
+}
+
+void wire_enc_raw(struct wire_enc *w, struct buf *b)
+{
+    w->b = b;
+    w->start = 0;
+    msgpack_packer_init(&w->pk, b, wire_write_cb);
 }
 
 void wire_begin(struct wire_enc *w, struct buf *b, uint32_t nkeys)

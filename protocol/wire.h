@@ -48,6 +48,12 @@
 int wire_frame_peek(const uint8_t *p, size_t n, uint32_t max_frame, uint32_t *payload_len,
                     struct sa_err *e);
 
+/* The value of "type" when it is the payload's first key, as every message
+ * this protocol's encoders write starts (wire_begin): 1 with *t and *tn pointing
+ * into p, 0 when the payload does not start that way. No allocation, no full
+ * decode: for relaying frames whose kind matters (agent fop.c). */
+int wire_peek_type(const uint8_t *p, size_t n, const char **t, size_t *tn);
+
 /* Structural validation of one payload (see above). 0 or -1 ("bad_frame"). */
 int wire_check(const uint8_t *p, size_t n, struct sa_err *e);
 
@@ -86,6 +92,9 @@ struct wire_enc {
     msgpack_packer pk;
 };
 
+/* An encoder appending bare msgpack to b, no frame (pieces spliced into a
+ * frame later; wire_end must not be called on it). */
+void wire_enc_raw(struct wire_enc *w, struct buf *b);
 /* Start a frame at the tail of b and open a map of nkeys entries. */
 void wire_begin(struct wire_enc *w, struct buf *b, uint32_t nkeys);
 /* Patch the frame length in. The frame is then complete in b. */

@@ -244,6 +244,41 @@ static void frame_peek_reads_a_big_endian_length(void)
     CHECK(len == 0x010203);
 }
 
+/* wire_peek_type: the type of what our own encoders wrote, found without a
+ * decode; anything else (type not first, not a map, cut short) is 0. */
+static void peek_type_finds_the_first_key(void)
+{
+    struct buf b;
+    buf_init(&b);
+    struct wire_enc w;
+    wire_begin(&w, &b, 3);
+    wire_kv_str(&w, "type", "end");
+    wire_kv_uint(&w, "id", 7);
+    wire_kv_uint(&w, "bytes", 70000);
+    wire_end(&w);
+    const uint8_t *p = buf_ptr(&b) + WIRE_HDR_LEN;
+    size_t n = buf_size(&b) - WIRE_HDR_LEN;
+    const char *t = NULL;
+    size_t tn = 0;
+    CHECK(wire_peek_type(p, n, &t, &tn) == 1);
+    CHECK(tn == 3 && memcmp(t, "end", 3) == 0);
+    for (size_t cut = 0; cut < 10; cut++)          /* "type" and "end" end at byte 10 */
+        CHECK(wire_peek_type(p, cut, &t, &tn) == 0);
+    static const uint8_t id_first[] = { 0x82, 0xa2, 'i', 'd', 0x01, 0xa4, 't', 'y', 'p', 'e',
+                                        0xa2, 'o', 'k' };
+    CHECK(wire_peek_type(id_first, sizeof id_first, &t, &tn) == 0);
+    static const uint8_t map16[] = { 0xde, 0x00, 0x01, 0xd9, 0x04, 't', 'y', 'p', 'e',
+                                     0xd9, 0x05, 'e', 'r', 'r', 'o', 'r' };
+    CHECK(wire_peek_type(map16, sizeof map16, &t, &tn) == 1);
+    CHECK(tn == 5 && memcmp(t, "error", 5) == 0);
+    static const uint8_t empty_map[] = { 0x80 }, array[] = { 0x91, 0xa4, 't', 'y', 'p', 'e' };
+    CHECK(wire_peek_type(empty_map, sizeof empty_map, &t, &tn) == 0);
+    CHECK(wire_peek_type(array, sizeof array, &t, &tn) == 0);
+    static const uint8_t int_type[] = { 0x81, 0xa4, 't', 'y', 'p', 'e', 0x05 };
+    CHECK(wire_peek_type(int_type, sizeof int_type, &t, &tn) == 0);
+    buf_free(&b);
+}
+
 static void frame_peek_refuses_length_zero(void)
 {
     const uint8_t hdr[4] = { 0, 0, 0, 0 };
@@ -1883,6 +1918,7 @@ static const struct {
     T(frame_peek_waits_for_a_whole_header),
     T(frame_peek_reads_a_big_endian_length),
     T(frame_peek_refuses_length_zero),
+    T(peek_type_finds_the_first_key),
     T(frame_peek_refuses_oversize_length_from_the_header_alone),
     T(frame_peek_accepts_length_exactly_max_frame),
     T(decode_accepts_every_msgpack_type_the_protocol_allows),

@@ -1123,19 +1123,6 @@ static void test_pack(void)
     xfer_result_free(&r);
     fx_free(&g);
 
-    /* the status frame */
-    struct buf out;
-    buf_init(&out);
-    xfer_pack_status_encode(bytes, NULL, &out);
-    msgpack_zone z;
-    msgpack_zone_init(&z, WIRE_ZONE_CHUNK);
-    msgpack_object root;
-    struct sa_err de;
-    CHECK(wire_decode(buf_ptr(&out) + WIRE_HDR_LEN, buf_size(&out) - WIRE_HDR_LEN, &z, &root, &de) == 0);
-    uint64_t v = 0;
-    CHECK(wire_obj_uint(wire_get(&root, "bytes"), &v) && v == bytes && !wire_get(&root, "error"));
-    msgpack_zone_destroy(&z);
-    buf_free(&out);
     free(absk);
     free(lnk);
     close(base);
@@ -1165,7 +1152,7 @@ static void test_result_encode(void)
     strcpy(r.error.path, "x");
     struct buf out;
     buf_init(&out);
-    xfer_result_encode(&r, &out);
+    xfer_result_encode(&r, 42, WIRE_MAX_FRAME_DEFAULT, &out);
     uint32_t len = 0;
     struct sa_err e;
     CHECK(wire_frame_peek(buf_ptr(&out), buf_size(&out), WIRE_MAX_FRAME_DEFAULT, &len, &e) == 1);
@@ -1183,8 +1170,23 @@ static void test_result_encode(void)
     if (ref && ref->type == MSGPACK_OBJECT_ARRAY && ref->via.array.size > 0)
         CHECK(wire_obj_is(wire_get(&ref->via.array.ptr[0], "path"), "p0") &&
               wire_obj_is(wire_get(&ref->via.array.ptr[0], "reason"), "absolute path"));
-    const msgpack_object *err = wire_get(&root, "error");
-    CHECK(err && wire_obj_is(wire_get(err, "code"), "ENOSPC") && wire_obj_is(wire_get(err, "path"), "x"));
+    CHECK(wire_obj_is(wire_get(&root, "type"), "error"));
+    CHECK(wire_obj_uint(wire_get(&root, "id"), &v) && v == 42);
+    CHECK(wire_obj_is(wire_get(&root, "code"), "ENOSPC") && wire_obj_is(wire_get(&root, "path"), "x"));
+    msgpack_zone_destroy(&z);
+
+    /* a small max_frame lists fewer and counts the rest */
+    buf_reset(&out, 0);
+    xfer_result_encode(&r, 42, 4096, &out);
+    CHECK(buf_size(&out) - WIRE_HDR_LEN <= 4096);
+    msgpack_zone_init(&z, WIRE_ZONE_CHUNK);
+    CHECK(wire_decode(buf_ptr(&out) + WIRE_HDR_LEN, buf_size(&out) - WIRE_HDR_LEN, &z, &root, &e) == 0);
+    ref = wire_get(&root, "refused");
+    uint64_t more = 0;
+    CHECK(ref && ref->type == MSGPACK_OBJECT_ARRAY && ref->via.array.size > 0 &&
+          ref->via.array.size < XFER_REFUSED_MAX);
+    CHECK(wire_obj_uint(wire_get(&root, "refused_more"), &more) && ref &&
+          more + ref->via.array.size == XFER_REFUSED_MAX + 10);
     msgpack_zone_destroy(&z);
     buf_free(&out);
     xfer_result_free(&r);

@@ -147,7 +147,7 @@ static void check_result(const struct xfer_result *r)
         INVARIANT(r->error.err.code && r->error.err.code[0]);
     struct buf out;
     buf_init(&out);
-    xfer_result_encode(r, &out);
+    xfer_result_encode(r, 1, WIRE_MAX_FRAME_LIMIT, &out);
     uint32_t len = 0;
     struct sa_err e;
     INVARIANT(wire_frame_peek(buf_ptr(&out), buf_size(&out), WIRE_MAX_FRAME_LIMIT, &len, &e) == 1);

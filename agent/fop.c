@@ -1,0 +1,672 @@
+#include "fop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "cmd.h"
+#include "conn.h"
+#include "log.h"
+#include "request.h"
+#include "spawn.h"
+
+/* One chunk waiting for its acknowledgement: sent once the helper's input
+ * has taken everything up to `upto`. */
+struct fop_ack {
+    struct fop_ack *next;
+    uint64_t req_id;
+    uint64_t upto;
+};
+
+struct fop {
+    struct fop *prev, *next;
+    struct agent *a;
+    struct conn *conn;           /* NULL once its connection closed */
+    uint64_t id;                 /* the request's id (chunks' ref) */
+    enum fop_kind kind;
+    pid_t pid;
+    ev_child child_w;
+    bool reaped;
+    int status;
+    /* input: upload and write */
+    bool has_input;
+    int in_fd, ctl_fd;           /* -1 once closed */
+    ev_io in_w;
+    struct buf in_buf;           /* accepted, not yet written: at most the stdin window */
+    uint64_t in_accepted, in_written;
+    struct fop_ack *acks, **acks_tail;
+    bool in_eof;                 /* the client sent eof: close after in_buf */
+    bool in_stopped;             /* the helper stopped reading */
+    /* output: the helper's frames */
+    int out_fd;
+    ev_io out_w;
+    struct buf obuf;             /* at most one partial frame + one read */
+    bool out_eof, paused;
+    bool oneshot;                /* answered by one ok or error (stat, mkdir, ...) */
+    bool terminal;               /* the last frame for the request went out */
+};
+
+static const struct {
+    const char *type;
+    enum fop_kind kind;
+} fop_types[] = {
+    {"upload", FOP_UPLOAD}, {"download", FOP_DOWNLOAD}, {"read", FOP_READ},
+    {"write", FOP_WRITE}, {"stat", FOP_STAT}, {"ls", FOP_LS}, {"mkdir", FOP_MKDIR},
+    {"remove", FOP_REMOVE}, {"rename", FOP_RENAME}, {"chmod", FOP_CHMOD},
+};
+
+static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void fop_in_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void fop_child_cb(struct ev_loop *loop, ev_child *w, int revents);
+
+/* --- request parsing --------------------------------------------------------- */
+
+static int need_str(const msgpack_object *m, const char *key, msgpack_zone *z, const char **v,
+                    struct sa_err *e)
+{
+    char *s = NULL;
+    if (wire_opt_cstr(m, key, z, &s, e) < 0)
+        return -1;
+    if (!s || !s[0])
+        return err_set(e, 0, "bad_request", "field '%s' (a non-empty string) is required", key);
+    *v = s;
+    return 0;
+}
+
+static int opt_mode(const msgpack_object *m, struct fop_job *j, bool required, struct sa_err *e)
+{
+    uint64_t mode = 0;
+    j->has_mode = wire_get(m, "mode") != NULL;
+    if (required && !j->has_mode)
+        return err_set(e, 0, "bad_request", "field 'mode' (an unsigned integer) is required");
+    if (wire_opt_uint(m, "mode", &mode, e) < 0)
+        return -1;
+    if (mode > 07777)
+        return err_set(e, 0, "bad_request", "mode %llo is not within 07777",
+                       (unsigned long long)mode);
+    j->mode = (uint32_t)mode;
+    return 0;
+}
+
+static int parse_paths(const msgpack_object *m, msgpack_zone *z, struct fop_job *j,
+                       struct sa_err *e)
+{
+    const msgpack_object *o = wire_get(m, "paths");
+    if (!o || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size == 0)
+        return err_set(e, 0, "bad_request", "field 'paths' (a non-empty array of strings) is "
+                                            "required");
+    j->npaths = o->via.array.size;
+    j->paths = msgpack_zone_malloc(z, (j->npaths + 1) * sizeof *j->paths);
+    if (!j->paths)
+        return err_set(e, ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < j->npaths; i++) {
+        j->paths[i] = wire_obj_cstr(&o->via.array.ptr[i], z);
+        if (!j->paths[i] || !j->paths[i][0])
+            return err_set(e, 0, "bad_request", "paths[%zu] is not a non-empty string", i);
+    }
+    j->paths[j->npaths] = NULL;
+    return 0;
+}
+
+/* Fill j from the request's fields for its kind. */
+static int fop_parse(const msgpack_object *m, msgpack_zone *z, struct fop_job *j,
+                     struct sa_err *e)
+{
+    switch (j->kind) {
+    case FOP_UPLOAD:
+        j->path = "/";
+        if (wire_opt_cstr(m, "dest", z, (char **)&j->path, e) < 0 ||
+            wire_opt_bool(m, "parents", &j->parents, e) < 0 ||
+            wire_opt_bool(m, "keep_owners", &j->keep_owners, e) < 0 ||
+            wire_opt_bool(m, "allow_devices", &j->allow_devices, e) < 0)
+            return -1;
+        if (!j->path[0])
+            return err_set(e, 0, "bad_request", "field 'dest' is empty");
+        return 0;
+    case FOP_DOWNLOAD:
+        return parse_paths(m, z, j, e) < 0 || wire_opt_bool(m, "gzip", &j->gzip, e) < 0 ? -1 : 0;
+    case FOP_READ:
+        j->has_length = wire_get(m, "length") != NULL;
+        return need_str(m, "path", z, &j->path, e) < 0 ||
+               wire_opt_uint(m, "offset", &j->offset, e) < 0 ||
+               wire_opt_uint(m, "length", &j->length, e) < 0 ? -1 : 0;
+    case FOP_WRITE:
+        return need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, false, e) < 0 ||
+               wire_opt_bool(m, "append", &j->append, e) < 0 ||
+               wire_opt_bool(m, "parents", &j->parents, e) < 0 ? -1 : 0;
+    case FOP_STAT:
+        return need_str(m, "path", z, &j->path, e) < 0 ||
+               wire_opt_bool(m, "follow", &j->follow, e) < 0 ? -1 : 0;
+    case FOP_LS:
+        return need_str(m, "path", z, &j->path, e);
+    case FOP_MKDIR:
+        if (need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, false, e) < 0 ||
+            wire_opt_bool(m, "parents", &j->parents, e) < 0)
+            return -1;
+        if (!j->has_mode)
+            j->mode = 0755;
+        return 0;
+    case FOP_REMOVE:
+        return need_str(m, "path", z, &j->path, e) < 0 ||
+               wire_opt_bool(m, "recursive", &j->recursive, e) < 0 ||
+               wire_opt_bool(m, "force", &j->force, e) < 0 ? -1 : 0;
+    case FOP_RENAME:
+        j->overwrite = true;
+        return need_str(m, "from", z, &j->path, e) < 0 || need_str(m, "to", z, &j->path2, e) < 0 ||
+               wire_opt_bool(m, "overwrite", &j->overwrite, e) < 0 ? -1 : 0;
+    case FOP_CHMOD:
+        return need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, true, e) < 0 ? -1 : 0;
+    }
+    return err_set(e, 0, "internal", "unknown file operation");
+}
+
+/* --- helper processes ---------------------------------------------------------- */
+
+static void pipe_size(int fd)
+{
+    (void)fcntl(fd, F_SETPIPE_SZ, (int)FOP_PIPE_SIZE);   /* a bigger pipe, fewer wake-ups */
+}
+
+static void set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* The helper's fds: in, out, ctl become 0, 1, 3 (a missing input: /dev/null);
+ * everything else above 2 is closed, so the helper holds no connection or
+ * command pipe open. */
+static int child_fds(int in_fd, int out_fd, int ctl_fd)
+{
+    enum { HIGH = 64 };
+    int fds[3] = { in_fd, out_fd, ctl_fd };
+    for (int i = 0; i < 3; i++)       /* out of the way of 0, 1, 3 first */
+        if (fds[i] >= 0 && (fds[i] = fcntl(fds[i], F_DUPFD, HIGH)) < 0)
+            return -1;
+    if (fds[0] < 0 && (fds[0] = open("/dev/null", O_RDONLY)) < 0)
+        return -1;
+    if (dup2(fds[0], 0) < 0 || dup2(fds[1], 1) < 0)
+        return -1;
+    if (fds[2] >= 0 && dup2(fds[2], 3) < 0)
+        return -1;
+    int first = fds[2] >= 0 ? 4 : 3;
+    if (syscall(SYS_close_range, (unsigned)first, ~0u, 0u) < 0)
+        for (int fd = first; fd < 65536; fd++)
+            close(fd);
+    return 0;
+}
+
+static __attribute__((noreturn)) void fop_child(const struct fop_job *j, const struct ident *id,
+                                                int in_fd, int out_fd, int ctl_fd, pid_t parent)
+{
+    spawn_reset_signals();
+    signal(SIGPIPE, SIG_IGN);            /* a gone reader is EPIPE, handled */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(1);                        /* the agent died: nobody to answer */
+    spawn_oom_default();
+    if (child_fds(in_fd, out_fd, ctl_fd) < 0)
+        _exit(1);
+    if (id && spawn_set_identity(id) < 0)
+        _exit(1);                        /* the agent reports "helper died" */
+    umask(0);                            /* every mode is given explicitly */
+    fop_child_run(j);
+}
+
+static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, int in_fd,
+                           int ctl_fd, int out_fd)
+{
+    struct agent *a = c->a;
+    struct fop *f = xcalloc(1, sizeof *f);
+    f->a = a;
+    f->conn = c;
+    f->id = j->id;
+    f->kind = j->kind;
+    f->pid = pid;
+    f->has_input = in_fd >= 0;
+    f->oneshot = j->kind == FOP_STAT || j->kind == FOP_MKDIR || j->kind == FOP_REMOVE ||
+                 j->kind == FOP_RENAME || j->kind == FOP_CHMOD;
+    f->in_fd = in_fd;
+    f->ctl_fd = ctl_fd;
+    f->out_fd = out_fd;
+    f->acks_tail = &f->acks;
+    buf_init(&f->in_buf);
+    buf_init(&f->obuf);
+    ev_child_init(&f->child_w, fop_child_cb, pid, 0);
+    f->child_w.data = f;
+    ev_child_start(a->loop, &f->child_w);
+    ev_io_init(&f->out_w, fop_out_cb, out_fd, EV_READ);
+    f->out_w.data = f;
+    ev_io_start(a->loop, &f->out_w);
+    if (in_fd >= 0) {
+        ev_io_init(&f->in_w, fop_in_cb, in_fd, EV_WRITE);
+        f->in_w.data = f;
+    }
+    f->next = a->fops;
+    if (a->fops)
+        a->fops->prev = f;
+    a->fops = f;
+    a->nfops++;
+    c->streams++;
+    return f;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static int fop_start(struct conn *c, const struct fop_job *j, const struct ident *id,
+                     struct sa_err *e)
+{
+    bool input = j->kind == FOP_UPLOAD || j->kind == FOP_WRITE;
+    int in[2] = { -1, -1 }, ctl[2] = { -1, -1 }, out[2] = { -1, -1 };
+    if (pipe2(out, O_CLOEXEC) < 0 ||
+        (input && (pipe2(in, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0))) {
+        int err = errno;
+        for (int i = 0; i < 2; i++) {
+            close_fd(&in[i]);
+            close_fd(&ctl[i]);
+            close_fd(&out[i]);
+        }
+        return err_sys(e, err, "pipe for a file helper");
+    }
+    pipe_size(out[0]);
+    if (input)
+        pipe_size(in[1]);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        fop_child(j, id, in[0], out[1], ctl[0], parent);
+    int err = errno;
+    close_fd(&in[0]);
+    close_fd(&ctl[0]);
+    close_fd(&out[1]);
+    if (pid < 0) {
+        close_fd(&in[1]);
+        close_fd(&ctl[1]);
+        close_fd(&out[0]);
+        return err_sys(e, err, "fork a file helper");
+    }
+    set_nonblock(out[0]);
+    if (input)
+        set_nonblock(in[1]);
+    fop_new(c, j, pid, in[1], ctl[1], out[0]);
+    log_debug("conn %llu: request %llu: file helper %d", (unsigned long long)c->serial,
+              (unsigned long long)j->id, (int)pid);
+    return 0;
+}
+
+int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                struct sa_err *e)
+{
+    struct agent *a = c->a;
+    struct fop_job j;
+    memset(&j, 0, sizeof j);
+    size_t k = 0;
+    while (k < sizeof fop_types / sizeof *fop_types && !wire_req_is(r, fop_types[k].type))
+        k++;
+    if (k == sizeof fop_types / sizeof *fop_types)
+        return err_set(e, 0, "internal", "not a file operation");
+    if (!r->has_id)
+        return err_set(e, 0, "bad_request", "field 'id' is required");
+    j.kind = fop_types[k].kind;
+    j.id = r->id;
+    j.max_frame = a->cfg.max_frame;
+    j.cwd = agent_default_cwd(a);
+    j.max_bytes = a->cfg.upload_max_bytes;
+    j.max_entries = a->cfg.upload_max_entries;
+    char *user = NULL;
+    bool sudo = false;
+    if (wire_opt_cstr(m, "user", &a->zone, &user, e) < 0 ||
+        wire_opt_bool(m, "sudo", &sudo, e) < 0 || fop_parse(m, &a->zone, &j, e) < 0)
+        return -1;
+    if (a->nfops >= FOP_MAX)
+        return err_set(e, 0, "too_many", "%d file operations are running", FOP_MAX);
+    const struct ident *env_id, *run;
+    if (cmd_identity(a, user, sudo, &env_id, &run, e) < 0)
+        return -1;
+    j.privileged = (run ? run->uid : geteuid()) == 0;
+    if ((j.keep_owners || j.allow_devices) && !j.privileged)
+        return err_set(e, EPERM, NULL, "keep_owners and allow_devices need a root upload (sudo)");
+    return fop_start(c, &j, run, e);
+}
+
+/* --- relaying frames ------------------------------------------------------------ */
+
+static struct fop *fop_find(struct conn *c, uint64_t id)
+{
+    for (struct fop *f = c->a->fops; f; f = f->next)
+        if (f->conn == c && f->id == id && !f->terminal)
+            return f;
+    return NULL;
+}
+
+static void fop_unlink(struct fop *f)
+{
+    struct agent *a = f->a;
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        a->fops = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    a->nfops--;
+}
+
+static void fop_ack_reply(struct fop *f, uint64_t req_id, const char *code, const char *msg)
+{
+    if (!f->conn)
+        return;
+    if (!code) {
+        req_reply_ok(f->conn, req_id);
+    } else {
+        struct sa_err e;
+        err_set(&e, 0, code, "%s", msg);
+        wire_msg_error(conn_out(f->conn), true, req_id, &e);
+    }
+}
+
+/* Acknowledge the chunks whose bytes are written; with code, all of them
+ * (with that error). */
+static void fop_acks_settle(struct fop *f, const char *code, const char *msg)
+{
+    while (f->acks && (code || f->acks->upto <= f->in_written)) {
+        struct fop_ack *k = f->acks;
+        f->acks = k->next;
+        fop_ack_reply(f, k->req_id, code, msg);
+        free(k);
+    }
+    if (!f->acks)
+        f->acks_tail = &f->acks;
+    if (f->conn)
+        conn_kick(f->conn);
+}
+
+static void fop_close_input(struct fop *f, bool complete)
+{
+    if (!f->has_input)
+        return;
+    ev_io_stop(f->a->loop, &f->in_w);
+    if (complete && f->ctl_fd >= 0) {
+        ssize_t n;
+        do
+            n = write(f->ctl_fd, "E", 1);    /* the pipe is empty: never blocks */
+        while (n < 0 && errno == EINTR);
+    }
+    close_fd(&f->ctl_fd);
+    close_fd(&f->in_fd);
+    buf_reset(&f->in_buf, 0);
+}
+
+static void fop_close_output(struct fop *f)
+{
+    ev_io_stop(f->a->loop, &f->out_w);
+    close_fd(&f->out_fd);
+    f->out_eof = true;
+    buf_reset(&f->obuf, 0);
+}
+
+static void fop_free(struct fop *f)
+{
+    while (f->acks) {
+        struct fop_ack *k = f->acks;
+        f->acks = k->next;
+        free(k);
+    }
+    buf_free(&f->in_buf);
+    buf_free(&f->obuf);
+    free(f);
+}
+
+static void fop_status_text(int status, char *out, size_t n)
+{
+    if (WIFSIGNALED(status))
+        snprintf(out, n, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+    else
+        snprintf(out, n, "exited with status %d", WEXITSTATUS(status));
+}
+
+/* Finished when the helper is reaped and its frames are all relayed. */
+static void fop_maybe_done(struct fop *f)
+{
+    if (!f->reaped || !f->out_eof)
+        return;
+    struct conn *c = f->conn;
+    if (c && !f->terminal) {
+        char why[96];
+        fop_status_text(f->status, why, sizeof why);
+        struct sa_err e;
+        err_set(&e, EIO, NULL, "the file helper of request %llu %s", (unsigned long long)f->id,
+                why);
+        wire_msg_error(conn_out(c), true, f->id, &e);
+        log_warn("conn %llu: request %llu: file helper %d %s", (unsigned long long)c->serial,
+                 (unsigned long long)f->id, (int)f->pid, why);
+    }
+    fop_close_input(f, false);
+    fop_acks_settle(f, "stopped", "the transfer has stopped; its final reply says why");
+    fop_unlink(f);
+    if (c) {
+        c->streams--;
+        conn_kick(c);
+        conn_idle_check(c);
+    }
+    fop_free(f);
+}
+
+/* A frame the helper wrote that the protocol does not allow: stop it. */
+static void fop_broken(struct fop *f, const char *why)
+{
+    log_err("request %llu: file helper %d: %s; killing it", (unsigned long long)f->id,
+            (int)f->pid, why);
+    if (!f->reaped)
+        kill(f->pid, SIGKILL);
+    fop_close_output(f);
+}
+
+/* Move every complete frame from the helper to the connection. */
+static void fop_relay(struct fop *f)
+{
+    struct agent *a = f->a;
+    while (!f->out_eof) {
+        uint32_t len;
+        struct sa_err e;
+        int r = wire_frame_peek(buf_ptr(&f->obuf), buf_size(&f->obuf), a->cfg.max_frame, &len, &e);
+        if (r < 0) {
+            fop_broken(f, e.msg);
+            return;
+        }
+        if (r == 0 || buf_size(&f->obuf) < WIRE_HDR_LEN + (size_t)len)
+            break;
+        const char *t;
+        size_t tn;
+        if (!wire_peek_type(buf_ptr(&f->obuf) + WIRE_HDR_LEN, len, &t, &tn)) {
+            fop_broken(f, "a frame without a type");
+            return;
+        }
+        if (f->terminal) {
+            fop_broken(f, "a frame after its final reply");
+            return;
+        }
+        f->terminal = (tn == 3 && memcmp(t, "end", 3) == 0) ||
+                      (tn == 5 && memcmp(t, "error", 5) == 0) ||
+                      (f->oneshot && tn == 2 && memcmp(t, "ok", 2) == 0);
+        if (f->conn)
+            buf_append(conn_out(f->conn), buf_ptr(&f->obuf), WIRE_HDR_LEN + (size_t)len);
+        buf_consume(&f->obuf, WIRE_HDR_LEN + (size_t)len);
+    }
+    if (buf_size(&f->obuf) == 0)
+        buf_reset(&f->obuf, 64u << 10);
+    if (f->conn)
+        conn_kick(f->conn);
+}
+
+static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct fop *f = w->data;
+    for (int i = 0; i < FOP_READS_PER_CB && !f->out_eof; i++) {
+        if (f->conn && conn_congested(f->conn)) {
+            f->paused = true;
+            ev_io_stop(f->a->loop, &f->out_w);
+            break;
+        }
+        ssize_t n = read(f->out_fd, buf_reserve(&f->obuf, FOP_READ_CHUNK), FOP_READ_CHUNK);
+        if (n > 0) {
+            buf_commit(&f->obuf, (size_t)n);
+            fop_relay(f);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (buf_size(&f->obuf) > 0 && !f->terminal)
+            log_warn("request %llu: file helper %d left %zu bytes of a frame",
+                     (unsigned long long)f->id, (int)f->pid, buf_size(&f->obuf));
+        fop_close_output(f);         /* EOF (or an error: the same to us) */
+    }
+    fop_maybe_done(f);
+}
+
+static void fop_child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+    (void)revents;
+    struct fop *f = w->data;
+    ev_child_stop(loop, w);
+    f->reaped = true;
+    f->status = w->rstatus;
+    fop_maybe_done(f);
+}
+
+void fop_conn_drained(struct agent *a, struct conn *c)
+{
+    for (struct fop *f = a->fops; f; f = f->next)
+        if (f->conn == c && f->paused && !conn_congested(c)) {
+            f->paused = false;
+            ev_io_start(a->loop, &f->out_w);
+        }
+}
+
+/* --- input: chunks ------------------------------------------------------------- */
+
+static void fop_in_flush(struct fop *f)
+{
+    while (buf_size(&f->in_buf) > 0) {
+        ssize_t n = write(f->in_fd, buf_ptr(&f->in_buf), buf_size(&f->in_buf));
+        if (n > 0) {
+            buf_consume(&f->in_buf, (size_t)n);
+            f->in_written += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            ev_io_start(f->a->loop, &f->in_w);
+            fop_acks_settle(f, NULL, NULL);
+            return;
+        }
+        /* EPIPE: the helper stopped reading (it failed, or the archive ended) */
+        f->in_stopped = true;
+        fop_close_input(f, false);
+        fop_acks_settle(f, "stopped", "the transfer has stopped; its final reply says why");
+        return;
+    }
+    ev_io_stop(f->a->loop, &f->in_w);
+    buf_reset(&f->in_buf, 64u << 10);
+    if (f->in_eof)
+        fop_close_input(f, true);
+    fop_acks_settle(f, NULL, NULL);
+}
+
+static void fop_in_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    fop_in_flush(w->data);
+}
+
+int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+              struct sa_err *e)
+{
+    uint64_t ref;
+    const char *data = "";
+    size_t n = 0;
+    bool eof = false;
+    if (!wire_obj_uint(wire_get(m, "ref"), &ref))
+        return err_set(e, 0, "bad_request", "field 'ref' (an unsigned integer) is required");
+    if (wire_opt_bytes(m, "data", &data, &n, e) < 0 || wire_opt_bool(m, "eof", &eof, e) < 0)
+        return -1;
+    struct fop *f = fop_find(c, ref);
+    if (!f)
+        return err_set(e, 0, "not_found", "no upload or write %llu on this connection",
+                       (unsigned long long)ref);
+    if (!f->has_input)
+        return err_set(e, 0, "bad_request", "request %llu takes no chunks",
+                       (unsigned long long)ref);
+    if (f->in_stopped || (f->in_fd < 0 && !f->in_eof))
+        return err_set(e, 0, "stopped", "transfer %llu has stopped; its final reply says why",
+                       (unsigned long long)ref);
+    if (f->in_eof)
+        return err_set(e, 0, "bad_request", "transfer %llu has had its eof",
+                       (unsigned long long)ref);
+    if (buf_size(&f->in_buf) + n > c->a->cfg.stdin_window)
+        return err_set(e, 0, "window_exceeded",
+                       "%zu bytes would exceed the window of %u unacknowledged bytes", n,
+                       c->a->cfg.stdin_window);
+    buf_append(&f->in_buf, data, n);
+    f->in_accepted += n;
+    f->in_eof = eof;
+    struct fop_ack *k = xcalloc(1, sizeof *k);
+    k->req_id = r->id;
+    k->upto = f->in_accepted;
+    *f->acks_tail = k;
+    f->acks_tail = &k->next;
+    fop_in_flush(f);
+    return 0;
+}
+
+/* --- connections going away, exit -------------------------------------------------- */
+
+void fop_conn_closed(struct agent *a, struct conn *c)
+{
+    for (struct fop *f = a->fops, *next; f; f = next) {
+        next = f->next;
+        if (f->conn != c)
+            continue;
+        f->conn = NULL;
+        c->streams--;
+        fop_close_input(f, false);       /* no eof byte: the helper sees a cancellation */
+        fop_acks_settle(f, "stopped", "");
+        fop_close_output(f);             /* a helper still writing gets EPIPE and ends */
+        fop_maybe_done(f);
+    }
+}
+
+void fop_free_all(struct agent *a)
+{
+    while (a->fops) {
+        struct fop *f = a->fops;
+        if (!f->reaped)
+            kill(f->pid, SIGKILL);
+        ev_child_stop(a->loop, &f->child_w);
+        f->conn = NULL;
+        fop_close_input(f, false);
+        fop_close_output(f);
+        fop_unlink(f);
+        fop_free(f);
+    }
+}
