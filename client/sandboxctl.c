@@ -6,7 +6,9 @@
  *   sandboxctl [-c ADDR] wait [--timeout SECS] ID
  *   sandboxctl [-c ADDR] kill [-s SIGNAL] ID
  *   sandboxctl [-c ADDR] ps [--all] [--json]
- *   sandboxctl [-c ADDR] get ID
+ *   sandboxctl [-c ADDR] inspect ID
+ *   sandboxctl [-c ADDR] upload|download|get|put|stat|ls|mkdir|rm|mv|chmod ...
+ *                        (files: ctl_files.c)
  *   sandboxctl [-c ADDR] stats [--json]
  *   sandboxctl encode      JSON lines on stdin -> frames on stdout
  *   sandboxctl decode      frames on stdin -> JSON lines on stdout
@@ -34,6 +36,7 @@
 #include "addr.h"
 #include "buf.h"
 #include "client.h"
+#include "ctl.h"
 #include "err.h"
 #include "json.h"
 #include "wire.h"
@@ -41,14 +44,6 @@
 #ifndef SA_VERSION
 #define SA_VERSION "unknown"
 #endif
-
-#define EXIT_BAD_INPUT 1
-#define EXIT_FAILED 1                   /* an error reply, output not writable */
-#define EXIT_USAGE 2
-#define EXIT_WAIT_TIMEOUT 124           /* as timeout(1) */
-#define EXIT_CANNOT_EXEC 126
-#define EXIT_NOT_FOUND 127
-#define EXIT_CONN 255
 
 #define STDIN_CHUNK 65536               /* largest stdin request */
 #define FRAME_OVERHEAD 128              /* a stdin request's bytes besides its data */
@@ -83,10 +78,30 @@ static const char usage_text[] =
     "  ps [OPTIONS]               list the agent's running commands (STARTED is UTC)\n"
     "      -a, --all              also the exited ones it remembers\n"
     "      --json                 one JSON object per command and line, as sent\n"
-    "  get ID                     print command ID's record as one JSON line\n"
+    "  inspect ID                 print command ID's record as one JSON line\n"
     "  stats [--json]             the sandbox's uptime, load, memory, disk, the agent's\n"
     "                             own use, and CPU and memory of running commands\n"
     "      --json                 the agent's reply as one JSON object on one line\n"
+    "\n"
+    "files (as the agent's default user; --user NAME or --sudo before the paths;\n"
+    "relative remote paths start in the agent's workdir):\n"
+    "  upload [--parents] SRC DEST  SRC (a local directory: its contents; a file;\n"
+    "                             a .tar/.tar.gz/.tar.zst; - for a tar on stdin)\n"
+    "                             extracted into the remote directory DEST\n"
+    "      --parents, -p          create DEST if missing\n"
+    "      --keep-owners          (--sudo) keep the archive's owners\n"
+    "  download [-z] PATH...      a tar of the remote PATHs on stdout (-z: gzip'd)\n"
+    "  get REMOTE [LOCAL]         a remote file's bytes into LOCAL (default: stdout)\n"
+    "  put [--mode M] [--append] LOCAL REMOTE\n"
+    "                             LOCAL's bytes (- for stdin) into the remote file,\n"
+    "                             replaced atomically; missing parents are created\n"
+    "  stat [-L] [--json] PATH    a remote path's type, size, mode, owner, mtime\n"
+    "  ls [-l] [--json] PATH...   a remote directory's entries, sorted\n"
+    "  mkdir [-p] [-m MODE] PATH...\n"
+    "  rm [-r] [-f] PATH...\n"
+    "  mv [-n] FROM TO            rename (-n: fail if TO exists)\n"
+    "  chmod MODE PATH...         MODE in octal\n"
+    "\n"
     "  encode                     JSON objects (one per line) on stdin -> frames on stdout\n"
     "  decode                     frames on stdin -> JSON objects (one per line) on stdout\n"
     "\n"
@@ -99,7 +114,7 @@ static const char usage_text[] =
     "      --version              show the version\n"
     "\n"
     "exit status: the command's for exec and wait; 0 success; 1 the agent refused\n"
-    "(kill, logs, get: no such command, already exited, ...), bad encode/decode\n"
+    "(kill, logs, inspect: no such command, a file error, already exited, ...), bad encode/decode\n"
     "input, or output not writable; 2 usage, or a feature this agent lacks;\n"
     "124 wait --timeout ran out; 126 command could not be started; 127 program\n"
     "not found (exec), no such command (wait); 255 connection or protocol failure.\n";
@@ -109,8 +124,7 @@ static const char usage_text[] =
 static struct termios tty_saved;
 static bool tty_raw;            /* our terminal is in raw mode (exec -t) */
 
-static void warnmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void warnmsg(const char *fmt, ...)
+void warnmsg(const char *fmt, ...)
 {
     char line[1024];
     va_list ap;
@@ -121,8 +135,7 @@ static void warnmsg(const char *fmt, ...)
     fprintf(stderr, "sandboxctl: %s%s", line, tty_raw ? "\r\n" : "\n");
 }
 
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
     char line[512];
     va_list ap;
@@ -134,7 +147,7 @@ static int usage_error(const char *fmt, ...)
 }
 
 /* The option getopt_long just stumbled on, for a message. */
-static const char *opt_name(char **argv)
+const char *opt_name(char **argv)
 {
     static char name[4];
     if (optopt > 0 && optopt < 256) {
@@ -148,7 +161,7 @@ static const char *opt_name(char **argv)
 
 /* Write all of p to fd, waiting when fd is non-blocking. 0, or -errno (the
  * caller decides: EPIPE means the reader is gone). */
-static int write_full(int fd, const void *p, size_t n)
+int write_full(int fd, const void *p, size_t n)
 {
     const char *s = p;
     while (n > 0) {
@@ -180,7 +193,7 @@ static void report_gap(uint64_t from, uint64_t to)
 /* --- connecting ----------------------------------------------------------- */
 
 /* 0 when there is an address to connect to, else a usage error's status. */
-static int need_addr(const char *addr)
+int need_addr(const char *addr)
 {
     if (addr && *addr)
         return 0;
@@ -190,7 +203,7 @@ static int need_addr(const char *addr)
 /* --token-file, or $SANDBOX_AGENT_TOKEN_FILE: presented when the agent asks. */
 static const char *token_file;
 
-static struct client *connect_or_die(const char *addr)
+struct client *connect_or_die(const char *addr)
 {
     struct client *c;
     struct sa_err e;
@@ -213,7 +226,7 @@ static struct client *connect_or_die(const char *addr)
 }
 
 /* 0 when the agent lists capability cap, else a message and EXIT_USAGE. */
-static int need_cap(struct client *c, const char *cap, const char *what)
+int need_cap(struct client *c, const char *cap, const char *what)
 {
     if (client_has_cap(c, cap))
         return 0;
@@ -1067,7 +1080,7 @@ static int one_id(const char *what, int argc, char **argv, uint64_t *id)
 }
 
 /* A decimal u64 (0 allowed), nothing else. 0 or -1. */
-static int parse_u64(const char *s, uint64_t *v)
+int parse_u64(const char *s, uint64_t *v)
 {
     char *end;
     if (*s < '0' || *s > '9')
@@ -1115,14 +1128,14 @@ static int call_cmd(struct client *c, const char *type, uint64_t cmd, int timeou
 
 /* Exit status after a call that did not succeed (message printed): 1 for an
  * error reply, 255 for a failed connection. */
-static int call_failed(const char *what, int rc, const struct sa_err *e)
+int call_failed(const char *what, int rc, const struct sa_err *e)
 {
     warnmsg("%s: %s", what, e->msg);
     return rc < 0 ? EXIT_CONN : EXIT_FAILED;
 }
 
 /* Write b to stdout: 0, or EXIT_FAILED (quietly when the reader left). */
-static int out_flush(struct buf *b, const char *what)
+int out_flush(struct buf *b, const char *what)
 {
     int r = write_full(STDOUT_FILENO, buf_ptr(b), buf_size(b));
     buf_reset(b, 1u << 20);
@@ -1429,7 +1442,7 @@ static void record_json(struct buf *b, const msgpack_object *m)
     free(kv);
 }
 
-static int cmd_get(const char *addr, int argc, char **argv)
+static int cmd_inspect(const char *addr, int argc, char **argv)
 {
     uint64_t cmd;
     struct sa_err e;
@@ -1437,21 +1450,21 @@ static int cmd_get(const char *addr, int argc, char **argv)
     struct buf b;
     optind = 0;
     if (getopt(argc, argv, ":") != -1)
-        return usage_error("get: unknown option %s", opt_name(argv));
-    int rc = one_id("get", argc, argv, &cmd);
+        return usage_error("inspect: unknown option %s", opt_name(argv));
+    int rc = one_id("inspect", argc, argv, &cmd);
     if (rc != 0)
         return rc;
-    struct client *c = connect_lifecycle(addr, "get", &rc);
+    struct client *c = connect_lifecycle(addr, "inspect", &rc);
     if (!c)
         return rc;
     rc = call_cmd(c, "get", cmd, addr_timeout_from_env(), &reply, &e);
     if (rc == 0) {
         buf_init(&b);
         record_json(&b, &reply);
-        rc = out_flush(&b, "get");
+        rc = out_flush(&b, "inspect");
         buf_free(&b);
     } else {
-        rc = call_failed("get", rc, &e);
+        rc = call_failed("inspect", rc, &e);
     }
     client_free(c);
     return rc;
@@ -1869,8 +1882,11 @@ int main(int argc, char **argv)
         int (*fn)(const char *addr, int argc, char **argv);
     } cmds[] = {
         { "ping", cmd_ping }, { "exec", cmd_exec }, { "logs", cmd_logs }, { "wait", cmd_wait },
-        { "kill", cmd_kill }, { "ps", cmd_ps },     { "get", cmd_get },
+        { "kill", cmd_kill }, { "ps", cmd_ps },     { "inspect", cmd_inspect },
         { "stats", cmd_stats },
+        { "upload", cmd_upload }, { "download", cmd_download }, { "get", cmd_fget },
+        { "put", cmd_put }, { "stat", cmd_stat }, { "ls", cmd_ls }, { "mkdir", cmd_mkdir },
+        { "rm", cmd_rm }, { "mv", cmd_mv }, { "chmod", cmd_chmod },
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)

@@ -737,6 +737,271 @@ class Client:
                 open_.discard(m["id"])
         return [Result(streams[r]) for r in order]
 
+    # ======================================================================
+    # files (PROTOCOL.md "Files"): file streams, `chunk` input, fs requests
+    #
+    # upload/download/read/write/ls are streams: the first message for the
+    # request's id is its `ok` or `error`; after an `ok` only `data` (read,
+    # download) or `entries` (ls) events, then exactly one `end` or `error`.
+    # FileStream checks that order, `data` offsets contiguous from 0, event
+    # sizes, and the totals in `end`. Every helper below also keeps the whole
+    # verified stream in self.last_stream (first reply, events, final).
+
+    def file_start(self, type_, **fields):
+        """Send a file request with a fresh id (nothing is read); its id."""
+        rid = self.next_id()
+        msg = {"type": type_, "id": rid}
+        msg.update(fields)
+        self.send(msg)
+        return rid
+
+    def file_stream(self, rid, timeout=None, sink=None, check_tail=True):
+        """Collect file stream rid to its terminal message: (first, events,
+        final). first is the `ok` or `error` reply; final is the terminal
+        message (`end`, or `error`: the same object as first when the
+        request was refused). With sink, `data` bytes go to sink(bytes) and
+        the events keep only their offset. check_tail: a ping round trip
+        proves nothing more arrives for rid after the terminal."""
+        st = FileStream(rid, sink)
+        self._collect_stream(st, set(), timeout)
+        if check_tail:
+            self._check_tail({rid})
+        self.last_stream = st
+        return st.first, st.events, st.final
+
+    def _collect_stream(self, st, extra_ids, timeout, on_other=None):
+        deadline = time.monotonic() + (T(120) if timeout is None else timeout)
+        while not st.done or (on_other is not None and extra_ids):
+            try:
+                m = self.recv_match(lambda m: m.get("id") == st.rid or m.get("id") in extra_ids,
+                                    self._stall_wait(deadline))
+            except Timeout as e:
+                raise Timeout("%s — file stream id %d: first=%s events=%d final=%s"
+                              % (e, st.rid, st.first and st.first.get("type"), len(st.events),
+                                 st.final and st.final.get("type"))) from None
+            if m.get("id") == st.rid:
+                st.feed(m)
+            else:
+                on_other(m)
+
+    def _check_tail(self, ids):
+        """Nothing more may arrive for these ids: a ping round trip flushes
+        whatever the agent had already queued."""
+        pid_ = self.next_id()
+        self.send({"type": "ping", "id": pid_})
+        m = self.recv_match(lambda m: m.get("id") in ids or m.get("id") == pid_, T(30))
+        if m.get("id") != pid_:
+            raise ProtocolViolation("message after the end of request %r: %r" % (m.get("id"), _short(m)))
+
+    @staticmethod
+    def _pieces(data, chunk):
+        """data (bytes-like, or an iterable of bytes, consumed lazily) in
+        pieces of at most chunk bytes."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            mv = memoryview(data)
+            for off in range(0, len(mv), chunk):
+                yield bytes(mv[off:off + chunk])
+            return
+        for block in data:
+            mv = memoryview(block)
+            for off in range(0, len(mv), chunk):
+                yield bytes(mv[off:off + chunk])
+
+    def _send_chunks(self, rid, data, chunk=None, timeout=None):
+        """Feed `chunk` requests for transfer rid (sent already, its reply
+        not read: chunks are pipelined behind it), at most stdin_window bytes
+        unacknowledged, the last with eof; stop sending once the transfer
+        ends or a chunk is `stopped`/`not_found`. Collects the stream and
+        exactly one reply per chunk: (final, acks)."""
+        window = self.stdin_window
+        chunk = chunk or min(64 * 1024, window, self.agent_max_frame - 1024)
+        st = FileStream(rid)
+        pieces = self._pieces(data, chunk)
+        nxt = next(pieces, None)
+        first_piece = True
+        sending = True
+        unacked = {}                   # chunk request id -> bytes
+        acks = []
+        chunk_ids = set()
+
+        def on_ack(m):
+            nonlocal sending
+            if m.get("type") not in ("ok", "error"):
+                raise ProtocolViolation("chunk id %r: not a reply: %r" % (m.get("id"), _short(m)))
+            if m["id"] not in unacked:
+                raise ProtocolViolation("second reply to chunk id %r: %r" % (m["id"], _short(m)))
+            del unacked[m["id"]]
+            acks.append(m)
+            if m["type"] == "error":
+                if m.get("code") not in ("stopped", "not_found"):
+                    raise AgentError(m, "chunk of transfer %d" % rid)
+                sending = False
+
+        deadline = time.monotonic() + (T(300) if timeout is None else timeout)
+        while True:
+            while sending and not st.done and (nxt is not None or first_piece):
+                piece = nxt if nxt is not None else b""
+                if unacked and sum(unacked.values()) + len(piece) > window:
+                    break
+                nxt = next(pieces, None) if nxt is not None else None
+                first_piece = False
+                cid = self.next_id()
+                self.send({"type": "chunk", "id": cid, "ref": rid, "data": piece, "eof": nxt is None})
+                unacked[cid] = len(piece)
+                chunk_ids.add(cid)
+                if nxt is None:
+                    sending = False
+            if st.done and not unacked:
+                break
+            if time.monotonic() >= deadline:
+                raise Timeout("transfer %d not finished in time (%d chunks unacknowledged)"
+                              % (rid, len(unacked)))
+            try:
+                m = self.recv_match(lambda m: m.get("id") == rid or m.get("id") in unacked,
+                                    self._stall_wait(deadline))
+            except Timeout as e:
+                raise Timeout("%s — transfer id %d: first=%s final=%s, %d chunks unacknowledged"
+                              % (e, rid, st.first and st.first.get("type"),
+                                 st.final and st.final.get("type"), len(unacked))) from None
+            if m.get("id") == rid:
+                st.feed(m)
+            else:
+                on_ack(m)
+        if st.final.get("type") == "end":
+            bad = [a for a in acks if a["type"] != "ok"]
+            if bad:
+                raise ProtocolViolation("transfer %d ended with `end` but chunks were refused: %r"
+                                        % (rid, _short(bad)))
+        self._check_tail({rid} | chunk_ids)
+        self.last_stream = st
+        self.last_acks = acks
+        return st.final, acks
+
+    def upload(self, data, chunk=None, timeout=None, **fields):
+        """upload {fields} with data (bytes, or an iterable of bytes sent as it
+        is produced) as chunks: (final, acks). final is `end` or `error`."""
+        rid = self.file_start("upload", **fields)
+        return self._send_chunks(rid, data, chunk, timeout)
+
+    def write_file(self, path, data, chunk=None, timeout=None, **fields):
+        """write {path, fields} with data as chunks: (final, acks)."""
+        rid = self.file_start("write", path=path, **fields)
+        return self._send_chunks(rid, data, chunk, timeout)
+
+    def download(self, paths, sink=None, timeout=None, **fields):
+        """download {paths, fields}: (final, tar bytes), or (final, None)
+        with sink(bytes) receiving the stream."""
+        rid = self.file_start("download", paths=list(paths), **fields)
+        self.file_stream(rid, timeout=timeout, sink=sink)
+        st = self.last_stream
+        return st.final, (None if sink else st.data)
+
+    def read_file(self, path, sink=None, timeout=None, **fields):
+        """read {path, fields}: (final, bytes) (see download)."""
+        rid = self.file_start("read", path=path, **fields)
+        self.file_stream(rid, timeout=timeout, sink=sink)
+        st = self.last_stream
+        return st.final, (None if sink else st.data)
+
+    def ls(self, path, timeout=None, **fields):
+        """ls {path}: (final, every entry of every `entries` event)."""
+        rid = self.file_start("ls", path=path, **fields)
+        _first, events, final = self.file_stream(rid, timeout=timeout)
+        return final, [e for ev in events for e in ev["entries"]]
+
+    def fs(self, type_, timeout=None, **fields):
+        """A one-shot file request (stat, mkdir, remove, rename, chmod): its
+        `ok` or `error` reply; nothing else may follow it."""
+        r = self.request(type_, timeout=timeout, **fields)
+        self._check_tail({r["id"]})
+        return r
+
+
+# --------------------------------------------------------------------------
+# files: one verified file stream (Client.file_stream and the helpers after it)
+
+FILE_DATA_MAX = 64 * 1024          # PROTOCOL.md: each `data` event holds at most 64 KiB
+FILE_LS_BATCH = 256                # at most 256 entries per `entries` event
+
+
+class FileStream:
+    """Verifies the messages of one file stream (upload, download, read,
+    write, ls) and collects them: the first is `ok` or `error`; an `error`
+    ends it; after an `ok` come only `data` or `entries` events, then one
+    `end` or `error`. `data` offsets are contiguous from 0, each at most
+    64 KiB of bin; `entries` hold at most 256; an `end` with `count` equals
+    the entries received, and a data stream's `end` `bytes` equals the bytes
+    received."""
+
+    def __init__(self, rid, sink=None):
+        self.rid = rid
+        self.sink = sink
+        self.first = None
+        self.events = []
+        self.final = None
+        self.nbytes = 0
+        self.nentries = 0
+        self.chunks = []
+
+    @property
+    def done(self):
+        return self.final is not None
+
+    @property
+    def data(self):
+        return b"".join(self.chunks)
+
+    def _bad(self, why, msg):
+        raise ProtocolViolation("file stream id %r: %s: %r" % (self.rid, why, _short(msg)))
+
+    def feed(self, msg):
+        t = msg.get("type")
+        if self.final is not None:
+            self._bad("message after the terminal message", msg)
+        if self.first is None:
+            if t not in ("ok", "error"):
+                self._bad("first message for the request is not its reply", msg)
+            self.first = msg
+            if t == "error":
+                self.final = msg
+            return
+        if t == "data":
+            data = msg.get("data")
+            if not isinstance(data, bytes):
+                self._bad("data is not bin", msg)
+            if msg.get("offset") != self.nbytes:
+                self._bad("offset %r but %d bytes received so far (hole or overlap)"
+                          % (msg.get("offset"), self.nbytes), msg)
+            if len(data) > FILE_DATA_MAX:
+                self._bad("a data event of %d bytes (more than 64 KiB)" % len(data), msg)
+            self.nbytes += len(data)
+            if self.sink is not None:
+                self.sink(data)
+                self.events.append({"type": "data", "id": self.rid, "offset": msg["offset"],
+                                    "len": len(data)})
+            else:
+                self.chunks.append(data)
+                self.events.append(msg)
+        elif t == "entries":
+            ents = msg.get("entries")
+            if not isinstance(ents, list) or not 0 < len(ents) <= FILE_LS_BATCH:
+                self._bad("entries is not a list of 1..256 entries", msg)
+            self.nentries += len(ents)
+            self.events.append(msg)
+        elif t == "end":
+            if "count" in msg and msg["count"] != self.nentries:
+                self._bad("end count %r but %d entries received" % (msg["count"], self.nentries), msg)
+            if self.nbytes and "bytes" in msg and msg["bytes"] != self.nbytes:
+                self._bad("end bytes %r but %d bytes of data received" % (msg["bytes"], self.nbytes),
+                          msg)
+            self.final = msg
+        elif t == "error":
+            if not isinstance(msg.get("code"), str):
+                self._bad("error without a code", msg)
+            self.final = msg
+        else:
+            self._bad("unexpected message in a file stream", msg)
+
 
 # --------------------------------------------------------------------------
 # the agent process

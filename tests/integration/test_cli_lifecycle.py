@@ -22,7 +22,7 @@ class Lifecycle(CtlTestCase):
         p = self.ctl("exec", "--detach", *extra, "--", *argv)
         self.assertEqual(p.returncode, 0, p)
         cmd = int(p.stdout.decode().strip())
-        g = json.loads(self.ctl("get", str(cmd)).stdout)
+        g = json.loads(self.ctl("inspect", str(cmd)).stdout)
         self.addCleanup(kill_sessions, [g["pid"]])
         return cmd
 
@@ -32,7 +32,7 @@ class Lifecycle(CtlTestCase):
         self.assertEqual(p.returncode, 4, p)
         p = self.ctl("logs", str(cmd))
         self.assertEqual((p.returncode, p.stdout, p.stderr), (0, b"out1\nout2\n", b"err1\n"))
-        g = json.loads(self.ctl("get", str(cmd)).stdout)
+        g = json.loads(self.ctl("inspect", str(cmd)).stdout)
         self.assertEqual((g["state"], g["code"], g["detached"]), ("exited", 4, True))
 
     def test_logs_from_a_position_prints_the_suffix(self):

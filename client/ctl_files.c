@@ -1,0 +1,1125 @@
+/* ctl_files.c — sandboxctl's file commands (docs/sandboxctl.md "Files"):
+ * upload, download, get, put, stat, ls, mkdir, rm, mv, chmod, over the
+ * requests of PROTOCOL.md "Files".
+ *
+ * Sending (upload, put): chunks of at most CHUNK_MAX bytes (less when the
+ * agent's max_frame is smaller), with at most the hello's stdin_window bytes
+ * unacknowledged. A local directory or plain file is packed into a tar by a
+ * child process (xfer_pack) writing into a pipe; an archive is sent as it is.
+ * The eof chunk goes out only once the source ended cleanly, so a local
+ * failure never looks like a complete upload to the agent.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+
+#include "ctl.h"
+#include "json.h"
+#include "wire.h"
+#include "xfer.h"
+
+#define CHUNK_MAX (256u << 10)          /* bytes in one chunk request */
+#define CHUNK_OVERHEAD 64               /* a chunk request's bytes besides its data */
+#define ACKS_MAX 4096                   /* chunks in flight (bounded by the window anyway) */
+
+/* Who the operation runs as: --user NAME, --sudo. */
+struct who {
+    const char *user;
+    bool sudo;
+};
+
+enum { OPT_USER = 300, OPT_SUDO, OPT_JSON, OPT_KEEP, OPT_MODE, OPT_APPEND };
+
+/* Handle --user/--sudo; 1 when ch was one of them. */
+static int who_opt(struct who *w, int ch)
+{
+    if (ch == OPT_USER) {
+        w->user = optarg;
+        return 1;
+    }
+    if (ch == OPT_SUDO) {
+        w->sudo = true;
+        return 1;
+    }
+    return 0;
+}
+
+static uint32_t who_fields(const struct who *w)
+{
+    return (w->user ? 1u : 0u) + (w->sudo ? 1u : 0u);
+}
+
+static void who_pack(struct wire_enc *enc, const struct who *w)
+{
+    if (w->user)
+        wire_kv_str(enc, "user", w->user);
+    if (w->sudo)
+        wire_kv_bool(enc, "sudo", true);
+}
+
+static struct client *connect_files(const char *addr, const char *cap, const char *what, int *rc)
+{
+    *rc = need_addr(addr);
+    if (*rc != 0)
+        return NULL;
+    struct client *c = connect_or_die(addr);
+    *rc = need_cap(c, cap, what);
+    if (*rc == 0)
+        return c;
+    client_free(c);
+    return NULL;
+}
+
+/* An error reply's message (it names the path) for people; 1. */
+static int reply_failed(const char *what, const msgpack_object *m)
+{
+    const char *msg = "", *code = "?";
+    size_t mn = 0, cn = 1;
+    wire_obj_str(wire_get(m, "message"), &msg, &mn);
+    wire_obj_str(wire_get(m, "code"), &code, &cn);
+    warnmsg("%s: %.*s (%.*s)", what, (int)mn, msg, (int)cn, code);
+    return EXIT_FAILED;
+}
+
+static int conn_failed(const char *what, const struct sa_err *e)
+{
+    warnmsg("%s: %s", what, e->msg);
+    return EXIT_CONN;
+}
+
+static int parse_mode(const char *s, uint32_t *mode)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 8);
+    if (!*s || *end || errno || v > 07777)
+        return -1;
+    *mode = (uint32_t)v;
+    return 0;
+}
+
+/* --- one-shot requests ----------------------------------------------------------- */
+
+/* Send the queued request id and wait for its ok (0) or error (message, 1). */
+static int one_shot(struct client *c, uint64_t id, const char *what, msgpack_object *reply)
+{
+    struct sa_err e;
+    int r = client_call(c, id, -1, reply, &e);
+    if (r < 0)
+        return conn_failed(what, &e);
+    if (r > 0)
+        return reply_failed(what, reply);
+    return 0;
+}
+
+/* --- sending bytes: upload, put ------------------------------------------------------ */
+
+/* Where the bytes come from: a fd (a file, stdin, or the pipe of a packer
+ * child whose exit status says whether the stream is complete). */
+struct source {
+    int fd;
+    pid_t packer;                /* > 0: a child writing a tar into fd */
+    const char *name;            /* for messages */
+};
+
+/* The source ended: cleanly (0), or not (message, -1). */
+static int source_close(struct source *s)
+{
+    close(s->fd);
+    s->fd = -1;
+    if (s->packer <= 0)
+        return 0;
+    int st;
+    while (waitpid(s->packer, &st, 0) < 0 && errno == EINTR)
+        ;
+    s->packer = 0;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 0;
+    return -1;                   /* the child said why on stderr */
+}
+
+/* Stream src as the chunks of request id; the terminal message in *final
+ * (valid until the next receive). 0 when it is an end, else the exit status
+ * (message printed). */
+static int send_stream(struct client *c, uint64_t id, struct source *src, const char *what,
+                       msgpack_object *final)
+{
+    const struct client_hello *h = client_hello(c);
+    size_t chunk = CHUNK_MAX;
+    if (chunk > h->stdin_window)
+        chunk = h->stdin_window;
+    if (chunk + CHUNK_OVERHEAD > h->max_frame)
+        chunk = h->max_frame - CHUNK_OVERHEAD;
+    uint8_t *block = xmalloc(chunk);
+    struct { uint64_t id; size_t n; } *acks = xcalloc(ACKS_MAX, sizeof *acks);
+    size_t ahead = 0, atail = 0, nacks = 0, unacked = 0;
+    bool eof_sent = false, stopped = false, got_final = false;
+    int rc = 0;
+    struct sa_err e;
+    while (!got_final) {
+        /* fill the window */
+        while (!eof_sent && !stopped && nacks < ACKS_MAX && unacked + chunk <= h->stdin_window) {
+            ssize_t n;
+            do
+                n = read(src->fd, block, chunk);
+            while (n < 0 && errno == EINTR);
+            if (n < 0) {
+                warnmsg("%s: %s: %s", what, src->name, strerror(errno));
+                rc = EXIT_FAILED;
+                goto out;
+            }
+            bool eof = n == 0;
+            if (eof && source_close(src) < 0) {
+                rc = EXIT_FAILED;
+                goto out;        /* no eof chunk: closing the connection cancels */
+            }
+            struct wire_enc w;
+            uint64_t cid = client_begin(c, &w, "chunk", eof ? 3 : 2);
+            wire_kv_uint(&w, "ref", id);
+            wire_kv_bin(&w, "data", block, (size_t)n);
+            if (eof)
+                wire_kv_bool(&w, "eof", true);
+            if (client_end(c, &w, &e) < 0) {
+                rc = conn_failed(what, &e);
+                goto out;
+            }
+            acks[atail].id = cid;
+            acks[atail].n = (size_t)n;
+            atail = (atail + 1) % ACKS_MAX;
+            nacks++;
+            unacked += (size_t)n;
+            eof_sent = eof;
+            if (client_pending(c) >= chunk * 2)
+                break;
+        }
+        if (client_flush_all(c, -1, &e) < 0) {
+            rc = conn_failed(what, &e);
+            goto out;
+        }
+        msgpack_object m;
+        if (client_recv(c, -1, &m, &e) < 0) {
+            rc = conn_failed(what, &e);
+            goto out;
+        }
+        if (client_msg_id(&m, id)) {
+            if (client_msg_is(&m, "ok"))
+                continue;
+            *final = m;
+            got_final = true;
+            if (!client_msg_is(&m, "end"))
+                rc = client_msg_is(&m, "error") ? reply_failed(what, &m) : EXIT_CONN;
+            continue;
+        }
+        if (nacks > 0 && client_msg_id(&m, acks[ahead].id)) {
+            unacked -= acks[ahead].n;
+            ahead = (ahead + 1) % ACKS_MAX;
+            nacks--;
+            if (client_msg_is(&m, "error"))
+                stopped = true;  /* the final reply says why */
+        }
+    }
+out:
+    free(block);
+    free(acks);
+    return rc;
+}
+
+/* A tar of paths (relative to base_fd) packed by a child into a pipe. */
+static int start_packer(struct source *s, int base_fd, char **paths, size_t n, bool gzip)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        warnmsg("pipe: %s", strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        warnmsg("fork: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(p[0]);
+        struct xfer_error xe;
+        if (xfer_pack(p[1], base_fd, paths, n, gzip, NULL, &xe) < 0) {
+            warnmsg("upload: %s: %s", xe.path[0] ? xe.path : s->name, xe.err.msg);
+            _exit(1);
+        }
+        _exit(0);
+    }
+    close(p[1]);
+    s->fd = p[0];
+    s->packer = pid;
+    return 0;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A directory's entries (not . and ..), sorted; NULL-terminated. */
+static char **dir_entries(const char *dir, size_t *n)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return NULL;
+    size_t cap = 64;
+    char **v = xmalloc(cap * sizeof *v);
+    *n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (*n + 1 >= cap)
+            v = xrealloc(v, (cap *= 2) * sizeof *v);
+        v[(*n)++] = xstrdup(de->d_name);
+    }
+    closedir(d);
+    qsort(v, *n, sizeof *v, name_cmp);
+    v[*n] = NULL;
+    return v;
+}
+
+/* Whether the file is a tar archive the agent reads (plain, gzip, zstd). */
+static bool is_tar(int fd)
+{
+    struct archive *a = archive_read_new();
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_zstd(a);
+    archive_read_support_format_tar(a);
+    struct archive_entry *ent;
+    bool yes = archive_read_open_fd(a, fd, 65536) == ARCHIVE_OK &&
+               archive_read_next_header(a, &ent) == ARCHIVE_OK;
+    archive_read_free(a);
+    lseek(fd, 0, SEEK_SET);
+    return yes;
+}
+
+/* The upload's source: - (a tar on stdin), a directory (its contents), a tar
+ * archive (as it is), any other file (itself, under its base name). */
+static int open_upload_source(const char *src, bool gzip, struct source *s)
+{
+    s->name = src;
+    s->packer = 0;
+    if (strcmp(src, "-") == 0) {
+        s->fd = STDIN_FILENO;
+        return 0;
+    }
+    struct stat st;
+    if (stat(src, &st) < 0) {
+        warnmsg("upload: %s: %s", src, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        size_t n;
+        char **names = dir_entries(src, &n);
+        int dfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (!names || dfd < 0) {
+            warnmsg("upload: %s: %s", src, strerror(errno));
+            return -1;
+        }
+        int r = n == 0 ? 0 : start_packer(s, dfd, names, n, gzip);
+        if (n == 0) {           /* an empty directory: an empty archive */
+            s->fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            r = s->fd < 0 ? -1 : 0;
+        }
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        close(dfd);
+        return r;
+    }
+    int fd = open(src, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        warnmsg("upload: %s: %s", src, strerror(errno));
+        return -1;
+    }
+    if (S_ISREG(st.st_mode) && is_tar(fd)) {
+        s->fd = fd;
+        return 0;
+    }
+    close(fd);
+    char *dup = xstrdup(src);
+    char *slash = strrchr(dup, '/');
+    while (slash && slash[1] == '\0' && slash != dup) {   /* "a/b/" */
+        *slash = '\0';
+        slash = strrchr(dup, '/');
+    }
+    char *base = slash ? slash + 1 : dup;
+    const char *dir = slash ? (slash == dup ? "/" : (*slash = '\0', dup)) : ".";
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int r = -1;
+    if (dfd < 0)
+        warnmsg("upload: %s: %s", dir, strerror(errno));
+    else
+        r = start_packer(s, dfd, &base, 1, gzip);
+    if (dfd >= 0)
+        close(dfd);
+    free(dup);
+    return r;
+}
+
+/* The end of an upload: refusals on stderr; 1 when any. */
+static int upload_report(const msgpack_object *m)
+{
+    uint64_t entries = 0, bytes = 0, more = 0;
+    wire_obj_uint(wire_get(m, "entries"), &entries);
+    wire_obj_uint(wire_get(m, "bytes"), &bytes);
+    wire_obj_uint(wire_get(m, "refused_more"), &more);
+    const msgpack_object *ref = wire_get(m, "refused");
+    uint32_t nref = ref && ref->type == MSGPACK_OBJECT_ARRAY ? ref->via.array.size : 0;
+    for (uint32_t i = 0; i < nref; i++) {
+        const char *p = "", *r = "";
+        size_t pn = 0, rn = 0;
+        wire_obj_str(wire_get(&ref->via.array.ptr[i], "path"), &p, &pn);
+        wire_obj_str(wire_get(&ref->via.array.ptr[i], "reason"), &r, &rn);
+        warnmsg("upload: refused %.*s: %.*s", (int)pn, p, (int)rn, r);
+    }
+    if (nref + more == 0)
+        return 0;
+    warnmsg("upload: %" PRIu64 " entries (%" PRIu64 " bytes) extracted, %" PRIu64 " refused",
+            entries, bytes, nref + more);
+    return EXIT_FAILED;
+}
+
+int cmd_upload(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "parents", no_argument, NULL, 'p' },
+        { "gzip", no_argument, NULL, 'z' },
+        { "keep-owners", no_argument, NULL, OPT_KEEP },
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct who who = { 0 };
+    bool parents = false, gzip = false, keep = false;
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":pz", longopts, NULL)) != -1) {
+        if (who_opt(&who, ch))
+            continue;
+        switch (ch) {
+        case 'p': parents = true; break;
+        case 'z': gzip = true; break;
+        case OPT_KEEP: keep = true; break;
+        case ':': return usage_error("upload: %s needs an argument", opt_name(argv));
+        default: return usage_error("upload: unknown option %s", opt_name(argv));
+        }
+    }
+    if (argc - optind != 2)
+        return usage_error("upload: expected SRC DEST");
+    const char *src = argv[optind], *dest = argv[optind + 1];
+    struct client *c = connect_files(addr, "files", "upload", &rc);
+    if (!c)
+        return rc;
+    struct source s = { .fd = -1 };
+    if (open_upload_source(src, gzip, &s) < 0) {
+        client_free(c);
+        return EXIT_FAILED;
+    }
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "upload", 1 + (parents ? 1 : 0) + (keep ? 1 : 0) +
+                                                    who_fields(&who));
+    wire_kv_str(&w, "dest", dest);
+    if (parents)
+        wire_kv_bool(&w, "parents", true);
+    if (keep)
+        wire_kv_bool(&w, "keep_owners", true);
+    who_pack(&w, &who);
+    msgpack_object final;
+    if (client_end(c, &w, &e) < 0)
+        rc = conn_failed("upload", &e);
+    else
+        rc = send_stream(c, id, &s, "upload", &final);
+    if (rc == 0)
+        rc = upload_report(&final);
+    if (s.fd >= 0 && s.fd != STDIN_FILENO)
+        close(s.fd);
+    if (s.packer > 0) {
+        kill(s.packer, SIGKILL);
+        waitpid(s.packer, NULL, 0);
+    }
+    client_free(c);
+    return rc;
+}
+
+int cmd_put(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "mode", required_argument, NULL, OPT_MODE },
+        { "append", no_argument, NULL, OPT_APPEND },
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct who who = { 0 };
+    bool has_mode = false, append = false;
+    uint32_t mode = 0;
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":m:", longopts, NULL)) != -1) {
+        if (who_opt(&who, ch))
+            continue;
+        switch (ch) {
+        case 'm': case OPT_MODE:
+            if (parse_mode(optarg, &mode) < 0)
+                return usage_error("put: '%s' is not an octal mode", optarg);
+            has_mode = true;
+            break;
+        case OPT_APPEND: append = true; break;
+        case ':': return usage_error("put: %s needs an argument", opt_name(argv));
+        default: return usage_error("put: unknown option %s", opt_name(argv));
+        }
+    }
+    if (argc - optind != 2)
+        return usage_error("put: expected LOCAL REMOTE");
+    const char *local = argv[optind], *remote = argv[optind + 1];
+    struct source s = { .fd = STDIN_FILENO, .name = local };
+    if (strcmp(local, "-") != 0) {
+        struct stat st;
+        s.fd = open(local, O_RDONLY | O_CLOEXEC);
+        if (s.fd < 0 || fstat(s.fd, &st) < 0) {
+            warnmsg("put: %s: %s", local, strerror(errno));
+            return EXIT_FAILED;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            warnmsg("put: %s: is a directory (use upload)", local);
+            close(s.fd);
+            return EXIT_FAILED;
+        }
+    }
+    struct client *c = connect_files(addr, "files", "put", &rc);
+    if (!c)
+        return rc;
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "write", 2 + (has_mode ? 1 : 0) + (append ? 1 : 0) +
+                                                   who_fields(&who));
+    wire_kv_str(&w, "path", remote);
+    wire_kv_bool(&w, "parents", true);
+    if (has_mode)
+        wire_kv_uint(&w, "mode", mode);
+    if (append)
+        wire_kv_bool(&w, "append", true);
+    who_pack(&w, &who);
+    msgpack_object final;
+    rc = client_end(c, &w, &e) < 0 ? conn_failed("put", &e)
+                                   : send_stream(c, id, &s, "put", &final);
+    if (s.fd >= 0 && s.fd != STDIN_FILENO)
+        close(s.fd);
+    client_free(c);
+    return rc;
+}
+
+/* --- receiving bytes: download, get ---------------------------------------------------- */
+
+/* After request id's ok: its data events into fd until the end. 0, or the
+ * exit status (message printed). */
+static int recv_stream(struct client *c, uint64_t id, int fd, const char *what)
+{
+    uint64_t expect = 0;
+    struct sa_err e;
+    bool ok_seen = false;
+    for (;;) {
+        msgpack_object m;
+        if (client_recv(c, -1, &m, &e) < 0)
+            return conn_failed(what, &e);
+        if (!client_msg_id(&m, id))
+            continue;
+        if (client_msg_is(&m, "error"))
+            return reply_failed(what, &m);
+        if (client_msg_is(&m, "end"))
+            return 0;
+        if (client_msg_is(&m, "ok") && !ok_seen) {
+            ok_seen = true;
+            continue;
+        }
+        const char *data;
+        size_t n;
+        uint64_t off;
+        if (!client_msg_is(&m, "data") || !wire_obj_uint(wire_get(&m, "offset"), &off) ||
+            !wire_obj_bytes(wire_get(&m, "data"), &data, &n) || off != expect) {
+            warnmsg("%s: unexpected message from the agent", what);
+            return EXIT_CONN;
+        }
+        int r = write_full(fd, data, n);
+        if (r < 0) {
+            if (r != -EPIPE)
+                warnmsg("%s: write: %s", what, strerror(-r));
+            return EXIT_FAILED;
+        }
+        expect += n;
+    }
+}
+
+int cmd_download(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "gzip", no_argument, NULL, 'z' },
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct who who = { 0 };
+    bool gzip = false;
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":z", longopts, NULL)) != -1) {
+        if (who_opt(&who, ch))
+            continue;
+        if (ch != 'z')
+            return usage_error("download: unknown option %s", opt_name(argv));
+        gzip = true;
+    }
+    if (optind >= argc)
+        return usage_error("download: no PATH given");
+    if (isatty(STDOUT_FILENO))
+        return usage_error("download: refusing to write a tar archive to a terminal "
+                           "(redirect stdout)");
+    struct client *c = connect_files(addr, "files", "download", &rc);
+    if (!c)
+        return rc;
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "download", 1 + (gzip ? 1 : 0) + who_fields(&who));
+    wire_key(&w, "paths");
+    msgpack_pack_array(&w.pk, (uint32_t)(argc - optind));
+    for (int i = optind; i < argc; i++)
+        wire_str(&w, argv[i]);
+    if (gzip)
+        wire_kv_bool(&w, "gzip", true);
+    who_pack(&w, &who);
+    if (client_end(c, &w, &e) < 0 || client_flush_all(c, -1, &e) < 0)
+        rc = conn_failed("download", &e);
+    else
+        rc = recv_stream(c, id, STDOUT_FILENO, "download");
+    client_free(c);
+    return rc;
+}
+
+int cmd_fget(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct who who = { 0 };
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1)
+        if (!who_opt(&who, ch))
+            return usage_error("get: unknown option %s", opt_name(argv));
+    if (argc - optind < 1 || argc - optind > 2)
+        return usage_error("get: expected REMOTE [LOCAL]");
+    const char *remote = argv[optind];
+    const char *local = argc - optind == 2 ? argv[optind + 1] : "-";
+    /* LOCAL: a temporary file beside it, renamed over it once complete */
+    char *target = NULL, *tmp = NULL;
+    int fd = STDOUT_FILENO;
+    if (strcmp(local, "-") != 0) {
+        struct stat st;
+        if (stat(local, &st) == 0 && S_ISDIR(st.st_mode)) {
+            const char *base = strrchr(remote, '/') ? strrchr(remote, '/') + 1 : remote;
+            if (!*base)
+                return usage_error("get: REMOTE '%s' has no file name", remote);
+            if (asprintf(&target, "%s/%s", local, base) < 0)
+                return EXIT_FAILED;
+        } else {
+            target = xstrdup(local);
+        }
+        if (asprintf(&tmp, "%s.sandboxctl-XXXXXX", target) < 0)
+            return EXIT_FAILED;
+        mode_t um = umask(0);
+        umask(um);
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0 || fchmod(fd, 0666 & ~um) < 0) {
+            warnmsg("get: %s: %s", target, strerror(errno));
+            free(target);
+            free(tmp);
+            return EXIT_FAILED;
+        }
+    }
+    struct client *c = connect_files(addr, "files", "get", &rc);
+    if (c) {
+        struct wire_enc w;
+        struct sa_err e;
+        uint64_t id = client_begin(c, &w, "read", 1 + who_fields(&who));
+        wire_kv_str(&w, "path", remote);
+        who_pack(&w, &who);
+        if (client_end(c, &w, &e) < 0 || client_flush_all(c, -1, &e) < 0)
+            rc = conn_failed("get", &e);
+        else
+            rc = recv_stream(c, id, fd, "get");
+        client_free(c);
+    }
+    if (tmp) {
+        if (rc == 0 && close(fd) < 0) {
+            warnmsg("get: %s: %s", target, strerror(errno));
+            rc = EXIT_FAILED;
+        } else if (rc != 0) {
+            close(fd);
+        }
+        if (rc == 0 && rename(tmp, target) < 0) {
+            warnmsg("get: %s: %s", target, strerror(errno));
+            rc = EXIT_FAILED;
+        }
+        if (rc != 0)
+            unlink(tmp);
+    }
+    free(target);
+    free(tmp);
+    return rc;
+}
+
+/* --- stat, ls ------------------------------------------------------------------------ */
+
+static uint64_t field_u(const msgpack_object *m, const char *k)
+{
+    uint64_t v = 0;
+    wire_obj_uint(wire_get(m, k), &v);
+    return v;
+}
+
+static int64_t field_i(const msgpack_object *m, const char *k)
+{
+    int64_t v = 0;
+    wire_obj_int(wire_get(m, k), &v);
+    return v;
+}
+
+/* "drwxr-xr-x" for a type name and mode bits. */
+static void mode_string(const msgpack_object *ent, char out[11])
+{
+    static const struct { const char *t; char c; } types[] = {
+        {"dir", 'd'}, {"symlink", 'l'}, {"char", 'c'}, {"block", 'b'}, {"fifo", 'p'},
+        {"socket", 's'},
+    };
+    out[0] = '-';
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        if (wire_obj_is(wire_get(ent, "type"), types[i].t))
+            out[0] = types[i].c;
+    uint64_t m = field_u(ent, "mode");
+    const char *rwx = "rwxrwxrwx";
+    for (int i = 0; i < 9; i++)
+        out[1 + i] = m & (0400u >> i) ? rwx[i] : '-';
+    if (m & 04000)
+        out[3] = m & 0100 ? 's' : 'S';
+    if (m & 02000)
+        out[6] = m & 010 ? 's' : 'S';
+    if (m & 01000)
+        out[9] = m & 01 ? 't' : 'T';
+    out[10] = '\0';
+}
+
+static void fmt_mtime(int64_t ms, char *out, size_t n)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(out, n, "%Y-%m-%d %H:%M", &tm) == 0)
+        snprintf(out, n, "?");
+}
+
+int cmd_stat(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "json", no_argument, NULL, OPT_JSON },
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct who who = { 0 };
+    bool follow = false, json = false;
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":L", longopts, NULL)) != -1) {
+        if (who_opt(&who, ch))
+            continue;
+        if (ch == 'L')
+            follow = true;
+        else if (ch == OPT_JSON)
+            json = true;
+        else
+            return usage_error("stat: unknown option %s", opt_name(argv));
+    }
+    if (argc - optind != 1)
+        return usage_error("stat: expected one PATH");
+    struct client *c = connect_files(addr, "fs", "stat", &rc);
+    if (!c)
+        return rc;
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "stat", 1 + (follow ? 1 : 0) + who_fields(&who));
+    wire_kv_str(&w, "path", argv[optind]);
+    if (follow)
+        wire_kv_bool(&w, "follow", true);
+    who_pack(&w, &who);
+    msgpack_object reply;
+    rc = client_end(c, &w, &e) < 0 ? conn_failed("stat", &e) : one_shot(c, id, "stat", &reply);
+    if (rc == 0) {
+        const msgpack_object *st = wire_get(&reply, "stat");
+        struct buf b;
+        buf_init(&b);
+        if (!st) {
+            rc = EXIT_CONN;
+        } else if (json) {
+            json_write(&b, st);
+            buf_append(&b, "\n", 1);
+        } else {
+            char ms[11], when[32], line[256];
+            mode_string(st, ms);
+            fmt_mtime(field_i(st, "mtime_ms"), when, sizeof when);
+            const char *t = "";
+            size_t tn = 0;
+            wire_obj_str(wire_get(st, "type"), &t, &tn);
+            snprintf(line, sizeof line,
+                     "path: %s\ntype: %.*s\nsize: %" PRIu64 "\nmode: %04" PRIo64 " (%s)\n"
+                     "uid: %" PRIu64 "\ngid: %" PRIu64 "\nlinks: %" PRIu64 "\nmtime: %s UTC\n",
+                     argv[optind], (int)tn, t, field_u(st, "size"), field_u(st, "mode"), ms,
+                     field_u(st, "uid"), field_u(st, "gid"), field_u(st, "nlink"), when);
+            buf_append(&b, line, strlen(line));
+            const char *tg;
+            size_t tgn;
+            if (wire_obj_str(wire_get(st, "target"), &tg, &tgn)) {
+                buf_append(&b, "target: ", 8);
+                buf_append(&b, tg, tgn);
+                buf_append(&b, "\n", 1);
+            }
+        }
+        if (rc == 0)
+            rc = out_flush(&b, "stat");
+        buf_free(&b);
+    }
+    client_free(c);
+    return rc;
+}
+
+/* One listed entry, copied out of the message it came in. */
+struct lent {
+    char *name;
+    char *line;                  /* the rendered line */
+};
+
+static int lent_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct lent *)a)->name, ((const struct lent *)b)->name);
+}
+
+static char *render_entry(const msgpack_object *ent, bool longfmt, bool json)
+{
+    struct buf b;
+    buf_init(&b);
+    if (json) {
+        json_write(&b, ent);
+    } else {
+        const char *name = "";
+        size_t nn = 0;
+        wire_obj_str(wire_get(ent, "name"), &name, &nn);
+        if (longfmt) {
+            char ms[11], when[32], head[160];
+            mode_string(ent, ms);
+            fmt_mtime(field_i(ent, "mtime_ms"), when, sizeof when);
+            snprintf(head, sizeof head, "%s %3" PRIu64 " %6" PRIu64 " %6" PRIu64 " %10" PRIu64 " %s ",
+                     ms, field_u(ent, "nlink"), field_u(ent, "uid"), field_u(ent, "gid"),
+                     field_u(ent, "size"), when);
+            buf_append(&b, head, strlen(head));
+        }
+        buf_append(&b, name, nn);
+        const char *tg;
+        size_t tgn;
+        if (longfmt && wire_obj_str(wire_get(ent, "target"), &tg, &tgn)) {
+            buf_append(&b, " -> ", 4);
+            buf_append(&b, tg, tgn);
+        }
+    }
+    buf_append(&b, "\n", 2);     /* with the NUL */
+    char *s = xstrdup((const char *)buf_ptr(&b));
+    buf_free(&b);
+    return s;
+}
+
+int cmd_ls(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "json", no_argument, NULL, OPT_JSON },
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct who who = { 0 };
+    bool longfmt = false, json = false;
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":l", longopts, NULL)) != -1) {
+        if (who_opt(&who, ch))
+            continue;
+        if (ch == 'l')
+            longfmt = true;
+        else if (ch == OPT_JSON)
+            json = true;
+        else
+            return usage_error("ls: unknown option %s", opt_name(argv));
+    }
+    if (argc - optind > 1)
+        return usage_error("ls: expected at most one PATH");
+    const char *path = optind < argc ? argv[optind] : ".";
+    struct client *c = connect_files(addr, "fs", "ls", &rc);
+    if (!c)
+        return rc;
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "ls", 1 + who_fields(&who));
+    wire_kv_str(&w, "path", path);
+    who_pack(&w, &who);
+    struct lent *v = NULL;
+    size_t n = 0, cap = 0;
+    if (client_end(c, &w, &e) < 0 || client_flush_all(c, -1, &e) < 0) {
+        rc = conn_failed("ls", &e);
+    } else {
+        for (;;) {
+            msgpack_object m;
+            if (client_recv(c, -1, &m, &e) < 0) {
+                rc = conn_failed("ls", &e);
+                break;
+            }
+            if (!client_msg_id(&m, id) || client_msg_is(&m, "ok"))
+                continue;
+            if (client_msg_is(&m, "error")) {
+                rc = reply_failed("ls", &m);
+                break;
+            }
+            if (client_msg_is(&m, "end"))
+                break;
+            const msgpack_object *ents = wire_get(&m, "entries");
+            if (!client_msg_is(&m, "entries") || !ents || ents->type != MSGPACK_OBJECT_ARRAY) {
+                warnmsg("ls: unexpected message from the agent");
+                rc = EXIT_CONN;
+                break;
+            }
+            for (uint32_t i = 0; i < ents->via.array.size; i++) {
+                const msgpack_object *ent = &ents->via.array.ptr[i];
+                const char *name = "";
+                size_t nn = 0;
+                wire_obj_str(wire_get(ent, "name"), &name, &nn);
+                if (n == cap)
+                    v = xrealloc(v, (cap = cap ? cap * 2 : 256) * sizeof *v);
+                v[n].name = xstrndup(name, nn);
+                v[n].line = render_entry(ent, longfmt, json);
+                n++;
+            }
+        }
+    }
+    client_free(c);
+    qsort(v, n, sizeof *v, lent_cmp);
+    struct buf b;
+    buf_init(&b);
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0) {
+            buf_append(&b, v[i].line, strlen(v[i].line));
+            if (buf_size(&b) > (256u << 10))
+                rc = out_flush(&b, "ls");
+        }
+        free(v[i].name);
+        free(v[i].line);
+    }
+    if (rc == 0)
+        rc = out_flush(&b, "ls");
+    buf_free(&b);
+    free(v);
+    return rc;
+}
+
+/* --- mkdir, rm, mv, chmod -------------------------------------------------------------- */
+
+/* One request per path, pipelined; every failure reported; 1 when any. */
+struct each {
+    const char *type, *what;
+    bool parents, recursive, force, has_mode;
+    uint32_t mode;
+    struct who who;
+};
+
+static int for_each_path(const char *addr, const struct each *x, int n, char **paths)
+{
+    int rc;
+    struct client *c = connect_files(addr, "fs", x->what, &rc);
+    if (!c)
+        return rc;
+    uint64_t first = 0;
+    struct sa_err e;
+    for (int i = 0; i < n; i++) {
+        struct wire_enc w;
+        uint32_t nf = 1 + (x->parents ? 1 : 0) + (x->recursive ? 1 : 0) + (x->force ? 1 : 0) +
+                      (x->has_mode ? 1 : 0) + who_fields(&x->who);
+        uint64_t id = client_begin(c, &w, x->type, nf);
+        if (i == 0)
+            first = id;
+        wire_kv_str(&w, "path", paths[i]);
+        if (x->parents)
+            wire_kv_bool(&w, "parents", true);
+        if (x->recursive)
+            wire_kv_bool(&w, "recursive", true);
+        if (x->force)
+            wire_kv_bool(&w, "force", true);
+        if (x->has_mode)
+            wire_kv_uint(&w, "mode", x->mode);
+        who_pack(&w, &x->who);
+        if (client_end(c, &w, &e) < 0) {
+            client_free(c);
+            return conn_failed(x->what, &e);
+        }
+    }
+    /* the helpers run in parallel: replies come in any order */
+    if (client_flush_all(c, -1, &e) < 0) {
+        client_free(c);
+        return conn_failed(x->what, &e);
+    }
+    rc = 0;
+    for (int left = n; left > 0;) {
+        msgpack_object m;
+        if (client_recv(c, -1, &m, &e) < 0) {
+            rc = conn_failed(x->what, &e);
+            break;
+        }
+        uint64_t id;
+        if (!wire_obj_uint(wire_get(&m, "id"), &id) || id < first || id >= first + (uint64_t)n)
+            continue;
+        left--;
+        if (client_msg_is(&m, "error"))
+            rc = reply_failed(x->what, &m);
+    }
+    client_free(c);
+    return rc;
+}
+
+int cmd_mkdir(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "parents", no_argument, NULL, 'p' },
+        { "mode", required_argument, NULL, 'm' },
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct each x = { .type = "mkdir", .what = "mkdir" };
+    int ch;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":pm:", longopts, NULL)) != -1) {
+        if (who_opt(&x.who, ch))
+            continue;
+        if (ch == 'p') {
+            x.parents = true;
+        } else if (ch == 'm') {
+            if (parse_mode(optarg, &x.mode) < 0)
+                return usage_error("mkdir: '%s' is not an octal mode", optarg);
+            x.has_mode = true;
+        } else {
+            return usage_error("mkdir: unknown option %s", opt_name(argv));
+        }
+    }
+    if (optind >= argc)
+        return usage_error("mkdir: no PATH given");
+    return for_each_path(addr, &x, argc - optind, argv + optind);
+}
+
+int cmd_rm(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "recursive", no_argument, NULL, 'r' },
+        { "force", no_argument, NULL, 'f' },
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct each x = { .type = "remove", .what = "rm" };
+    int ch;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":rRf", longopts, NULL)) != -1) {
+        if (who_opt(&x.who, ch))
+            continue;
+        if (ch == 'r' || ch == 'R')
+            x.recursive = true;
+        else if (ch == 'f')
+            x.force = true;
+        else
+            return usage_error("rm: unknown option %s", opt_name(argv));
+    }
+    if (optind >= argc)
+        return usage_error("rm: no PATH given");
+    return for_each_path(addr, &x, argc - optind, argv + optind);
+}
+
+int cmd_chmod(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct each x = { .type = "chmod", .what = "chmod", .has_mode = true };
+    int ch;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1)
+        if (!who_opt(&x.who, ch))
+            return usage_error("chmod: unknown option %s", opt_name(argv));
+    if (argc - optind < 2)
+        return usage_error("chmod: expected MODE PATH...");
+    if (parse_mode(argv[optind], &x.mode) < 0)
+        return usage_error("chmod: '%s' is not an octal mode", argv[optind]);
+    return for_each_path(addr, &x, argc - optind - 1, argv + optind + 1);
+}
+
+int cmd_mv(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "no-clobber", no_argument, NULL, 'n' },
+        { "user", required_argument, NULL, OPT_USER },
+        { "sudo", no_argument, NULL, OPT_SUDO },
+        { NULL, 0, NULL, 0 },
+    };
+    struct who who = { 0 };
+    bool noclobber = false;
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":n", longopts, NULL)) != -1) {
+        if (who_opt(&who, ch))
+            continue;
+        if (ch != 'n')
+            return usage_error("mv: unknown option %s", opt_name(argv));
+        noclobber = true;
+    }
+    if (argc - optind != 2)
+        return usage_error("mv: expected FROM TO");
+    struct client *c = connect_files(addr, "fs", "mv", &rc);
+    if (!c)
+        return rc;
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "rename", 2 + (noclobber ? 1 : 0) + who_fields(&who));
+    wire_kv_str(&w, "from", argv[optind]);
+    wire_kv_str(&w, "to", argv[optind + 1]);
+    if (noclobber)
+        wire_kv_bool(&w, "overwrite", false);
+    who_pack(&w, &who);
+    msgpack_object reply;
+    rc = client_end(c, &w, &e) < 0 ? conn_failed("mv", &e) : one_shot(c, id, "mv", &reply);
+    client_free(c);
+    return rc;
+}
