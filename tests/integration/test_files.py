@@ -8,8 +8,6 @@ tarfile and node's tar-stream (the Vercel SDK's writer); hostile ones are
 crafted with tarfile.
 """
 
-import errno
-import gzip
 import hashlib
 import io
 import json
@@ -25,7 +23,7 @@ import time
 import unittest
 import zlib
 
-from agentlib import (AgentError, AgentTestCase, MiB, ProtocolViolation, T, pack,
+from agentlib import (AgentTestCase, MiB, ProtocolViolation, T, pack,
                       wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
