@@ -541,8 +541,17 @@ static int do_file(struct xctx *c, struct archive_entry *ent, const char *path, 
     int pfd = open_parent(c, parent);
     if (pfd < 0)
         return entry_errno(c, errno, path, "open parent of");
+    /* Nothing at the name (the usual case): create it there, exclusively and
+     * without following anything, and save the rename. Something there: a
+     * temporary name renamed over it, so that it is replaced, never written
+     * through. */
     char tmp[64];
-    int fd cleanup_close = with_tmp_name(c, tmp, sizeof tmp, mk_file, NULL, pfd);
+    const char *made = leaf;     /* the name we created, removed on failure */
+    int fd cleanup_close = mk_file(NULL, pfd, leaf);
+    if (fd < 0 && errno == EEXIST) {
+        fd = with_tmp_name(c, tmp, sizeof tmp, mk_file, NULL, pfd);
+        made = tmp;
+    }
     if (fd < 0)
         return entry_errno(c, errno, path, "create");
     int64_t size = archive_entry_size_is_set(ent) ? archive_entry_size(ent) : 0;
@@ -566,14 +575,18 @@ static int do_file(struct xctx *c, struct archive_entry *ent, const char *path, 
         op = "close";
         goto undo_errno;
     }
-    return commit_tmp(c, pfd, tmp, leaf, path);
+    if (made == tmp)
+        return commit_tmp(c, pfd, tmp, leaf, path);
+    placed(c, path);
+    c->r->entries++;
+    return 0;
 
 undo_errno:;
     int e = errno;
-    unlinkat(pfd, tmp, 0);
+    unlinkat(pfd, made, 0);
     return fail(c, e, NULL, path, "%s %.120s", op, path);
 undo:
-    unlinkat(pfd, tmp, 0);
+    unlinkat(pfd, made, 0);
     return -1;
 }
 
