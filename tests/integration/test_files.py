@@ -429,6 +429,14 @@ class RoundTrip(FileTestCase):
         got, _ = disk_manifest(d)
         self.assertEqual(got, self.want["small"][0])
 
+    def test_default_dest_is_the_root_as_the_sdk_sends_it(self):
+        # the Vercel SDK sends `vercel/sandbox/a.txt` with no dest: names are from "/"
+        d = self.fresh("rt-sdk-root")
+        final, _ = self.c.upload(tar_of([(ti(d.lstrip("/") + "/from-root.txt"), b"via /")]))
+        self.assertUploadEnd(final, refused={})
+        with open(os.path.join(d, "from-root.txt"), "rb") as fh:
+            self.assertEqual(fh.read(), b"via /")
+
     def test_upload_to_a_missing_dest_without_parents_is_enoent_before_ok(self):
         rid = self.c.file_start("upload", dest="rt-no-such/dir")
         first, events, final = self.c.file_stream(rid)
@@ -1205,6 +1213,23 @@ class FsOps(FileTestCase):
         self.assertFalse(os.path.lexists(os.path.join(d, "top-link")))
         self.assertEqual(sorted(os.listdir(outside)), ["precious", "sub"])
 
+    def test_recursive_remove_deeper_than_1024_levels_is_eloop(self):
+        d = self.fresh("fs-rm-deep")
+        self.addCleanup(subprocess.run, ["rm", "-rf", "--one-file-system", d], timeout=60)
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for _ in range(1030):
+                os.mkdir("d", dir_fd=fd)
+                nfd = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+        finally:
+            os.close(fd)
+        r = self.c.fs("remove", path="fs-rm-deep/d", recursive=True)
+        self.assertFileError(r, "ELOOP")
+        self.assertTrue(r["path"].startswith("fs-rm-deep/d/d/"), r)
+        self.assertTrue(os.path.isdir(os.path.join(d, "d")))
+
     def test_remove_missing_with_and_without_force(self):
         self.assertEqual(self.c.fs("remove", path="fs-rm-none", force=True)["type"], "ok")
         self.assertEqual(self.c.fs("remove", path="fs-rm-none/x", force=True, recursive=True)["type"],
@@ -1241,6 +1266,33 @@ class FsOps(FileTestCase):
         self.assertEqual(self.c.fs("chmod", path="fs-chmod/f", mode=0o4755)["type"], "ok")
         self.assertEqual(stat.S_IMODE(os.stat(os.path.join(d, "f")).st_mode), 0o4755)
         self.assertFileError(self.c.fs("chmod", path="fs-chmod/none", mode=0o644), "ENOENT")
+
+
+class DefaultCwd(FileTestCase):
+    """Relative paths start at set_defaults' cwd (own agent: the default is
+    agent-wide)."""
+
+    def test_relative_paths_follow_set_defaults_cwd(self):
+        sub = self.fresh("cwd-sub")
+        self.assertEqual(self.c.ok("set_defaults", cwd="cwd-sub")["type"], "ok")
+        try:
+            final, _ = self.c.write_file("rel.txt", b"relative")
+            self.assertEqual(final["type"], "end", final)
+            self.assertTrue(os.path.isfile(os.path.join(sub, "rel.txt")))
+            self.assertEqual(self.c.read_file("rel.txt")[1], b"relative")
+            final, _ = self.c.upload(tar_of([(ti("up.txt"), b"u")]), dest="updest", parents=True)
+            self.assertEqual(final["type"], "end", final)
+            self.assertTrue(os.path.isfile(os.path.join(sub, "updest", "up.txt")))
+            final, tar = self.c.download(["rel.txt"])
+            self.assertEqual(tar_names(tar), ["rel.txt"])
+            self.assertEqual(self.c.fs("stat", path="up" + "dest")["stat"]["type"], "dir")
+            # a default cwd that does not exist: relative paths fail, absolute ones work
+            self.c.ok("set_defaults", cwd="cwd-missing")
+            r = self.c.fs("stat", path="rel.txt")
+            self.assertFileError(r, "ENOENT")
+            self.assertEqual(self.c.fs("stat", path=os.path.join(sub, "rel.txt"))["type"], "ok")
+        finally:
+            self.c.ok("set_defaults", cwd=self.agent.workdir)
 
 
 class NotBlocking(FileTestCase):

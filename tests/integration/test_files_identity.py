@@ -199,6 +199,34 @@ class UserUploads(UserFilesCase):
         self.assertEqual(owner(self.work("w-owned/m")), self.ids)
 
 
+    def test_write_to_a_file_owned_by_someone_else_writes_in_place(self):
+        d = self.user_dir("w-other")
+        p = os.path.join(d, "roots")
+        with open(p, "wb") as fh:
+            fh.write(b"old")
+        os.chmod(p, 0o666)
+        ino = os.stat(p).st_ino
+        final, _ = self.c.write_file("w-other/roots", b"new from the user")
+        self.assertEqual(final["type"], "end", final)
+        st = os.stat(p)
+        self.assertEqual((st.st_ino, st.st_uid, stat.S_IMODE(st.st_mode)), (ino, 0, 0o666),
+                         "a rename changed the file's owner or identity")
+        with open(p, "rb") as fh:
+            self.assertEqual(fh.read(), b"new from the user")
+
+    def test_sudo_write_to_the_users_file_keeps_its_owner(self):
+        self.user_dir("w-sudo")
+        final, _ = self.c.write_file("w-sudo/f", b"user's")
+        self.assertEqual(owner(self.work("w-sudo/f")), self.ids)
+        final, _ = self.c.write_file("w-sudo/f", b"root wrote this", sudo=True)
+        self.assertEqual(final["type"], "end", final)
+        self.assertEqual(owner(self.work("w-sudo/f")), self.ids)
+        with open(self.work("w-sudo/f"), "rb") as fh:
+            self.assertEqual(fh.read(), b"root wrote this")
+        final, _ = self.c.write_file("w-sudo/rootfile", b"r", sudo=True)
+        self.assertEqual(owner(self.work("w-sudo/rootfile")), (0, 0))
+
+
 @unittest.skipUnless(IS_ROOT, SKIP_WHY)
 class PlantedSymlinks(UserFilesCase):
     """The user plants symlinks to root's files; the agent acts as the user
