@@ -197,6 +197,13 @@ static int one_frame(const uint8_t *payload_in, uint32_t len, msgpack_zone *z, s
     uint8_t *payload = xmalloc(len);
     memcpy(payload, payload_in, len);
 
+    /* wire_peek_type (the relay of file helpers' frames) reads only inside
+     * the payload, and on a valid frame agrees with the decoded "type" */
+    const char *pt = NULL;
+    size_t ptn = 0;
+    int peeked = wire_peek_type(payload, len, &pt, &ptn);
+    INVARIANT(!peeked || (pt >= (const char *)payload && pt + ptn <= (const char *)payload + len));
+
     int checked = wire_check(payload, len, &e_check);
     size_t before = zone_footprint(z);
     int decoded = wire_decode(payload, len, z, &root, &e);
@@ -210,6 +217,13 @@ static int one_frame(const uint8_t *payload_in, uint32_t len, msgpack_zone *z, s
     }
     INVARIANT(root.type == MSGPACK_OBJECT_MAP);
     INVARIANT(zone_footprint(z) <= DECODE_BOUND(len));
+    if (peeked) {             /* "type" is the first key: the map's first entry */
+        INVARIANT(root.via.map.size > 0 && wire_obj_is(&root.via.map.ptr[0].key, "type"));
+        const char *dt;
+        size_t dtn;
+        INVARIANT(wire_obj_str(&root.via.map.ptr[0].val, &dt, &dtn) && dtn == ptn &&
+                  memcmp(dt, pt, ptn) == 0);
+    }
     exercise_request(&root, z, out);
     msgpack_zone_clear(z);
     free(payload);
