@@ -287,7 +287,7 @@ int cfg_parse(struct cfg *c, int argc, char **argv, struct sa_err *e)
             printf("sandbox-agent %s (protocol %d)\n", SA_VERSION, WIRE_PROTOCOL_VERSION);
             return 1;
         }
-        if (o < CFG_O_LISTEN || o > CFG_O_QUIET)
+        if (o < CFG_O_LISTEN || o > CFG_O_LAST)
             return err_set(e, EINVAL, NULL, "bad usage (see --help)");
         if (cfg_set(c, o, optarg, e) < 0)
             return -1;

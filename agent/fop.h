@@ -33,6 +33,7 @@
 #define FOP_PIPE_SIZE (1u << 20)        /* F_SETPIPE_SZ of the data pipes (best effort) */
 #define FOP_DATA_MAX (64u << 10)        /* bytes in one `data` event */
 #define FOP_LS_BATCH 256                /* entries in one `entries` event */
+#define FOP_ENTRY_FIXED 512             /* an ls/stat entry's bytes besides name and target */
 #define FOP_RM_MAX_DEPTH 1024           /* directory nesting a recursive remove descends */
 #define FOP_UPLOAD_TRAILER_MAX (1u << 20) /* bytes accepted after an archive's end */
 

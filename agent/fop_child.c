@@ -372,6 +372,11 @@ static int write_open(const char *path, mode_t *final_mode)
     bool replace = !job->append &&
                    (!exists || (S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_uid == geteuid()));
     if (!replace) {
+        /* a FIFO without a reader would fail ENXIO, with one it would see a
+         * writer come and go: tell what the path is before opening it */
+        struct stat tst;
+        if (stat(path, &tst) == 0)
+            need_regular(&tst, path);
         int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
                                 (job->append ? O_APPEND : O_TRUNC), create);
         if (fd < 0)
@@ -466,7 +471,14 @@ static void pack_stat(struct wire_enc *w, const char *name, const struct stat *s
     ssize_t tn = -1;
     if (S_ISLNK(st->st_mode))
         tn = readlinkat(dirfd, lname, target, sizeof target);
-    msgpack_pack_map(&w->pk, 7 + (name ? 1 : 0) + (tn >= 0 ? 1 : 0));
+    /* with a small max_frame, a long link target is cut so that the entry
+     * still fits in one frame (target_cut says so) */
+    size_t room = job->max_frame > FOP_ENTRY_FIXED + (name ? strlen(name) : 0)
+                      ? job->max_frame - FOP_ENTRY_FIXED - (name ? strlen(name) : 0) : 0;
+    bool cut = tn >= 0 && (size_t)tn > room;
+    if (cut)
+        tn = (ssize_t)room;
+    msgpack_pack_map(&w->pk, 7 + (name ? 1 : 0) + (tn >= 0 ? 1 : 0) + (cut ? 1 : 0));
     if (name)
         wire_kv_str(w, "name", name);
     wire_kv_str(w, "type", type_name(st->st_mode));
@@ -479,6 +491,8 @@ static void pack_stat(struct wire_enc *w, const char *name, const struct stat *s
     wire_kv_int(w, "mtime_ms", ms);
     if (tn >= 0)
         wire_kv_strn(w, "target", target, (size_t)tn);
+    if (cut)
+        wire_kv_bool(w, "target_cut", true);
 }
 
 static __attribute__((noreturn)) void op_stat(void)
@@ -527,8 +541,9 @@ static __attribute__((noreturn)) void op_ls(void)
         fail_sys("open directory", path);
     send_ok();
     /* an entry is at most ~4.5 KiB (a name, a link target): keep the event
-     * within max_frame, and at least one entry in each */
-    size_t budget = job->max_frame > 16384 ? job->max_frame - 8192 : job->max_frame / 2;
+     * within max_frame; below 16 KiB frames, one entry per event (pack_stat
+     * cuts a target that would not fit) */
+    size_t budget = job->max_frame > 16384 ? job->max_frame - 8192 : 0;
     uint64_t count = 0;
     buf_init(&batch);
     for (;;) {

@@ -39,6 +39,21 @@ static void init_flags_have_defaults_and_parse(void)
                 "a123456789b123456789c123456789d123456789e123456789f123456789g12345", NULL) < 0);
 }
 
+/* Flags added after the first ones are accepted as flags too (getopt's
+ * range check once stopped at --quiet) and bounded. */
+static void upload_caps_as_flags_and_defaults(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(c.upload_max_bytes == 8ull << 30 && c.upload_max_entries == 1u << 20);
+    CHECK(PARSE(&c, &e, "--upload-max-bytes", "67108864", "--upload-max-entries", "100", NULL) == 0);
+    CHECK(c.upload_max_bytes == 67108864 && c.upload_max_entries == 100);
+    CHECK(PARSE(&c, &e, "--upload-max-bytes", "0", NULL) < 0);
+    CHECK(PARSE(&c, &e, "--upload-max-entries", "0", NULL) < 0);
+    CHECK(PARSE(&c, &e, "--upload-max-entries", "4294967297", NULL) < 0);
+}
+
 static void cmdline_keys_override_defaults(void)
 {
     struct cfg c;
@@ -367,6 +382,7 @@ int main(void)
     static const struct check_test tests[] = {
 #define T(f) CHECK_TEST(f)
         T(init_flags_have_defaults_and_parse),
+        T(upload_caps_as_flags_and_defaults),
         T(cmdline_keys_override_defaults),
         T(flags_win_over_the_cmdline),
         T(cmdline_without_keys_changes_nothing),

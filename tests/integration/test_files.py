@@ -444,6 +444,14 @@ class RoundTrip(FileTestCase):
         self.assertEqual(events, [])
         self.assertFalse(os.path.exists(self.work("rt-no-such")))
 
+    def test_upload_to_a_file_is_enotdir_before_ok(self):
+        d = self.fresh("rt-notdir")
+        open(os.path.join(d, "file"), "wb").close()
+        for dest, parents in (("rt-notdir/file", False), ("rt-notdir/file/sub", True)):
+            rid = self.c.file_start("upload", dest=dest, parents=parents)
+            first, events, final = self.c.file_stream(rid)
+            self.assertFileError(first, "ENOTDIR")
+
     def test_upload_of_an_empty_stream_is_an_empty_archive(self):
         d = self.fresh("rt-empty")
         final, _ = self.c.upload(b"", dest=d)
@@ -956,17 +964,19 @@ class ReadWrite(FileTestCase):
                      "eof": False})
             self.assertEqual(c2.recv_id(cid)["type"], "ok")
             self.assertEqual(c2.recv_id(rid)["type"], "ok")
-            wait_until(lambda: os.listdir(d), T(5), what="the entry's temporary file")
+            wait_until(lambda: os.listdir(d), T(5), what="the entry in progress on disk")
         self.assertNoHelpersLeft()
         self.assertEqual(os.listdir(d), [], "a cancelled upload left its temporary file")
         self.assertStillServes()
 
     def test_at_most_64_file_operations_at_once(self):
         self.fresh("rw-many")
+        self.assertNoHelpersLeft()              # nothing of an earlier test still counts
         with self.agent.client() as c2:
             rids = [c2.file_start("write", path="rw-many/f%02d" % i) for i in range(64)]
             for rid in rids:
-                self.assertEqual(c2.recv_id(rid)["type"], "ok")
+                r = c2.recv_id(rid)
+                self.assertEqual(r["type"], "ok", r)
             r = c2.request("stat", path=".")
             self.assertErrorReply(r, "too_many")
             self.assertErrorReply(self.c.request("write", path="rw-many/other"), "too_many")
@@ -1058,6 +1068,49 @@ class WindowLimit(FileTestCase):
         final, acks = self.c.upload(tar_of([(ti("f"), body)]), dest=d)
         self.assertEqual(final["type"], "end", final)
         self.assertEqual(file_sha256(os.path.join(d, "f")), sha256(body))
+
+
+class SmallFrames(FileTestCase):
+    """--max-frame 4096: every event of a file stream fits in a frame."""
+    agent_args = ("--max-frame", "4096")
+
+    def test_read_download_and_ls_fit_in_small_frames(self):
+        d = self.fresh("small")
+        body = os.urandom(100 * 1024)
+        with open(os.path.join(d, "f"), "wb") as fh:
+            fh.write(body)
+        for i in range(300):
+            os.symlink("target-%03d-" % i + "t" * 200, os.path.join(d, "link-%03d-" % i + "n" * 100))
+        with self.agent.client(max_frame=4096) as c:      # a larger frame fails the test
+            self.assertEqual(c.agent_max_frame, 4096)
+            final, got = c.read_file("small/f")
+            self.assertEqual(got, body)
+            self.assertGreater(len(c.last_stream.events), 25)
+            final, tar = c.download(["small"], gzip=True)
+            self.assertEqual(final["type"], "end", final)
+            self.assertEqual(len(tar_names(tar)), 302)
+            final, ents = c.ls("small")
+            self.assertEqual(final["count"], 301)
+            final, acks = c.write_file("small/w", body)
+            self.assertEqual(final["type"], "end", final)
+            self.assertEqual(c.read_file("small/w")[1], body)
+
+    def test_a_link_target_too_long_for_the_frame_is_cut_and_says_so(self):
+        d = self.fresh("small-long")
+        target = "x" * 4000
+        os.symlink(target, os.path.join(d, "n" * 250))
+        with self.agent.client(max_frame=4096) as c:
+            final, ents = c.ls("small-long")
+            self.assertEqual(final["type"], "end", final)
+            self.assertEqual(len(ents), 1)
+            e = ents[0]
+            self.assertTrue(e.get("target_cut"), e)
+            self.assertTrue(target.startswith(e["target"]) and len(e["target"]) < len(target))
+            st = c.fs("stat", path="small-long/" + "n" * 250)["stat"]
+            self.assertTrue(st.get("target_cut"), st)
+            self.assertTrue(target.startswith(st["target"]))
+            self.assertGreater(len(st["target"]), len(e["target"]), "stat has no name to fit")
+
 
 
 class FsOps(FileTestCase):

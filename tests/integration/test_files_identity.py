@@ -198,7 +198,6 @@ class UserUploads(UserFilesCase):
         self.assertEqual(r["type"], "ok", r)
         self.assertEqual(owner(self.work("w-owned/m")), self.ids)
 
-
     def test_write_to_a_file_owned_by_someone_else_writes_in_place(self):
         d = self.user_dir("w-other")
         p = os.path.join(d, "roots")
@@ -288,6 +287,20 @@ class PlantedSymlinks(UserFilesCase):
         rid = self.c.file_start("download", paths=[self.secret])
         first, events, final = self.c.file_stream(rid)
         self.assertFileError(final, ("EACCES",))
+        self.assertFalse(any(b"root's secret" in e.get("data", b"") for e in events))
+
+    def test_download_of_a_dir_holding_roots_0600_file_ends_with_eacces(self):
+        d = self.user_dir("dl-mixed")
+        for n in ("a-mine", "z-mine"):
+            with open(os.path.join(d, n), "wb") as fh:
+                fh.write(b"mine\n")
+            os.chown(os.path.join(d, n), *self.ids)
+        shutil.copy(self.secret, os.path.join(d, "m-roots"))
+        os.chmod(os.path.join(d, "m-roots"), 0o600)
+        rid = self.c.file_start("download", paths=["dl-mixed"])
+        first, events, final = self.c.file_stream(rid)
+        self.assertFileError(final, ("EACCES",))
+        self.assertEqual(final["path"], "dl-mixed/m-roots")
         self.assertFalse(any(b"root's secret" in e.get("data", b"") for e in events))
 
     def test_user_cannot_remove_chmod_or_rename_roots_file(self):
