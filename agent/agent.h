@@ -9,6 +9,7 @@
  *              stdin, exit                    ident.c    users and groups
  *   log.c      the log sink                   main.c     wiring
  *   init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
+ *   notify.c   readiness to a service manager ($NOTIFY_SOCKET)
  *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
  *              defaults, clock, entropy,                 for `stats`
  *              restore, stats reply, shutdown
@@ -26,6 +27,7 @@
 #include "cgroup.h"
 #include "ident.h"
 #include "init.h"
+#include "notify.h"
 #include "wire.h"
 
 /* Per connection: stop reading requests (and the pipes of commands that
@@ -76,6 +78,7 @@ struct agent {
     struct guest_sync *syncs;     /* sync(2) children not yet reaped */
     ev_signal sigterm, sigint;    /* not in init mode: init.sig instead */
     struct init_state init;       /* PID-1 mode */
+    struct notify notify;         /* $NOTIFY_SOCKET: READY=1, STOPPING=1 */
     bool stopping;
 };
 
