@@ -1,0 +1,8 @@
+# sandbox-agent: before removal (not on upgrade): stop and disable the unit.
+# The user and /vercel/sandbox stay (they hold the user's files).
+if command -v systemctl >/dev/null 2>&1; then
+    if [ -d /run/systemd/system ]; then
+        systemctl stop sandbox-agent.service || true
+    fi
+    systemctl disable sandbox-agent.service >/dev/null 2>&1 || true
+fi
