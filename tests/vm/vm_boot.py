@@ -292,7 +292,8 @@ def check_files(ctl, hello, tmp):
             for rel, data in files.items():
                 name = next((n for n in members if n == "up/" + rel or n.endswith("/up/" + rel)), None)
                 expect(name is not None, "download%s: %s in the archive" % (" -z" if gz else "", rel))
-                expect(t.extractfile(members[name]).read() == data, "download: %s intact" % rel)
+                expect(t.extractfile(members[name]).read() == data,
+                       "download%s: %s intact" % (" -z" if gz else "", rel))
     return True
 
 
