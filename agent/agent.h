@@ -12,6 +12,7 @@
  *   fop.c      file operations: helper        fop_child.c  the helper's side: the
  *              processes, relaying                         operations, as the user
  *   xfer.c     tar extraction and packing (in the helper)
+ *   notify.c   readiness to a service manager ($NOTIFY_SOCKET)
  *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
  *              defaults, clock, entropy,                 for `stats`
  *              restore, stats reply, shutdown
@@ -29,6 +30,7 @@
 #include "cgroup.h"
 #include "ident.h"
 #include "init.h"
+#include "notify.h"
 #include "wire.h"
 
 /* Per connection: stop reading requests (and the pipes of commands that
@@ -82,6 +84,7 @@ struct agent {
     unsigned nfops;
     ev_signal sigterm, sigint;    /* not in init mode: init.sig instead */
     struct init_state init;       /* PID-1 mode */
+    struct notify notify;         /* $NOTIFY_SOCKET: READY=1, STOPPING=1 */
     bool stopping;
 };
 

@@ -285,6 +285,7 @@ void init_shutdown(struct agent *a, const char *why)
              a->ncmds_running, a->cfg.grace_ms);
     st->phase = INIT_GRACE;
     a->stopping = true;
+    notify_send(&a->notify, "STOPPING=1");
     /* No new connections; the open ones keep getting output and exits. */
     lsn_close_all(a);
     ev_timer_stop(a->loop, &st->retry_w);

@@ -146,6 +146,7 @@ static void agent_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     struct agent *a = w->data;
     log_info("signal %d: stopping; killing %u running commands", w->signum, a->ncmds_running);
     a->stopping = true;
+    notify_send(&a->notify, "STOPPING=1");
     ev_break(loop, EVBREAK_ALL);
 }
 
@@ -192,6 +193,7 @@ int main(int argc, char **argv)
     }
     log_set_level((enum log_level)a.cfg.log_level);
     init_setup(&a);
+    notify_init(&a.notify);
     signal(SIGPIPE, SIG_IGN);
 
     if (agent_init(&a, &e) < 0)
@@ -213,6 +215,7 @@ int main(int argc, char **argv)
     }
     log_info("sandbox-agent %s ready: user %s, workdir %s%s", SA_VERSION, a.default_user,
              a.workdir, a.dev ? " (dev mode: commands run as the agent's user)" : "");
+    notify_send(&a.notify, "READY=1");
 
     ev_run(a.loop, 0);
     if (a.init.pid1)
