@@ -21,6 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fdio.h"
 #include "fop.h"
 #include "wire.h"
 #include "xfer.h"
@@ -157,20 +158,6 @@ static bool input_complete(void)
         n = read(CTL_FD, &b, 1);
     while (n < 0 && errno == EINTR);
     return n == 1 && b == 'E';
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* mkdir -p: every missing directory of path (all of it, or all but the last
@@ -428,7 +415,7 @@ static __attribute__((noreturn)) void op_write(void)
             write_fail("read the input for", path);
         if (n == 0)
             break;
-        if (write_all(fd, block, (size_t)n) < 0)
+        if (fd_write_all(fd, block, (size_t)n) < 0)
             write_fail("write", path);
         total += (uint64_t)n;
     }

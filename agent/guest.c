@@ -14,6 +14,7 @@
 #include "agent.h"
 #include "cmd.h"
 #include "conn.h"
+#include "fdio.h"
 #include "log.h"
 #include "request.h"
 #include "stats.h"
@@ -285,20 +286,6 @@ static bool guest_credit_entropy(int fd, const char *p, size_t n)
     return rc == 0;
 }
 
-static int guest_write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int guest_add_entropy(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                       struct sa_err *e)
 {
@@ -310,7 +297,7 @@ int guest_add_entropy(struct conn *c, const struct wire_req *r, const msgpack_ob
     if (fd < 0)
         return err_sys(e, errno, "open /dev/urandom");
     bool credited = guest_credit_entropy(fd, p, n);
-    if (!credited && guest_write_all(fd, p, n) < 0)
+    if (!credited && fd_write_all(fd, p, n) < 0)
         return err_sys(e, errno, "writing /dev/urandom");
     struct wire_enc w;
     wire_begin(&w, conn_out(c), 3);

@@ -35,6 +35,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "fdio.h"
 #include "wire.h"
 
 #if defined(__has_include)
@@ -1138,18 +1139,7 @@ static ssize_t sink_write_cb(struct archive *a, void *arg, const void *buf, size
 
 static int fd_write(void *arg, const void *p, size_t n)
 {
-    int fd = *(int *)arg;
-    const char *q = p;
-    while (n > 0) {
-        ssize_t w = write(fd, q, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        q += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return fd_write_all(*(int *)arg, p, n);
 }
 
 int xfer_pack(int out_fd, int base_fd, char *const *paths, size_t n, bool gzip, uint64_t *bytes,

@@ -31,6 +31,9 @@ int write_full(int fd, const void *p, size_t n);
 int need_addr(const char *addr);
 /* Connect (and authenticate when asked); exits EXIT_CONN on failure. */
 struct client *connect_or_die(const char *addr);
+/* Connect and check for capability cap: NULL with *rc set when there is no
+ * address or the agent lacks it; exits EXIT_CONN when connecting fails. */
+struct client *connect_cap(const char *addr, const char *cap, const char *what, int *rc);
 /* 0 when the agent lists cap, else a message and EXIT_USAGE. */
 int need_cap(struct client *c, const char *cap, const char *what);
 /* Exit status after a failed call (message printed): 1 error reply, 255 connection. */

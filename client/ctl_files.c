@@ -70,19 +70,6 @@ static void who_pack(struct wire_enc *enc, const struct who *w)
         wire_kv_bool(enc, "sudo", true);
 }
 
-static struct client *connect_files(const char *addr, const char *cap, const char *what, int *rc)
-{
-    *rc = need_addr(addr);
-    if (*rc != 0)
-        return NULL;
-    struct client *c = connect_or_die(addr);
-    *rc = need_cap(c, cap, what);
-    if (*rc == 0)
-        return c;
-    client_free(c);
-    return NULL;
-}
-
 /* An error reply's message (it names the path) for people; 1. */
 static int reply_failed(const char *what, const msgpack_object *m)
 {
@@ -425,7 +412,7 @@ int cmd_upload(const char *addr, int argc, char **argv)
     if (argc - optind != 2)
         return usage_error("upload: expected SRC DEST");
     const char *src = argv[optind], *dest = argv[optind + 1];
-    struct client *c = connect_files(addr, "files", "upload", &rc);
+    struct client *c = connect_cap(addr, "files", "upload", &rc);
     if (!c)
         return rc;
     struct source s = { .fd = -1 };
@@ -505,7 +492,7 @@ int cmd_put(const char *addr, int argc, char **argv)
             return EXIT_FAILED;
         }
     }
-    struct client *c = connect_files(addr, "files", "put", &rc);
+    struct client *c = connect_cap(addr, "files", "put", &rc);
     if (!c)
         return rc;
     struct wire_enc w;
@@ -593,7 +580,7 @@ int cmd_download(const char *addr, int argc, char **argv)
     if (isatty(STDOUT_FILENO))
         return usage_error("download: refusing to write a tar archive to a terminal "
                            "(redirect stdout)");
-    struct client *c = connect_files(addr, "files", "download", &rc);
+    struct client *c = connect_cap(addr, "files", "download", &rc);
     if (!c)
         return rc;
     struct wire_enc w;
@@ -657,7 +644,7 @@ int cmd_fget(const char *addr, int argc, char **argv)
             return EXIT_FAILED;
         }
     }
-    struct client *c = connect_files(addr, "files", "get", &rc);
+    struct client *c = connect_cap(addr, "files", "get", &rc);
     if (c) {
         struct wire_enc w;
         struct sa_err e;
@@ -761,7 +748,7 @@ int cmd_stat(const char *addr, int argc, char **argv)
     }
     if (argc - optind != 1)
         return usage_error("stat: expected one PATH");
-    struct client *c = connect_files(addr, "fs", "stat", &rc);
+    struct client *c = connect_cap(addr, "fs", "stat", &rc);
     if (!c)
         return rc;
     struct wire_enc w;
@@ -880,7 +867,7 @@ int cmd_ls(const char *addr, int argc, char **argv)
     if (argc - optind > 1)
         return usage_error("ls: expected at most one PATH");
     const char *path = optind < argc ? argv[optind] : ".";
-    struct client *c = connect_files(addr, "fs", "ls", &rc);
+    struct client *c = connect_cap(addr, "fs", "ls", &rc);
     if (!c)
         return rc;
     struct wire_enc w;
@@ -959,7 +946,7 @@ struct each {
 static int for_each_path(const char *addr, const struct each *x, int n, char **paths)
 {
     int rc;
-    struct client *c = connect_files(addr, "fs", x->what, &rc);
+    struct client *c = connect_cap(addr, "fs", x->what, &rc);
     if (!c)
         return rc;
     uint64_t first = 0;
@@ -1107,7 +1094,7 @@ int cmd_mv(const char *addr, int argc, char **argv)
     }
     if (argc - optind != 2)
         return usage_error("mv: expected FROM TO");
-    struct client *c = connect_files(addr, "fs", "mv", &rc);
+    struct client *c = connect_cap(addr, "fs", "mv", &rc);
     if (!c)
         return rc;
     struct wire_enc w;

@@ -1099,15 +1099,13 @@ static int poll_ms(uint64_t ms)
     return ms == 0 ? -1 : ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
-/* Connect and check for the lifecycle capability: NULL with *rc set when
- * there is no address or the agent lacks it; exits 255 when connecting fails. */
-static struct client *connect_lifecycle(const char *addr, const char *what, int *rc)
+struct client *connect_cap(const char *addr, const char *cap, const char *what, int *rc)
 {
     *rc = need_addr(addr);
     if (*rc != 0)
         return NULL;
     struct client *c = connect_or_die(addr);
-    *rc = need_cap(c, "lifecycle", what);
+    *rc = need_cap(c, cap, what);
     if (*rc == 0)
         return c;
     client_free(c);
@@ -1299,7 +1297,7 @@ static int cmd_logs(const char *addr, int argc, char **argv)
     int rc = logs_parse(argc, argv, &o);
     if (rc != 0)
         return rc;
-    struct client *c = connect_lifecycle(addr, "logs", &rc);
+    struct client *c = connect_cap(addr, "lifecycle", "logs", &rc);
     if (!c)
         return rc;
     rc = logs_run(c, &o);
@@ -1360,7 +1358,7 @@ static int cmd_wait(const char *addr, int argc, char **argv)
     int rc = wait_parse(argc, argv, &o);
     if (rc != 0)
         return rc;
-    struct client *c = connect_lifecycle(addr, "wait", &rc);
+    struct client *c = connect_cap(addr, "lifecycle", "wait", &rc);
     if (!c)
         return rc;
     rc = call_cmd(c, "wait", o.cmd, poll_ms(o.timeout_ms), &reply, &e);
@@ -1454,7 +1452,7 @@ static int cmd_inspect(const char *addr, int argc, char **argv)
     int rc = one_id("inspect", argc, argv, &cmd);
     if (rc != 0)
         return rc;
-    struct client *c = connect_lifecycle(addr, "inspect", &rc);
+    struct client *c = connect_cap(addr, "lifecycle", "inspect", &rc);
     if (!c)
         return rc;
     rc = call_cmd(c, "get", cmd, addr_timeout_from_env(), &reply, &e);
@@ -1672,7 +1670,7 @@ static int cmd_ps(const char *addr, int argc, char **argv)
     int rc = ps_parse(argc, argv, &o);
     if (rc != 0)
         return rc;
-    struct client *c = connect_lifecycle(addr, "ps", &rc);
+    struct client *c = connect_cap(addr, "lifecycle", "ps", &rc);
     if (!c)
         return rc;
     if ((!o.json && (rc = agent_time(c, &now_ms, &e)) != 0) ||
