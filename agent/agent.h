@@ -81,6 +81,7 @@ struct agent {
     unsigned nconns, ncmds_running, ncmds_exited;
     struct guest_sync *syncs;     /* sync(2) children not yet reaped */
     struct fop *fops;             /* file operations' helpers (fop.h) */
+    char *xfer_helper;            /* the archive helper's path, once needed */
     unsigned nfops;
     ev_signal sigterm, sigint;    /* not in init mode: init.sig instead */
     struct init_state init;       /* PID-1 mode */

@@ -36,6 +36,8 @@ static const char usage[] =
     "                         cap on one upload's file data, written or skipped:\n"
     "                         stops decompression bombs (default 8 GiB)\n"
     "  --upload-max-entries N cap on one upload's entries (default 1048576)\n"
+    "  --xfer-helper PATH     the archive helper run for uploads and downloads\n"
+    "                         (default: sandbox-agent-xfer beside this binary)\n"
     "  --token-file PATH      require every connection to present the token in PATH\n"
     "                         (1..4096 bytes, one trailing newline stripped) with an\n"
     "                         `auth` request before any other request\n"
@@ -82,6 +84,7 @@ static const struct option cfg_opts[] = {
     {"log-total-cap", required_argument, NULL, CFG_O_LOGTOTAL},
     {"upload-max-bytes", required_argument, NULL, CFG_O_UPBYTES},
     {"upload-max-entries", required_argument, NULL, CFG_O_UPENTRIES},
+    {"xfer-helper", required_argument, NULL, CFG_O_XFERHELPER},
     {"token-file", required_argument, NULL, CFG_O_TOKEN},
     {"init", no_argument, NULL, CFG_O_INIT},
     {"no-mount", no_argument, NULL, CFG_O_NOMOUNT},
@@ -225,6 +228,7 @@ static int cfg_set(struct cfg *c, int o, const char *arg, struct sa_err *e)
     case CFG_O_USER: c->user = arg; return 0;
     case CFG_O_TOKEN: c->token_file = arg; return 0;
     case CFG_O_CONFIG: c->config_file = arg; return 0;
+    case CFG_O_XFERHELPER: c->xfer_helper = arg; return 0;
     case CFG_O_HOSTNAME:
         if (!cfg_hostname_ok(arg))
             return err_set(e, EINVAL, NULL, "--hostname: expected 1..64 characters");

@@ -32,8 +32,8 @@ enum cfg_opt {
     CFG_O_LISTEN = 256, CFG_O_WORKDIR, CFG_O_USER, CFG_O_DEV, CFG_O_MAXFRAME, CFG_O_DRAIN,
     CFG_O_WINDOW, CFG_O_TCPANY, CFG_O_LOGCAP, CFG_O_LOGTOTAL, CFG_O_TOKEN, CFG_O_INIT,
     CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
-    CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES,
-    CFG_O_LAST = CFG_O_UPENTRIES,       /* keep last: the range getopt accepts */
+    CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES, CFG_O_XFERHELPER,
+    CFG_O_LAST = CFG_O_XFERHELPER,      /* keep last: the range getopt accepts */
 };
 #define CFG_BIT(o) (1u << ((o) - CFG_O_LISTEN))
 
@@ -60,6 +60,7 @@ struct cfg {
     uint64_t log_total_cap;   /* all logs together */
     uint64_t upload_max_bytes;   /* an upload's entry data, written or skipped */
     uint64_t upload_max_entries; /* an upload's entries */
+    const char *xfer_helper;     /* --xfer-helper, or NULL: beside the agent (fop.h) */
     int log_level;
     const char *token_file;   /* --token-file, or NULL: no token */
     char token[CFG_TOKEN_MAX];/* its content (trailing newline stripped), once loaded */

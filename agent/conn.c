@@ -14,7 +14,6 @@
 #include "log.h"
 #include "msg.h"
 #include "request.h"
-#include "xfer.h"
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -32,7 +31,7 @@ static void conn_send_hello(struct conn *c)
         caps[n++] = base[i];
     if (a->cg.enabled)
         caps[n++] = "cgroup";
-    if (xfer_has_zstd())
+    if (SA_HAVE_ZSTD)                   /* the linked libarchive reads zstd (CMakeLists.txt) */
         caps[n++] = "zstd";
     caps[n] = NULL;
     char agent[64];

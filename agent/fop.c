@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 
 #include "agent.h"
 #include "cmd.h"
+#include "fop_io.h"
 #include "conn.h"
 #include "log.h"
 #include "request.h"
@@ -207,20 +209,57 @@ static int child_fds(int in_fd, int out_fd, int ctl_fd)
 }
 
 static __attribute__((noreturn)) void fop_child(const struct fop_job *j, const struct ident *id,
-                                                int in_fd, int out_fd, int ctl_fd, pid_t parent)
+                                                int in_fd, int out_fd, int ctl_fd, pid_t parent,
+                                                const char *helper)
 {
     spawn_reset_signals();
-    signal(SIGPIPE, SIG_IGN);            /* a gone reader is EPIPE, handled */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-        _exit(1);                        /* the agent died: nobody to answer */
+    signal(SIGPIPE, SIG_IGN);            /* a gone reader is EPIPE, handled (kept across exec) */
     spawn_oom_default();
     if (child_fds(in_fd, out_fd, ctl_fd) < 0)
         _exit(1);
+    if (helper) {                        /* uploads and downloads: sandbox-agent-xfer */
+        char **argv = fio_job_argv(helper, j, id, parent);
+        char *envp[] = { NULL };
+        execve(helper, argv, envp);
+        int err = errno;
+        fio_init(j, 0);
+        fio_fail(err, NULL, helper, "run the archive helper %s", helper);
+    }
     if (id && spawn_set_identity(id) < 0)
         _exit(1);                        /* the agent reports "helper died" */
+    /* after the identity: a change of credentials clears the death signal */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(1);                        /* the agent died: nobody to answer */
     umask(0);                            /* every mode is given explicitly */
     fop_child_run(j);
 }
+
+#if SA_XFER_EXEC
+/* Where sandbox-agent-xfer is: --xfer-helper, else beside our own binary. */
+static const char *fop_helper_path(struct agent *a)
+{
+    if (a->xfer_helper)
+        return a->xfer_helper;
+    if (a->cfg.xfer_helper) {
+        a->xfer_helper = xstrdup(a->cfg.xfer_helper);
+    } else {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0) {
+            a->xfer_helper = xstrdup(FOP_XFER_HELPER_DEFAULT);
+        } else {
+            self[n] = '\0';
+            char *slash = strrchr(self, '/');
+            char path[PATH_MAX + sizeof FOP_XFER_HELPER_NAME + 1];
+            snprintf(path, sizeof path, "%.*s/%s", (int)(slash - self), self,
+                     FOP_XFER_HELPER_NAME);
+            a->xfer_helper = xstrdup(path);
+        }
+    }
+    log_info("archive helper: %s", a->xfer_helper);
+    return a->xfer_helper;
+}
+#endif
 
 static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, int in_fd,
                            int ctl_fd, int out_fd)
@@ -286,10 +325,15 @@ static int fop_start(struct conn *c, const struct fop_job *j, const struct ident
     pipe_size(out[0]);
     if (input)
         pipe_size(in[1]);
+    const char *helper = NULL;
+#if SA_XFER_EXEC
+    if (j->kind == FOP_UPLOAD || j->kind == FOP_DOWNLOAD)
+        helper = fop_helper_path(c->a);
+#endif
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        fop_child(j, id, in[0], out[1], ctl[0], parent);
+        fop_child(j, id, in[0], out[1], ctl[0], parent, helper);
     int err = errno;
     close_fd(&in[0]);
     close_fd(&ctl[0]);

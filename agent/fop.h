@@ -36,6 +36,10 @@
 #define FOP_ENTRY_FIXED 512             /* an ls/stat entry's bytes besides name and target */
 #define FOP_RM_MAX_DEPTH 1024           /* directory nesting a recursive remove descends */
 #define FOP_UPLOAD_TRAILER_MAX (1u << 20) /* bytes accepted after an archive's end */
+/* The archive helper (SA_XFER_EXEC builds): --xfer-helper, else this name
+ * beside the agent's own binary, else (no /proc) the default path. */
+#define FOP_XFER_HELPER_NAME "sandbox-agent-xfer"
+#define FOP_XFER_HELPER_DEFAULT "/usr/sbin/sandbox-agent-xfer"
 
 enum fop_kind {
     FOP_UPLOAD, FOP_DOWNLOAD, FOP_READ, FOP_WRITE, FOP_STAT, FOP_LS, FOP_MKDIR, FOP_REMOVE,
@@ -84,5 +88,11 @@ void fop_free_all(struct agent *a);
  * the frame pipe, fd 3 the end-of-input pipe (upload, write), already as the
  * right user. Never returns. */
 void fop_child_run(const struct fop_job *j) __attribute__((noreturn));
+/* The archive operations (fop_xfer.c), in the same setting. */
+void fop_upload(void) __attribute__((noreturn));
+void fop_download(void) __attribute__((noreturn));
+/* main() of sandbox-agent-xfer (agent/xfer_main.c): a job as fio_job_argv
+ * wrote it; switches identity, then runs it. */
+int fop_xfer_main(int argc, char **argv);
 
 #endif

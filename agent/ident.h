@@ -1,8 +1,9 @@
 /* ident.h — users and groups, resolved in the agent (never in a child).
  *
- * Lookups go through the passwd/group databases (getpwnam_r, getgrouplist) and
- * are cached; the cache is dropped whenever /etc/passwd or /etc/group changes
- * (mtime, size or inode), so a user added inside the sandbox is seen at once.
+ * Lookups read /etc/passwd and /etc/group directly (glibc: fgetpwent_r and
+ * fgetgrent_r, no NSS modules; musl has no NSS) and are cached; the cache is
+ * dropped whenever /etc/passwd or /etc/group changes (mtime, size or inode),
+ * so a user added inside the sandbox is seen at once.
  */
 #ifndef SA_IDENT_H
 #define SA_IDENT_H

@@ -167,6 +167,7 @@ static void agent_free(struct agent *a)
         munmap(a->spawn_stack, a->spawn_stack_size);
     free((char *)a->workdir);
     free((char *)a->default_user);
+    free(a->xfer_helper);
     guest_free(a);
     init_free(a);
 }

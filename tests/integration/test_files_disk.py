@@ -44,20 +44,12 @@ class FullDisk(AgentTestCase):
         super().setUp()
         subprocess.run(["sh", "-c", "rm -rf %s/* %s/.[!.]*" % (self.small, self.small)])
 
-    def send_all(self, rid, data, chunk=256 << 10):
-        """Chunks of data for transfer rid, the last with eof; the replies of
-        the request and the chunks, in arrival order, until its final one."""
-        ids = []
-        for off in range(0, max(len(data), 1), chunk):
-            cid = self.c.next_id()
-            ids.append(cid)
-            last = off + chunk >= len(data)
-            self.c.send({"type": "chunk", "id": cid, "ref": rid, "data": data[off:off + chunk],
-                         "eof": last})
-        first = self.c.recv_id(rid)
-        final = first if first["type"] == "error" else self.c.recv_id(rid)
-        acks = [self.c.recv_id(i) for i in ids]
-        return first, final, acks
+    def transfer(self, type_, data, **fields):
+        """A write or upload of data, chunks within the window (agentlib):
+        (first reply, final message, chunk replies)."""
+        send = self.c.upload if type_ == "upload" else self.c.write_file
+        final, acks = send(data, **fields) if type_ == "upload" else send(fields.pop("path"), data, **fields)
+        return self.c.last_stream.first, final, acks
 
     def leftovers(self):
         return [n for n in os.listdir(self.small) if n.startswith(".sa-")]
@@ -65,9 +57,7 @@ class FullDisk(AgentTestCase):
     def test_upload_past_the_end_of_the_disk_is_enospc_with_the_path(self):
         data = tar_of([("a.txt", b"small\n"), ("big.bin", os.urandom(SIZE * 2)),
                        ("after.txt", b"never\n")])
-        rid = self.c.next_id()
-        self.c.send({"type": "upload", "id": rid, "dest": "small"})
-        first, final, acks = self.send_all(rid, data)
+        first, final, acks = self.transfer("upload", data, dest="small")
         self.assertEqual(first["type"], "ok")
         self.assertErrorReply(final, "ENOSPC")
         self.assertEqual(final["path"], "big.bin")
@@ -87,9 +77,7 @@ class FullDisk(AgentTestCase):
         path = os.path.join(self.small, "keep.txt")
         with open(path, "wb") as f:
             f.write(b"old content")
-        rid = self.c.next_id()
-        self.c.send({"type": "write", "id": rid, "path": "small/keep.txt"})
-        first, final, _ = self.send_all(rid, os.urandom(SIZE * 2))
+        first, final, _ = self.transfer("write", os.urandom(SIZE * 2), path="small/keep.txt")
         self.assertEqual(first["type"], "ok")
         self.assertErrorReply(final, "ENOSPC")
         self.assertEqual(final["path"], "small/keep.txt")
@@ -105,9 +93,8 @@ class FullDisk(AgentTestCase):
                     f.write(b"\0" * (256 << 10))
             except OSError:
                 pass
-        rid = self.c.next_id()
-        self.c.send({"type": "upload", "id": rid, "dest": "small/x", "parents": True})
-        first, final, _ = self.send_all(rid, tar_of([("f", b"1" * 8192)]))
+        first, final, _ = self.transfer("upload", tar_of([("f", b"1" * 8192)]), dest="small/x",
+                                        parents=True)
         self.assertEqual(final["type"], "error", final)
         self.assertIn(final["code"], ("ENOSPC", "EDQUOT"))
         out = self.c.run(["echo", "still here"])
