@@ -109,26 +109,45 @@ static void run_blocking(struct client *c, char *const *argv, struct run *r)
 
 /* --- item 1: exec round trip ------------------------------------------------ */
 
+/* Each iteration runs the agent's exec, then the floor, then qemu-ga's, so
+ * that whatever else the machine does hits all three alike. */
 int bench_exec(int argc, char **argv)
 {
-    if (argc != 3)
-        die("usage: exec ADDR N");
+    if (argc != 3 && argc != 4)
+        die("usage: exec ADDR N [QGASOCK]");
     long n = bench_count(argv[2], "N");
     struct client *c = bench_connect(argv[1]);
+    struct qga *q = argc == 4 ? qga_open(argv[3]) : NULL;
     char *const tru[] = {"/bin/true", NULL};
-    struct samples s = {0};
+    struct samples s = {0}, fl = {0}, qs = {0};
     for (long i = 0; i < n + BENCH_WARMUP; i++) {
         struct run r = {0};
         int64_t t0 = bench_now_ns();
         run_blocking(c, tru, &r);
         int64_t t1 = bench_now_ns();
+        floor_once();
+        int64_t t2 = bench_now_ns();
+        if (q)
+            qga_exec_true(q);
+        int64_t t3 = bench_now_ns();
         if (r.code != 0)
             die("/bin/true exited %" PRId64, r.code);
-        if (i >= BENCH_WARMUP)
-            samples_add(&s, t1 - t0);
+        if (i < BENCH_WARMUP)
+            continue;
+        samples_add(&s, t1 - t0);
+        samples_add(&fl, t2 - t1);
+        if (q)
+            samples_add(&qs, t3 - t2);
     }
     samples_report(&s, "exec");
+    samples_report(&fl, "floor");
+    if (q) {
+        samples_report(&qs, "qga");
+        qga_close(q);
+    }
     samples_free(&s);
+    samples_free(&fl);
+    samples_free(&qs);
     client_free(c);
     return 0;
 }

@@ -40,9 +40,18 @@ int bench_lines(int argc, char **argv);
 int bench_cps(int argc, char **argv);
 int bench_startup(int argc, char **argv);
 int bench_stats(int argc, char **argv);
-int bench_floor(int argc, char **argv);      /* floor.c */
-int bench_floor_cps(int argc, char **argv);
-int bench_qga(int argc, char **argv);        /* qga.c */
+int bench_floor_cps(int argc, char **argv);  /* floor.c */
 int bench_tree(int argc, char **argv);       /* tree.c */
+
+/* floor.c: one posix_spawn of /bin/true, stdout on a pipe read to EOF,
+ * waitpid. */
+void floor_once(void);
+
+/* qga.c: a connection to qemu-ga's Unix socket (guest-ping answered), and
+ * one guest-exec of /bin/true polled with guest-exec-status to its exit. */
+struct qga;
+struct qga *qga_open(const char *path);
+void qga_exec_true(struct qga *q);
+void qga_close(struct qga *q);
 
 #endif

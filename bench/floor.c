@@ -13,12 +13,10 @@
 
 #include "bench.h"
 
-#define FLOOR_WARMUP 50
-
 extern char **environ;
 
 /* One spawn of /bin/true, stdout on a pipe, read to EOF, reaped. */
-static void floor_once(void)
+void floor_once(void)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) < 0)
@@ -45,24 +43,6 @@ static void floor_once(void)
             die("waitpid: %s", strerror(errno));
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         die("/bin/true: status 0x%x", (unsigned)st);
-}
-
-int bench_floor(int argc, char **argv)
-{
-    if (argc != 2)
-        die("usage: floor N");
-    long n = bench_count(argv[1], "N");
-    struct samples s = {0};
-    for (long i = 0; i < n + FLOOR_WARMUP; i++) {
-        int64_t t0 = bench_now_ns();
-        floor_once();
-        int64_t t1 = bench_now_ns();
-        if (i >= FLOOR_WARMUP)
-            samples_add(&s, t1 - t0);
-    }
-    samples_report(&s, "floor");
-    samples_free(&s);
-    return 0;
 }
 
 static atomic_long floor_left;

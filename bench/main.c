@@ -84,15 +84,14 @@ static const struct {
     int (*fn)(int, char **);
     const char *usage;
 } cmds[] = {
-    {"exec", bench_exec, "exec ADDR N            exec /bin/true round trips (p50, p99)"},
+    {"exec", bench_exec, "exec ADDR N [QGASOCK]  /bin/true round trips: agent, posix_spawn floor\n"
+                         "                         and qemu-ga, interleaved (p50, p99)"},
     {"stdout", bench_stdout, "stdout ADDR BYTES      stdout of head -c BYTES /dev/zero, MiB/s"},
     {"lines", bench_lines, "lines ADDR N           output of seq N, lines counted, lines/s"},
     {"cps", bench_cps, "cps ADDR N CONNS       N /bin/true over CONNS connections, commands/s"},
     {"startup", bench_startup, "startup N AGENT ARGS.. exec of the agent to its hello (p50, p99)"},
     {"stats", bench_stats, "stats ADDR             hello capabilities, stats (agent_rss, log_bytes...)"},
-    {"floor", bench_floor, "floor N                posix_spawn /bin/true + pipe + waitpid (p50, p99)"},
-    {"floor-cps", bench_floor_cps, "floor-cps N THREADS    the same from THREADS threads, commands/s"},
-    {"qga", bench_qga, "qga SOCK N             qemu-ga guest-exec /bin/true round trips"},
+    {"floor-cps", bench_floor_cps, "floor-cps N THREADS    the floor from THREADS threads, commands/s"},
     {"tree", bench_tree, "tree DIR N             a node_modules-like tree of N files"},
 };
 

@@ -23,8 +23,13 @@ struct qga {
     size_t len;
 };
 
-static void qga_connect(struct qga *q, const char *path)
+static const char *qga_call(struct qga *q, const char *cmd);
+
+struct qga *qga_open(const char *path)
 {
+    struct qga *q = calloc(1, sizeof *q);
+    if (!q)
+        abort();
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path)
         die("socket path too long: %s", path);
@@ -32,7 +37,14 @@ static void qga_connect(struct qga *q, const char *path)
     q->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (q->fd < 0 || connect(q->fd, (struct sockaddr *)&sa, sizeof sa) < 0)
         die("connect %s: %s", path, strerror(errno));
-    q->len = 0;
+    qga_call(q, "{\"execute\":\"guest-ping\"}\n");
+    return q;
+}
+
+void qga_close(struct qga *q)
+{
+    close(q->fd);
+    free(q);
 }
 
 /* Send one command line and read one reply line (NUL-terminated in q->buf). */
@@ -81,7 +93,7 @@ static const char *qga_field(const char *reply, const char *key)
     return p;
 }
 
-static void qga_exec_true(struct qga *q)
+void qga_exec_true(struct qga *q)
 {
     const char *r = qga_call(q, "{\"execute\":\"guest-exec\",\"arguments\":"
                                 "{\"path\":\"/bin/true\",\"capture-output\":true}}\n");
@@ -103,29 +115,4 @@ static void qga_exec_true(struct qga *q)
     const char *code = qga_field(r, "exitcode");
     if (!code || strtol(code, NULL, 10) != 0)
         die("qemu-ga: /bin/true did not exit 0: %s", r);
-}
-
-int bench_qga(int argc, char **argv)
-{
-    if (argc != 3)
-        die("usage: qga SOCK N");
-    long n = bench_count(argv[2], "N");
-    struct qga *q = calloc(1, sizeof *q);
-    if (!q)
-        abort();
-    qga_connect(q, argv[1]);
-    qga_call(q, "{\"execute\":\"guest-ping\"}\n");
-    struct samples s = {0};
-    for (long i = 0; i < n + QGA_WARMUP; i++) {
-        int64_t t0 = bench_now_ns();
-        qga_exec_true(q);
-        int64_t t1 = bench_now_ns();
-        if (i >= QGA_WARMUP)
-            samples_add(&s, t1 - t0);
-    }
-    samples_report(&s, "qga");
-    samples_free(&s);
-    close(q->fd);
-    free(q);
-    return 0;
 }
