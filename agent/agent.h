@@ -71,6 +71,7 @@ struct agent {
     uint64_t log_bytes;           /* all commands' logs (outlog.h accounting) */
     struct cg_state cg;           /* per-command cgroups, when available */
     ev_timer cg_sweep;
+    ev_idle cg_prepare;           /* makes the next command's cgroup when idle */
     uint64_t next_conn_id;
     unsigned nconns, ncmds_running, ncmds_exited;
     struct guest_sync *syncs;     /* sync(2) children not yet reaped */

@@ -658,6 +658,7 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
         return -1;
     }
     a->next_cmd_id = id;
+    cmd_cg_prepare_soon(a);             /* while this one starts */
     struct cmd *c = cmd_new(a, id, pid, &f, x, cwd, user);
     c->cg_dirfd = cg_dir;
     c->owner = x->kill_on_disconnect ? conn : NULL;
@@ -1032,6 +1033,20 @@ void cmd_conn_closed(struct agent *a, struct conn *conn)
         }
     }
     cmd_resume_all(a);
+}
+
+void cmd_cg_prepare_soon(struct agent *a)
+{
+    if (a->cg.enabled)
+        ev_idle_start(a->loop, &a->cg_prepare);
+}
+
+void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    struct agent *a = w->data;
+    ev_idle_stop(loop, w);
+    cg_prepare(&a->cg, a->next_cmd_id + 1);
 }
 
 void cmd_cg_sweep(struct agent *a)

@@ -132,6 +132,9 @@ static int agent_init(struct agent *a, struct sa_err *e)
     a->cg_sweep.data = a;
     if (a->cg.enabled)
         ev_timer_start(a->loop, &a->cg_sweep);
+    ev_idle_init(&a->cg_prepare, cmd_cg_prepare_cb);
+    a->cg_prepare.data = a;
+    cmd_cg_prepare_soon(a);
     /* Orphans that daemonize out of a command come back to us, not to init;
      * libev reaps every child, so none stays a zombie. */
     if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
@@ -154,8 +157,10 @@ static void agent_free(struct agent *a)
     cmd_kill_all(a, SIGKILL);
     conn_close_all(a);
     cmd_free_all(a);
-    if (a->loop)
+    if (a->loop) {
         ev_timer_stop(a->loop, &a->cg_sweep);
+        ev_idle_stop(a->loop, &a->cg_prepare);
+    }
     cg_free(&a->cg);
     ident_cache_free(&a->idents);
     msgpack_zone_destroy(&a->zone);
