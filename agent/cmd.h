@@ -106,5 +106,7 @@ void cmd_cg_sweep(struct agent *a);
  * cg_prepare), so that an exec does not wait for the mkdir. */
 void cmd_cg_prepare_soon(struct agent *a);
 void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents);
+/* The trim timer (struct agent's `trim`, CMD_TRIM_DELAY_S, one-shot). */
+void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 #endif

@@ -132,6 +132,8 @@ static int agent_init(struct agent *a, struct sa_err *e)
     a->cg_sweep.data = a;
     if (a->cg.enabled)
         ev_timer_start(a->loop, &a->cg_sweep);
+    ev_timer_init(&a->trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
+    a->trim.data = a;
     ev_idle_init(&a->cg_prepare, cmd_cg_prepare_cb);
     a->cg_prepare.data = a;
     cmd_cg_prepare_soon(a);
@@ -160,6 +162,7 @@ static void agent_free(struct agent *a)
     if (a->loop) {
         ev_timer_stop(a->loop, &a->cg_sweep);
         ev_idle_stop(a->loop, &a->cg_prepare);
+        ev_timer_stop(a->loop, &a->trim);
     }
     cg_free(&a->cg);
     ident_cache_free(&a->idents);
