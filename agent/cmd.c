@@ -679,7 +679,7 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
         return -1;
     }
     a->next_cmd_id = id;
-    cmd_cg_prepare_soon(a);             /* while this one starts */
+    cmd_cg_prepare_soon(a);             /* while this one runs */
     struct cmd *c = cmd_new(a, id, pid, &f, x, cwd, user);
     c->cg_dirfd = cg_dir;
     c->owner = x->kill_on_disconnect ? conn : NULL;

@@ -1,5 +1,5 @@
-/* bench.h — the benchmark driver's shared pieces (bench/README in the
- * top-level README's "Benchmarks" section).
+/* bench.h — the shared pieces of sa-bench, the measuring half of bench/run
+ * (README, "Benchmarks"; results in docs/PERFORMANCE.md).
  *
  * Every subcommand of sa-bench measures one figure and prints it as
  * `key value` lines on stdout, one figure per line, so that bench/run can
