@@ -45,6 +45,12 @@
 /* Exited commands remembered (records and exit status; logs may be evicted
  * earlier by the global log cap). */
 #define CMD_EXITED_KEEP 4096
+/* malloc keeps what the logs free (glibc hands back only the top of the
+ * heap, and a big log's chunks sit below newer allocations): once this much
+ * has been freed, malloc_trim() runs CMD_TRIM_DELAY_S later, at most once per
+ * delay, so a stream cycling through its log cap does not pay on every chunk. */
+#define CMD_TRIM_MIN (1u << 20)
+#define CMD_TRIM_DELAY_S 1.0
 
 struct conn;
 struct cmd;
@@ -75,8 +81,11 @@ struct agent {
     uint64_t next_cmd_id;
     uint64_t next_exit_seq;
     uint64_t log_bytes;           /* all commands' logs (outlog.h accounting) */
+    uint64_t trim_owed;           /* log bytes freed since the last malloc_trim */
+    ev_timer trim;                /* hands freed log memory back to the kernel */
     struct cg_state cg;           /* per-command cgroups, when available */
     ev_timer cg_sweep;
+    ev_idle cg_prepare;           /* makes the next command's cgroup when idle */
     uint64_t next_conn_id;
     unsigned nconns, ncmds_running, ncmds_exited;
     struct guest_sync *syncs;     /* sync(2) children not yet reaped */

@@ -393,7 +393,14 @@ int cg_create(struct cg_state *cg, uint64_t id, int *procs_fd, int *dirfd, struc
         return 0;
     char name[CG_NAME_MAX];
     cmd_name(name, id);
-    if (mkdirat(cg->base_fd, name, 0755) < 0) {
+    bool made = cg->spare_id == id;
+    if (cg->spare_id && !made) {         /* made for another id: not ours to use */
+        char spare[CG_NAME_MAX];
+        cmd_name(spare, cg->spare_id);
+        (void)rm_tree(cg->base_fd, spare, 0);
+    }
+    cg->spare_id = 0;
+    if (!made && mkdirat(cg->base_fd, name, 0755) < 0) {
         /* Left over: by a spawn that failed (its id is used again) or by a
          * dead agent that had our pid. Reclaim it if it is empty. */
         if (errno != EEXIST)
@@ -419,6 +426,17 @@ int cg_create(struct cg_state *cg, uint64_t id, int *procs_fd, int *dirfd, struc
     *procs_fd = pfd;
     *dirfd = steal_fd(&dfd);
     return 0;
+}
+
+void cg_prepare(struct cg_state *cg, uint64_t id)
+{
+    if (!cg->enabled || cg->spare_id == id)
+        return;
+    char name[CG_NAME_MAX];
+    cmd_name(name, id);
+    if (mkdirat(cg->base_fd, name, 0755) == 0)
+        cg->spare_id = id;
+    /* EEXIST: something left over; cg_create reclaims it when the time comes */
 }
 
 void cg_release(struct cg_state *cg, uint64_t id, int dirfd)

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,6 +67,26 @@ static void cmd_unlink(struct agent *a, struct cmd *c)
         a->cmds_tail = c->prev;
 }
 
+/* Log bytes went back to malloc; see CMD_TRIM_MIN. */
+static void cmd_log_freed(struct agent *a, size_t n)
+{
+    a->log_bytes -= n;
+    a->trim_owed += n;
+    if (a->trim_owed >= CMD_TRIM_MIN && !ev_is_active(&a->trim))
+        ev_timer_start(a->loop, &a->trim);
+}
+
+void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct agent *a = w->data;
+    a->trim_owed = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 /* Free a finished command's record (no readers can remain: they all got
  * their exit, or were closed with their connection). */
 static void cmd_free(struct cmd *c)
@@ -73,7 +94,7 @@ static void cmd_free(struct cmd *c)
     struct agent *a = c->a;
     while (c->readers)
         rd_close(c->readers);
-    a->log_bytes -= olog_clear(&c->log);
+    cmd_log_freed(a, olog_clear(&c->log));
     olog_free(&c->log);
     buf_free(&c->in_buf);
     while (c->acks) {
@@ -250,7 +271,7 @@ static bool cmd_evict_global(struct agent *a)
     uint64_t keep = rd_protected_from(best);
     size_t freed;
     do
-        a->log_bytes -= (freed = olog_drop_front(&best->log, keep));
+        cmd_log_freed(a, (freed = olog_drop_front(&best->log, keep)));
     while (freed && best->done);
     return true;
 }
@@ -269,7 +290,7 @@ static bool cmd_log_room(struct cmd *c, size_t need)
         size_t freed = olog_drop_front(&c->log, keep);
         if (!freed)
             return false;
-        a->log_bytes -= freed;
+        cmd_log_freed(a, freed);
     }
     while (a->log_bytes + need > a->cfg.log_total_cap)
         if (!cmd_evict_global(a))
@@ -657,6 +678,7 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
         return -1;
     }
     a->next_cmd_id = id;
+    cmd_cg_prepare_soon(a);             /* while this one runs */
     struct cmd *c = cmd_new(a, id, pid, &f, x, cwd, user);
     c->cg_dirfd = cg_dir;
     c->owner = x->kill_on_disconnect ? conn : NULL;
@@ -1031,6 +1053,20 @@ void cmd_conn_closed(struct agent *a, struct conn *conn)
         }
     }
     cmd_resume_all(a);
+}
+
+void cmd_cg_prepare_soon(struct agent *a)
+{
+    if (a->cg.enabled)
+        ev_idle_start(a->loop, &a->cg_prepare);
+}
+
+void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+    (void)revents;
+    struct agent *a = w->data;
+    ev_idle_stop(loop, w);
+    cg_prepare(&a->cg, a->next_cmd_id + 1);
 }
 
 void cmd_cg_sweep(struct agent *a)

@@ -109,5 +109,11 @@ void cmd_kill_all(struct agent *a, int sig);
 void cmd_free_all(struct agent *a);
 /* Remove the cgroups of finished commands that have emptied (periodic). */
 void cmd_cg_sweep(struct agent *a);
+/* Once the loop is idle, make the next command's cgroup (cgroup.h,
+ * cg_prepare), so that an exec does not wait for the mkdir. */
+void cmd_cg_prepare_soon(struct agent *a);
+void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents);
+/* The trim timer (struct agent's `trim`, CMD_TRIM_DELAY_S, one-shot). */
+void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 #endif

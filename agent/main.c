@@ -133,6 +133,11 @@ static int agent_init(struct agent *a, struct sa_err *e)
     a->cg_sweep.data = a;
     if (a->cg.enabled)
         ev_timer_start(a->loop, &a->cg_sweep);
+    ev_timer_init(&a->trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
+    a->trim.data = a;
+    ev_idle_init(&a->cg_prepare, cmd_cg_prepare_cb);
+    a->cg_prepare.data = a;
+    cmd_cg_prepare_soon(a);
     /* Orphans that daemonize out of a command come back to us, not to init;
      * libev reaps every child, so none stays a zombie. */
     if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
@@ -157,8 +162,11 @@ static void agent_free(struct agent *a)
     conn_close_all(a);
     fop_free_all(a);
     cmd_free_all(a);
-    if (a->loop)
+    if (a->loop) {
         ev_timer_stop(a->loop, &a->cg_sweep);
+        ev_idle_stop(a->loop, &a->cg_prepare);
+        ev_timer_stop(a->loop, &a->trim);
+    }
     cg_free(&a->cg);
     ident_cache_free(&a->idents);
     msgpack_zone_destroy(&a->zone);
