@@ -1107,8 +1107,10 @@ static int archive_name(const char *path, char *out, size_t n, struct xfer_error
         path++;
     const char *why = clean_name(*path ? path : ".", out, n);
     if (why) {
-        err_set(&e->err, EINVAL, "EINVAL", "cannot pack %.120s: %s", path, why);
-        copy_path(e->path, sizeof e->path, path);
+        /* formatted from the copy: gcc's -Wformat-overflow under ASan took
+         * path for a possible NULL */
+        copy_path(e->path, sizeof e->path, *path ? path : ".");
+        err_set(&e->err, EINVAL, "EINVAL", "cannot pack %.120s: %s", e->path, why);
         return -1;
     }
     if (!out[0])        /* "." or "/": stored as "./", children as "./x" */
