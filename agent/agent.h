@@ -42,6 +42,9 @@
  * CMD_READS_PER_CB of them per pipe per loop iteration (fairness). */
 #define CMD_READ_CHUNK (64u << 10)
 #define CMD_READS_PER_CB 4
+/* The capacity asked for a command's stdout pipe (F_SETPIPE_SZ; the
+ * kernel's default is 64 KiB, its limit /proc/sys/fs/pipe-max-size). */
+#define CMD_PIPE_SIZE (256u << 10)
 /* Exited commands remembered (records and exit status; logs may be evicted
  * earlier by the global log cap). */
 #define CMD_EXITED_KEEP 4096
