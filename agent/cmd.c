@@ -129,6 +129,34 @@ static void cmd_evict(struct agent *a)
     }
 }
 
+/* Forget exited commands the host no longer needs (the `release` request):
+ * one by id, or every exited one nobody is reading. */
+int cmd_release(struct agent *a, bool all, uint64_t cmd_id, uint64_t *released, struct sa_err *e)
+{
+    *released = 0;
+    if (!all) {
+        struct cmd *c;
+        if (cmd_lookup(a, cmd_id, &c, e) < 0)
+            return -1;
+        if (!c->done)
+            return err_set(e, 0, "running", "command %llu is still running",
+                           (unsigned long long)cmd_id);
+        if (c->readers)
+            return err_set(e, 0, "busy", "the log of command %llu is being read",
+                           (unsigned long long)cmd_id);
+    }
+    for (struct cmd *c = a->cmds, *next; c; c = next) {
+        next = c->next;
+        if (!c->done || c->readers || (!all && c->id != cmd_id))
+            continue;
+        cmd_unlink(a, c);
+        cmd_free(c);
+        a->ncmds_exited--;
+        (*released)++;
+    }
+    return 0;
+}
+
 /* --- preparing a spawn --------------------------------------------------- */
 
 static char *zone_printf(msgpack_zone *z, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -92,6 +92,9 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
               bool eof, struct sa_err *e);
 int cmd_signal(struct agent *a, uint64_t cmd_id, int sig, bool group, struct sa_err *e);
 int cmd_resize(struct agent *a, uint64_t cmd_id, uint16_t rows, uint16_t cols, struct sa_err *e);
+/* Forget exited commands, logs and records: cmd_id, or all (those nobody
+ * reads). Errors: not_found, running, busy (a reader follows its log). */
+int cmd_release(struct agent *a, bool all, uint64_t cmd_id, uint64_t *released, struct sa_err *e);
 int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e);
 void cmd_list(struct conn *conn, uint64_t req_id, bool running_only);
 int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e);

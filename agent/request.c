@@ -131,6 +131,26 @@ static int req_logs(struct conn *c, const struct wire_req *r, const msgpack_obje
     return cmd_logs(c, r->id, id, from, follow, e);
 }
 
+static int req_release(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+                       struct sa_err *e)
+{
+    uint64_t id = 0, n;
+    bool all = false;
+    if (wire_opt_bool(m, "all", &all, e) < 0)
+        return -1;
+    if (!all && req_cmd_id(m, &id, e) < 0)
+        return err_set(e, 0, "bad_request", "field 'cmd' (an unsigned integer) or 'all' is required");
+    if (cmd_release(c->a, all, id, &n, e) < 0)
+        return -1;
+    struct wire_enc w;
+    wire_begin(&w, conn_out(c), 3);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", r->id);
+    wire_kv_uint(&w, "released", n);
+    wire_end(&w);
+    return 0;
+}
+
 static int req_resize(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                       struct sa_err *e)
 {
@@ -159,6 +179,7 @@ static const struct {
     {"list", req_list},
     {"wait", req_wait},
     {"logs", req_logs},
+    {"release", req_release},
     {"resize", req_resize},
     {"upload", fop_request}, {"chunk", fop_chunk}, {"download", fop_request},
     {"read", fop_request}, {"write", fop_request}, {"stat", fop_request}, {"ls", fop_request},

@@ -369,3 +369,25 @@ int bench_stats(int argc, char **argv)
     client_free(c);
     return 0;
 }
+
+/* The host is done with every exited command: release them (item 5). */
+int bench_release(int argc, char **argv)
+{
+    if (argc != 2)
+        die("usage: release ADDR");
+    struct client *c = bench_connect(argv[1]);
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "release", 1);
+    wire_kv_bool(&w, "all", true);
+    if (client_end(c, &w, &e) < 0)
+        die("release: %s", e.msg);
+    msgpack_object m;
+    if (client_call(c, id, 10000, &m, &e) != 0)
+        die("release: %s", e.msg);
+    uint64_t n = 0;
+    wire_obj_uint(wire_get(&m, "released"), &n);
+    printf("released %" PRIu64 "\n", n);
+    client_free(c);
+    return 0;
+}
