@@ -75,6 +75,7 @@ static const char usage_text[] =
     "  wait [--timeout SECS] ID   wait for command ID to exit; exit with its status\n"
     "  kill [-s SIGNAL] ID        signal command ID's process group; SIGNAL is a name\n"
     "                             (TERM, SIGKILL, RTMIN+1) or a number; default TERM\n"
+    "  release ID... | --all      forget exited commands: their logs and records\n"
     "  ps [OPTIONS]               list the agent's running commands (STARTED is UTC)\n"
     "      -a, --all              also the exited ones it remembers\n"
     "      --json                 one JSON object per command and line, as sent\n"
@@ -1399,6 +1400,52 @@ static int kill_parse(int argc, char **argv, int *sig, uint64_t *cmd)
     return one_id("kill", argc, argv, cmd);
 }
 
+/* release --all | release ID...: the agent forgets exited commands. */
+static int cmd_release(const char *addr, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "all", no_argument, NULL, 'a' },
+        { NULL, 0, NULL, 0 },
+    };
+    bool all = false;
+    int ch, rc;
+    optind = 0;
+    while ((ch = getopt_long(argc, argv, ":a", longopts, NULL)) != -1) {
+        if (ch != 'a')
+            return usage_error("release: unknown option %s", opt_name(argv));
+        all = true;
+    }
+    if (all == (optind < argc))
+        return usage_error("release: give command ids or --all");
+    for (int i = optind; i < argc; i++) {
+        uint64_t id;
+        if (client_parse_id(argv[i], &id) < 0)
+            return usage_error("release: '%s' is not a command id (a number > 0)", argv[i]);
+    }
+    struct client *c = connect_cap(addr, "lifecycle", "release", &rc);
+    if (!c)
+        return rc;
+    for (int i = all ? argc - 1 : optind; i < argc; i++) {
+        struct wire_enc w;
+        struct sa_err e;
+        msgpack_object reply;
+        uint64_t cmd = 0, id = client_begin(c, &w, "release", 1);
+        if (all) {
+            wire_kv_bool(&w, "all", true);
+        } else {
+            client_parse_id(argv[i], &cmd);
+            wire_kv_uint(&w, "cmd", cmd);
+        }
+        int r = client_end(c, &w, &e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, &e);
+        if (r != 0)
+            rc = call_failed("release", r, &e);
+        if (r < 0)
+            break;
+    }
+    client_free(c);
+    return rc;
+}
+
 static int cmd_kill(const char *addr, int argc, char **argv)
 {
     int sig;
@@ -1881,6 +1928,7 @@ int main(int argc, char **argv)
     } cmds[] = {
         { "ping", cmd_ping }, { "exec", cmd_exec }, { "logs", cmd_logs }, { "wait", cmd_wait },
         { "kill", cmd_kill }, { "ps", cmd_ps },     { "inspect", cmd_inspect },
+        { "release", cmd_release },
         { "stats", cmd_stats },
         { "upload", cmd_upload }, { "download", cmd_download }, { "get", cmd_fget },
         { "put", cmd_put }, { "stat", cmd_stat }, { "ls", cmd_ls }, { "mkdir", cmd_mkdir },

@@ -5,6 +5,7 @@ refused; the memory is accounted back (stats' log bytes)."""
 import unittest
 
 from agentlib import AgentTestCase, T, wait_until
+from test_cli import CtlTestCase
 
 
 class Release(AgentTestCase):
@@ -64,6 +65,26 @@ class Release(AgentTestCase):
         self.assertErrorReply(self.c.request("release"), "bad_request")
         self.assertErrorReply(self.c.request("release", cmd="x"), "bad_request")
         self.assertErrorReply(self.c.request("release", cmd=999999), "not_found")
+
+
+class ReleaseCli(CtlTestCase):
+    def test_sandboxctl_release_ids_and_all(self):
+        ids = []
+        for _ in range(3):
+            p = self.ctl("exec", "--detach", "--", "true")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            ids.append(p.stdout.decode().strip())
+            self.assertEqual(self.ctl("wait", ids[-1]).returncode, 0)
+        p = self.ctl("release", ids[0])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.ctl("inspect", ids[0]).returncode, 1)
+        p = self.ctl("release", ids[0])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"no command", p.stderr)
+        self.assertEqual(self.ctl("release").returncode, 2)
+        self.assertEqual(self.ctl("release", "--all", ids[1]).returncode, 2)
+        self.assertEqual(self.ctl("release", "--all").returncode, 0)
+        self.assertEqual(self.ctl("inspect", ids[2]).returncode, 1)
 
 
 if __name__ == "__main__":
