@@ -510,6 +510,20 @@ static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, unsi
         c->token_inline = val;
         return 0;
     }
+    if (strcmp(key, "modules") == 0 || strcmp(key, "net") == 0) {
+        if (!*val)
+            return err_set(e, EINVAL, NULL, "sandbox_agent.%s is empty", key);
+        *(key[0] == 'm' ? &c->modules : &c->net) = val;
+        return 0;
+    }
+    if (strcmp(key, "insecure_tcp_any_address") == 0) {
+        if (strcmp(val, "1") != 0 && strcmp(val, "true") != 0 && strcmp(val, "0") != 0 &&
+            strcmp(val, "false") != 0)
+            return err_set(e, EINVAL, NULL, "sandbox_agent.insecure_tcp_any_address: 1 or 0");
+        if (!(c->flags_set & CFG_BIT(CFG_O_TCPANY)))
+            c->tcp_any = val[0] == '1' || val[0] == 't';
+        return 0;
+    }
     if (strcmp(key, "listen") != 0 && strcmp(key, "workdir") != 0 && strcmp(key, "user") != 0 &&
         strcmp(key, "hostname") != 0 && strcmp(key, "vsock_allow_cid") != 0) {
         log_warn("kernel command line: unknown key sandbox_agent.%s ignored", key);

@@ -71,6 +71,8 @@ struct cfg {
     const char *hostname;     /* --hostname (PID 1 sets it) */
     uint32_t grace_ms;        /* --grace-ms: shutdown SIGTERM -> SIGKILL */
     const char *token_inline; /* sandbox_agent.token= from the kernel command line, or NULL */
+    const char *modules;      /* sandbox_agent.modules=: kernel modules PID 1 loads, or NULL */
+    const char *net;          /* sandbox_agent.net=IFACE,ADDR/PREFIX[,GATEWAY], or NULL */
     /* who may connect (listen.c) */
     uint32_t allow_uids[CFG_MAX_ALLOW];  /* --allow-uid: besides root and our own uid */
     int nallow_uids;
@@ -107,7 +109,8 @@ int cfg_load_token(struct cfg *c, struct sa_err *e);
 /* Apply the kernel command line's sandbox_agent.* keys (listen and
  * vsock_allow_cid, repeatable; workdir, user, hostname, token) to a parsed
  * cfg, except for what flags or the config file set (flags > config file >
- * kernel command line > defaults). Pure: no I/O but log warnings.
+ * kernel command line > defaults), and the cmdline-only keys modules, net
+ * and insecure_tcp_any_address. Pure: no I/O but log warnings.
  * Words are separated by blanks, no quoting; other words and unknown
  * sandbox_agent.* keys are ignored (the latter with a warning). Call once.
  * Returns -1 (e: the first problem) when a value was rejected; every valid

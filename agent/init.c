@@ -4,7 +4,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,6 +142,90 @@ static int init_loopback(struct sa_err *e)
     return 0;
 }
 
+/* sandbox_agent.modules=A.ko,B.ko: load them in order (finit_module), for
+ * kernels whose drivers (virtio-net, ...) are modules and that have no
+ * initramfs tooling of their own. A failure is logged; EEXIST is fine. */
+static void init_modules(const char *list)
+{
+    cleanup_free char *copy = xstrdup(list);
+    char *save = NULL;
+    for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+        cleanup_close int fd = open(m, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            log_warn("init: module %s: %s", m, strerror(errno));
+            continue;
+        }
+        if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+            log_warn("init: module %s: %s", m, strerror(errno));
+        else
+            log_info("init: module %s loaded", m);
+    }
+}
+
+static int set_in_addr(struct sockaddr *sa, const char *text)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)sa;
+    memset(in, 0, sizeof *in);
+    in->sin_family = AF_INET;
+    return inet_pton(AF_INET, text, &in->sin_addr) == 1 ? 0 : -1;
+}
+
+/* sandbox_agent.net=IFACE,ADDR/PREFIX[,GATEWAY] (IPv4): the interface up
+ * with that address, and a default route through GATEWAY — for kernels
+ * without ip= (CONFIG_IP_PNP) and images without a network manager. The
+ * interface may appear a moment after its driver loads: up to
+ * INIT_NET_WAIT_MS. */
+#define INIT_NET_WAIT_MS 3000
+static int init_net(const char *spec, struct sa_err *e)
+{
+    char ifname[IFNAMSIZ], addr[64], gw[64] = "";
+    int prefix;
+    int k = sscanf(spec, "%15[^,],%63[0-9.]/%d,%63[0-9.]", ifname, addr, &prefix, gw);
+    if (k < 3 || prefix < 0 || prefix > 32)
+        return err_set(e, EINVAL, NULL, "sandbox_agent.net=%s: expected IFACE,ADDR/PREFIX[,GATEWAY]",
+                       spec);
+    cleanup_close int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return err_sys(e, errno, "socket");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", ifname);
+    for (int waited = 0; ioctl(s, SIOCGIFFLAGS, &ifr) < 0; waited += 20) {
+        if (errno != ENODEV || waited >= INIT_NET_WAIT_MS)
+            return err_sys(e, errno, "%s", ifname);
+        usleep(20 * 1000);
+    }
+    if (set_in_addr(&ifr.ifr_addr, addr) < 0)
+        return err_set(e, EINVAL, NULL, "sandbox_agent.net: bad address %s", addr);
+    if (ioctl(s, SIOCSIFADDR, &ifr) < 0)
+        return err_sys(e, errno, "SIOCSIFADDR %s", ifname);
+    struct sockaddr_in *mask = (struct sockaddr_in *)&ifr.ifr_netmask;
+    memset(mask, 0, sizeof *mask);
+    mask->sin_family = AF_INET;
+    mask->sin_addr.s_addr = htonl(prefix ? ~0u << (32 - prefix) : 0);
+    if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0)
+        return err_sys(e, errno, "SIOCSIFNETMASK %s", ifname);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        return err_sys(e, errno, "SIOCGIFFLAGS %s", ifname);
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        return err_sys(e, errno, "SIOCSIFFLAGS %s", ifname);
+    if (k == 4) {
+        struct rtentry rt;
+        memset(&rt, 0, sizeof rt);
+        set_in_addr(&rt.rt_dst, "0.0.0.0");
+        set_in_addr(&rt.rt_genmask, "0.0.0.0");
+        if (set_in_addr(&rt.rt_gateway, gw) < 0)
+            return err_set(e, EINVAL, NULL, "sandbox_agent.net: bad gateway %s", gw);
+        rt.rt_flags = RTF_UP | RTF_GATEWAY;
+        rt.rt_dev = ifname;
+        if (ioctl(s, SIOCADDRT, &rt) < 0 && errno != EEXIST)
+            return err_sys(e, errno, "default route via %s", gw);
+    }
+    log_info("init: %s up, %s/%d%s%s", ifname, addr, prefix, k == 4 ? " via " : "", gw);
+    return 0;
+}
+
 static char *init_read_cmdline(void)
 {
     cleanup_close int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
@@ -191,6 +279,10 @@ void init_setup(struct agent *a)
         init_hostname(a->cfg.hostname);
         if (init_loopback(&e) < 0)
             log_warn("init: loopback: %s", e.msg);
+        if (a->cfg.modules)
+            init_modules(a->cfg.modules);
+        if (a->cfg.net && init_net(a->cfg.net, &e) < 0)
+            log_warn("init: network: %s", e.msg);
     }
     log_info("init mode%s%s: shutdown grace %u ms", st->pid1 ? " as PID 1" : "",
              st->pid1 && !st->system ? " (--no-mount: no mounts, hostname, loopback, kmsg)" : "",

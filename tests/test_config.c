@@ -74,6 +74,30 @@ static void cmdline_keys_override_defaults(void)
     cfg_free(&c);
 }
 
+/* The PID-1 boot keys: modules to load, one interface's address, and the
+ * tcp any-address switch (a flag still wins). */
+static void cmdline_modules_net_and_tcp_any(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(!c.modules && !c.net && !c.tcp_any);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.modules=/lib/modules/a.ko,/lib/modules/b.ko "
+                                "sandbox_agent.net=eth0,10.0.2.15/24,10.0.2.2 "
+                                "sandbox_agent.insecure_tcp_any_address=1", &e) == 0);
+    CHECK(c.modules && strcmp(c.modules, "/lib/modules/a.ko,/lib/modules/b.ko") == 0);
+    CHECK(c.net && strcmp(c.net, "eth0,10.0.2.15/24,10.0.2.2") == 0);
+    CHECK(c.tcp_any);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.insecure_tcp_any_address=yes", &e) < 0);
+    CHECK(!c.tcp_any);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.net=", &e) < 0 && !c.net);
+    cfg_free(&c);
+}
+
 static void flags_win_over_the_cmdline(void)
 {
     struct cfg c;
@@ -384,6 +408,7 @@ int main(void)
         T(init_flags_have_defaults_and_parse),
         T(upload_caps_as_flags_and_defaults),
         T(cmdline_keys_override_defaults),
+        T(cmdline_modules_net_and_tcp_any),
         T(flags_win_over_the_cmdline),
         T(cmdline_without_keys_changes_nothing),
         T(unknown_keys_are_ignored_bad_values_rejected_others_applied),

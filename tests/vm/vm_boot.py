@@ -11,14 +11,15 @@ it from the host with sandboxctl (docs/testing.md, "The VM boot test").
 2. An initramfs (newc cpio, gzip, written here): the static agent at
    /usr/sbin/sandbox-agent, Debian's busybox-static at /bin/busybox with its
    applets, /etc/passwd and /etc/group with root and vercel-sandbox (1000),
-   /vercel/sandbox, the virtio-net modules, /dev/console, and /init: a busybox
-   script that loads virtio-net (a module in Debian's kernels, which have no
-   CONFIG_IP_PNP either), gives eth0 QEMU's user-network address and then
-   `exec`s the agent, which so becomes PID 1 and does the rest of init's work.
+   /vercel/sandbox, the virtio-net modules, /dev/console, and /init: a
+   symlink to the agent, which the kernel runs as PID 1. Debian's kernels
+   have virtio-net as a module and no CONFIG_IP_PNP (no `ip=`), so the
+   agent's own init mode loads the modules (`sandbox_agent.modules=`) and
+   gives eth0 QEMU's user-network address (`sandbox_agent.net=`).
 3. qemu-system-x86_64 under TCG, virtio-net on QEMU's user network with a
    hostfwd to the agent's TCP listener, which the kernel command line opens
-   (`sandbox_agent.listen=tcp:10.0.2.15:7071`, plus
-   `--insecure-tcp-any-address` on the agent's command line in /init).
+   (`sandbox_agent.listen=tcp:10.0.2.15:7071` and
+   `sandbox_agent.insecure_tcp_any_address=1`).
 4. From the host: wait for the hello (timed from QEMU's start), check PID 1 is
    the agent, run commands (user, sudo, stdin, exit codes), read the agent's
    RSS inside the guest, upload and download a tree (the `files` capability
@@ -49,16 +50,6 @@ GUEST_IP = "10.0.2.15"
 AGENT_PORT = 7071
 MODULES = ["virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
            "virtio_pci", "failover", "net_failover", "virtio_net"]
-INIT = """#!/bin/sh
-# VM boot test glue: virtio-net is a module and the kernel has no ip=, so load
-# it and configure eth0 for QEMU's user network; then the agent replaces this
-# shell as PID 1 (it mounts /proc, /sys, /dev... itself).
-for m in %(modules)s; do /bin/busybox insmod /lib/modules/$m.ko || echo "init: insmod $m failed"; done
-/bin/busybox ip link set eth0 up
-/bin/busybox ip addr add %(ip)s/24 dev eth0
-/bin/busybox ip route add default via 10.0.2.2
-exec /usr/sbin/sandbox-agent --insecure-tcp-any-address
-""" % {"modules": " ".join(MODULES), "ip": GUEST_IP}
 
 
 def log(msg):
@@ -170,7 +161,7 @@ def build_initramfs(path, agent, busybox, mods):
     for m, p in mods.items():
         with open(p, "rb") as f:
             c.file("lib/modules/%s.ko" % m, f.read())
-    c.file("init", INIT.encode(), 0o755)
+    c.symlink("init", "/usr/sbin/sandbox-agent")     # the agent is the kernel's /init
     with open(path, "wb") as f:
         f.write(gzip.compress(c.finish(), 6))
 
@@ -244,9 +235,9 @@ def expect(cond, what):
 def check_commands(ctl):
     r = ctl("exec", "--", "/bin/busybox", "uname", "-a")
     expect(r.stdout.startswith(b"Linux vmtest "), "uname in the guest: %s" % r.stdout.decode().strip())
-    status = ctl("exec", "--", "cat", "/proc/1/status").stdout.decode()
-    fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
-    expect(fields["Name"].strip() == "sandbox-agent", "PID 1 is the agent")
+    exe = ctl("exec", "--sudo", "--", "readlink", "/proc/1/exe").stdout.decode().strip()
+    expect(exe == "/usr/sbin/sandbox-agent", "PID 1 is the agent, started as the kernel's /init "
+                                             "(/proc/1/exe: %s)" % exe)
     r = ctl("exec", "--", "id")
     expect(r.stdout.startswith(b"uid=1000(vercel-sandbox) gid=1000(vercel-sandbox)"),
            "commands run as vercel-sandbox: %s" % r.stdout.decode().strip())
@@ -263,6 +254,8 @@ def check_commands(ctl):
     expect(r.stdout.split()[0].decode() == hashlib.sha256(blob).hexdigest(), "1 MiB of stdin, byte-exact")
     r = ctl("exec", "--", "sh", "-c", "mount | grep -c -E ' /(proc|sys|dev|tmp) '")
     expect(int(r.stdout) >= 4, "the agent mounted /proc, /sys, /dev, /tmp")
+    status = ctl("exec", "--", "cat", "/proc/1/status").stdout.decode()
+    fields = dict(l.split(":", 1) for l in status.splitlines() if ":" in l)
     return int(fields["VmRSS"].split()[0])
 
 
@@ -338,7 +331,11 @@ def main():
     port = free_port()
     console = os.path.join(o.work, "console.log")
     append = ("console=ttyS0 panic=-1 loglevel=7 printk.devkmsg=on "
-              "sandbox_agent.listen=tcp:%s:%d sandbox_agent.hostname=vmtest" % (GUEST_IP, AGENT_PORT))
+              "sandbox_agent.listen=tcp:%s:%d sandbox_agent.hostname=vmtest "
+              "sandbox_agent.insecure_tcp_any_address=1 "
+              "sandbox_agent.modules=%s sandbox_agent.net=eth0,%s/24,10.0.2.2"
+              % (GUEST_IP, AGENT_PORT, ",".join("/lib/modules/%s.ko" % m for m in MODULES),
+                 GUEST_IP))
     argv = ["qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", o.memory, "-smp", "1",
             "-display", "none", "-monitor", "none", "-serial", "file:" + console, "-no-reboot",
             "-kernel", kernel, "-initrd", initrd, "-append", append,
