@@ -5,7 +5,8 @@
  * PATH candidates sized); the child only makes system calls, in this order:
  * reset every signal disposition to default and the signal mask to empty,
  * setsid (own session and process group), join the command's cgroup (while
- * still root), stdio onto 0/1/2, optional
+ * still root; unless clone3's CLONE_INTO_CGROUP already started it there,
+ * which saves the migration: x86-64, Linux 5.7+), stdio onto 0/1/2, optional
  * controlling terminal, RLIMIT_NOFILE, oom_score_adj 0 (best effort: the
  * agent's own is -1000), supplementary groups, gid, uid, chdir, mark every
  * other fd close-on-exec, exec (searching PATH for a bare name). On failure it
@@ -35,6 +36,7 @@ struct spawn_req {
     int fd_in, fd_out, fd_err;   /* become 0, 1, 2 */
     bool ctty;                   /* make fd_in the controlling terminal */
     int cgroup_procs_fd;         /* the command's cgroup.procs, or -1 */
+    int cgroup_dir_fd;           /* its directory (clone3 CLONE_INTO_CGROUP), or -1 */
     const struct rlimit *nofile; /* RLIMIT_NOFILE for the command, or NULL */
     void *stack;                 /* child stack (the agent keeps one) */
     size_t stack_size;
