@@ -41,9 +41,9 @@ class Release(AgentTestCase):
         cmd = self.run_to_exit(["sh", "-c", "head -c 8000000 /dev/urandom"])
         reader = self.agent.client()
         rid = reader.next_id()
-        reader.send({"type": "logs", "id": rid, "cmd": cmd})    # and never read it
-        wait_until(lambda: self.c.request("release", cmd=cmd).get("code") == "busy", T(10),
-                   what="the streamed log to be busy")
+        reader.send({"type": "logs", "id": rid, "cmd": cmd})
+        self.assertEqual(reader.recv_id(rid)["type"], "ok")  # the reader exists; read no more
+        self.assertErrorReply(self.c.request("release", cmd=cmd), "busy")
         self.assertEqual(self.c.ok("release", all=True)["released"] >= 0, True)
         self.assertEqual(self.c.ok("get", cmd=cmd)["state"], "exited", "all skips busy ones")
         reader.abort()
