@@ -1,5 +1,5 @@
 """sandboxctl's lifecycle and pty commands against a real agent: exec
---detach / --timeout / -t, logs [-f] [--from], wait, kill -s NAME, ps, get."""
+--detach / --timeout / -t, logs [-f] [--from], wait, kill -s NAME, ps, inspect."""
 
 import json
 import os
