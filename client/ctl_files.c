@@ -41,18 +41,86 @@ struct who {
     bool sudo;
 };
 
-enum { OPT_USER = 300, OPT_SUDO, OPT_JSON, OPT_KEEP, OPT_MODE, OPT_APPEND };
+/* The options of the file commands: one vocabulary, and each command takes
+ * the ones in its mask (--user and --sudo always). */
+enum {
+    F_PARENTS = 1u << 0,    /* -p, --parents */
+    F_GZIP = 1u << 1,       /* -z, --gzip */
+    F_KEEP = 1u << 2,       /* --keep-owners */
+    F_MODE = 1u << 3,       /* -m, --mode M */
+    F_APPEND = 1u << 4,     /* --append */
+    F_JSON = 1u << 5,       /* --json */
+    F_FOLLOW = 1u << 6,     /* -L */
+    F_LONG = 1u << 7,       /* -l */
+    F_RECURSIVE = 1u << 8,  /* -r, -R, --recursive */
+    F_FORCE = 1u << 9,      /* -f, --force */
+    F_NOCLOBBER = 1u << 10, /* -n, --no-clobber */
+};
+enum { OPT_USER = 300, OPT_SUDO, OPT_JSON, OPT_KEEP, OPT_APPEND };
 
-/* Handle --user/--sudo; 1 when ch was one of them. */
-static int who_opt(struct who *w, int ch)
+static const struct {
+    int ch;                 /* < 256: also a short option */
+    const char *name;       /* the long option, or NULL */
+    int has_arg;
+    unsigned bit;           /* 0: every command takes it */
+} fopt_table[] = {
+    {'p', "parents", no_argument, F_PARENTS},   {'z', "gzip", no_argument, F_GZIP},
+    {OPT_KEEP, "keep-owners", no_argument, F_KEEP}, {'m', "mode", required_argument, F_MODE},
+    {OPT_APPEND, "append", no_argument, F_APPEND}, {OPT_JSON, "json", no_argument, F_JSON},
+    {'L', NULL, no_argument, F_FOLLOW},         {'l', NULL, no_argument, F_LONG},
+    {'r', "recursive", no_argument, F_RECURSIVE}, {'R', NULL, no_argument, F_RECURSIVE},
+    {'f', "force", no_argument, F_FORCE},       {'n', "no-clobber", no_argument, F_NOCLOBBER},
+    {OPT_USER, "user", required_argument, 0},   {OPT_SUDO, "sudo", no_argument, 0},
+};
+#define FOPT_N (sizeof fopt_table / sizeof *fopt_table)
+
+struct fopts {
+    struct who who;
+    unsigned set;           /* F_* given */
+    uint32_t mode;          /* with F_MODE */
+};
+
+static int parse_mode(const char *s, uint32_t *mode);
+
+/* Options of command what (those in allowed) into *o; the operands are
+ * argv[optind..]. 0, or the usage error's status (message printed). Options
+ * may follow operands; "--" ends them. */
+static int fopts_parse(int argc, char **argv, const char *what, unsigned allowed, struct fopts *o)
 {
-    if (ch == OPT_USER) {
-        w->user = optarg;
-        return 1;
+    char shorts[2 * FOPT_N + 2] = ":";
+    struct option longs[FOPT_N + 1];
+    size_t ns = 1, nl = 0;
+    for (size_t i = 0; i < FOPT_N; i++) {
+        if (fopt_table[i].bit && !(allowed & fopt_table[i].bit))
+            continue;
+        if (fopt_table[i].ch < 256) {
+            shorts[ns++] = (char)fopt_table[i].ch;
+            if (fopt_table[i].has_arg)
+                shorts[ns++] = ':';
+        }
+        if (fopt_table[i].name)
+            longs[nl++] = (struct option){ fopt_table[i].name, fopt_table[i].has_arg, NULL,
+                                           fopt_table[i].ch };
     }
-    if (ch == OPT_SUDO) {
-        w->sudo = true;
-        return 1;
+    shorts[ns] = '\0';
+    longs[nl] = (struct option){ NULL, 0, NULL, 0 };
+    memset(o, 0, sizeof *o);
+    optind = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+        if (ch == ':')
+            return usage_error("%s: %s needs an argument", what, opt_name(argv));
+        if (ch == '?')
+            return usage_error("%s: unknown option %s", what, opt_name(argv));
+        if (ch == OPT_USER)
+            o->who.user = optarg;
+        else if (ch == OPT_SUDO)
+            o->who.sudo = true;
+        if (ch == 'm' && parse_mode(optarg, &o->mode) < 0)
+            return usage_error("%s: '%s' is not an octal mode", what, optarg);
+        for (size_t i = 0; i < FOPT_N; i++)
+            if (fopt_table[i].ch == ch)
+                o->set |= fopt_table[i].bit;
     }
     return 0;
 }
@@ -386,29 +454,12 @@ static int upload_report(const msgpack_object *m)
 
 int cmd_upload(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "parents", no_argument, NULL, 'p' },
-        { "gzip", no_argument, NULL, 'z' },
-        { "keep-owners", no_argument, NULL, OPT_KEEP },
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct who who = { 0 };
-    bool parents = false, gzip = false, keep = false;
-    int ch, rc;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":pz", longopts, NULL)) != -1) {
-        if (who_opt(&who, ch))
-            continue;
-        switch (ch) {
-        case 'p': parents = true; break;
-        case 'z': gzip = true; break;
-        case OPT_KEEP: keep = true; break;
-        case ':': return usage_error("upload: %s needs an argument", opt_name(argv));
-        default: return usage_error("upload: unknown option %s", opt_name(argv));
-        }
-    }
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "upload", F_PARENTS | F_GZIP | F_KEEP, &o);
+    if (rc != 0)
+        return rc;
+    struct who who = o.who;
+    bool parents = o.set & F_PARENTS, gzip = o.set & F_GZIP, keep = o.set & F_KEEP;
     if (argc - optind != 2)
         return usage_error("upload: expected SRC DEST");
     const char *src = argv[optind], *dest = argv[optind + 1];
@@ -449,32 +500,13 @@ int cmd_upload(const char *addr, int argc, char **argv)
 
 int cmd_put(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "mode", required_argument, NULL, OPT_MODE },
-        { "append", no_argument, NULL, OPT_APPEND },
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct who who = { 0 };
-    bool has_mode = false, append = false;
-    uint32_t mode = 0;
-    int ch, rc;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":m:", longopts, NULL)) != -1) {
-        if (who_opt(&who, ch))
-            continue;
-        switch (ch) {
-        case 'm': case OPT_MODE:
-            if (parse_mode(optarg, &mode) < 0)
-                return usage_error("put: '%s' is not an octal mode", optarg);
-            has_mode = true;
-            break;
-        case OPT_APPEND: append = true; break;
-        case ':': return usage_error("put: %s needs an argument", opt_name(argv));
-        default: return usage_error("put: unknown option %s", opt_name(argv));
-        }
-    }
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "put", F_MODE | F_APPEND, &o);
+    if (rc != 0)
+        return rc;
+    struct who who = o.who;
+    bool has_mode = o.set & F_MODE, append = o.set & F_APPEND;
+    uint32_t mode = o.mode;
     if (argc - optind != 2)
         return usage_error("put: expected LOCAL REMOTE");
     const char *local = argv[optind], *remote = argv[optind + 1];
@@ -558,23 +590,12 @@ static int recv_stream(struct client *c, uint64_t id, int fd, const char *what)
 
 int cmd_download(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "gzip", no_argument, NULL, 'z' },
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct who who = { 0 };
-    bool gzip = false;
-    int ch, rc;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":z", longopts, NULL)) != -1) {
-        if (who_opt(&who, ch))
-            continue;
-        if (ch != 'z')
-            return usage_error("download: unknown option %s", opt_name(argv));
-        gzip = true;
-    }
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "download", F_GZIP, &o);
+    if (rc != 0)
+        return rc;
+    struct who who = o.who;
+    bool gzip = o.set & F_GZIP;
     if (optind >= argc)
         return usage_error("download: no PATH given");
     if (isatty(STDOUT_FILENO))
@@ -603,17 +624,11 @@ int cmd_download(const char *addr, int argc, char **argv)
 
 int cmd_fget(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct who who = { 0 };
-    int ch, rc;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1)
-        if (!who_opt(&who, ch))
-            return usage_error("get: unknown option %s", opt_name(argv));
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "get", 0, &o);
+    if (rc != 0)
+        return rc;
+    struct who who = o.who;
     if (argc - optind < 1 || argc - optind > 2)
         return usage_error("get: expected REMOTE [LOCAL]");
     const char *remote = argv[optind];
@@ -726,26 +741,12 @@ static void fmt_mtime(int64_t ms, char *out, size_t n)
 
 int cmd_stat(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "json", no_argument, NULL, OPT_JSON },
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct who who = { 0 };
-    bool follow = false, json = false;
-    int ch, rc;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":L", longopts, NULL)) != -1) {
-        if (who_opt(&who, ch))
-            continue;
-        if (ch == 'L')
-            follow = true;
-        else if (ch == OPT_JSON)
-            json = true;
-        else
-            return usage_error("stat: unknown option %s", opt_name(argv));
-    }
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "stat", F_FOLLOW | F_JSON, &o);
+    if (rc != 0)
+        return rc;
+    struct who who = o.who;
+    bool follow = o.set & F_FOLLOW, json = o.set & F_JSON;
     if (argc - optind != 1)
         return usage_error("stat: expected one PATH");
     struct client *c = connect_cap(addr, "fs", "stat", &rc);
@@ -844,26 +845,12 @@ static char *render_entry(const msgpack_object *ent, bool longfmt, bool json)
 
 int cmd_ls(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "json", no_argument, NULL, OPT_JSON },
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct who who = { 0 };
-    bool longfmt = false, json = false;
-    int ch, rc;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":l", longopts, NULL)) != -1) {
-        if (who_opt(&who, ch))
-            continue;
-        if (ch == 'l')
-            longfmt = true;
-        else if (ch == OPT_JSON)
-            json = true;
-        else
-            return usage_error("ls: unknown option %s", opt_name(argv));
-    }
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "ls", F_LONG | F_JSON, &o);
+    if (rc != 0)
+        return rc;
+    struct who who = o.who;
+    bool longfmt = o.set & F_LONG, json = o.set & F_JSON;
     if (argc - optind > 1)
         return usage_error("ls: expected at most one PATH");
     const char *path = optind < argc ? argv[optind] : ".";
@@ -935,54 +922,50 @@ int cmd_ls(const char *addr, int argc, char **argv)
 
 /* --- mkdir, rm, mv, chmod -------------------------------------------------------------- */
 
-/* One request per path, pipelined; every failure reported; 1 when any. */
-struct each {
-    const char *type, *what;
-    bool parents, recursive, force, has_mode;
-    uint32_t mode;
-    struct who who;
-};
-
-static int for_each_path(const char *addr, const struct each *x, int n, char **paths)
+/* Request type for every path, pipelined, with the options of o (parents,
+ * recursive, force, mode); every failure reported; 1 when any. */
+static int for_each_path(const char *addr, const char *type, const char *what,
+                         const struct fopts *o, int n, char **paths)
 {
+    static const struct { unsigned bit; const char *key; } flags[] = {
+        {F_PARENTS, "parents"}, {F_RECURSIVE, "recursive"}, {F_FORCE, "force"},
+    };
     int rc;
-    struct client *c = connect_cap(addr, "fs", x->what, &rc);
+    struct client *c = connect_cap(addr, "fs", what, &rc);
     if (!c)
         return rc;
+    uint32_t nf = 1 + (o->set & F_MODE ? 1 : 0) + who_fields(&o->who);
+    for (size_t k = 0; k < sizeof flags / sizeof *flags; k++)
+        nf += o->set & flags[k].bit ? 1 : 0;
     uint64_t first = 0;
     struct sa_err e;
     for (int i = 0; i < n; i++) {
         struct wire_enc w;
-        uint32_t nf = 1 + (x->parents ? 1 : 0) + (x->recursive ? 1 : 0) + (x->force ? 1 : 0) +
-                      (x->has_mode ? 1 : 0) + who_fields(&x->who);
-        uint64_t id = client_begin(c, &w, x->type, nf);
+        uint64_t id = client_begin(c, &w, type, nf);
         if (i == 0)
             first = id;
         wire_kv_str(&w, "path", paths[i]);
-        if (x->parents)
-            wire_kv_bool(&w, "parents", true);
-        if (x->recursive)
-            wire_kv_bool(&w, "recursive", true);
-        if (x->force)
-            wire_kv_bool(&w, "force", true);
-        if (x->has_mode)
-            wire_kv_uint(&w, "mode", x->mode);
-        who_pack(&w, &x->who);
+        for (size_t k = 0; k < sizeof flags / sizeof *flags; k++)
+            if (o->set & flags[k].bit)
+                wire_kv_bool(&w, flags[k].key, true);
+        if (o->set & F_MODE)
+            wire_kv_uint(&w, "mode", o->mode);
+        who_pack(&w, &o->who);
         if (client_end(c, &w, &e) < 0) {
             client_free(c);
-            return conn_failed(x->what, &e);
+            return conn_failed(what, &e);
         }
     }
     /* the helpers run in parallel: replies come in any order */
     if (client_flush_all(c, -1, &e) < 0) {
         client_free(c);
-        return conn_failed(x->what, &e);
+        return conn_failed(what, &e);
     }
     rc = 0;
     for (int left = n; left > 0;) {
         msgpack_object m;
         if (client_recv(c, -1, &m, &e) < 0) {
-            rc = conn_failed(x->what, &e);
+            rc = conn_failed(what, &e);
             break;
         }
         uint64_t id;
@@ -990,7 +973,7 @@ static int for_each_path(const char *addr, const struct each *x, int n, char **p
             continue;
         left--;
         if (client_msg_is(&m, "error"))
-            rc = reply_failed(x->what, &m);
+            rc = reply_failed(what, &m);
     }
     client_free(c);
     return rc;
@@ -998,100 +981,48 @@ static int for_each_path(const char *addr, const struct each *x, int n, char **p
 
 int cmd_mkdir(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "parents", no_argument, NULL, 'p' },
-        { "mode", required_argument, NULL, 'm' },
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct each x = { .type = "mkdir", .what = "mkdir" };
-    int ch;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":pm:", longopts, NULL)) != -1) {
-        if (who_opt(&x.who, ch))
-            continue;
-        if (ch == 'p') {
-            x.parents = true;
-        } else if (ch == 'm') {
-            if (parse_mode(optarg, &x.mode) < 0)
-                return usage_error("mkdir: '%s' is not an octal mode", optarg);
-            x.has_mode = true;
-        } else {
-            return usage_error("mkdir: unknown option %s", opt_name(argv));
-        }
-    }
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "mkdir", F_PARENTS | F_MODE, &o);
+    if (rc != 0)
+        return rc;
     if (optind >= argc)
         return usage_error("mkdir: no PATH given");
-    return for_each_path(addr, &x, argc - optind, argv + optind);
+    return for_each_path(addr, "mkdir", "mkdir", &o, argc - optind, argv + optind);
 }
 
 int cmd_rm(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "recursive", no_argument, NULL, 'r' },
-        { "force", no_argument, NULL, 'f' },
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct each x = { .type = "remove", .what = "rm" };
-    int ch;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":rRf", longopts, NULL)) != -1) {
-        if (who_opt(&x.who, ch))
-            continue;
-        if (ch == 'r' || ch == 'R')
-            x.recursive = true;
-        else if (ch == 'f')
-            x.force = true;
-        else
-            return usage_error("rm: unknown option %s", opt_name(argv));
-    }
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "rm", F_RECURSIVE | F_FORCE, &o);
+    if (rc != 0)
+        return rc;
     if (optind >= argc)
         return usage_error("rm: no PATH given");
-    return for_each_path(addr, &x, argc - optind, argv + optind);
+    return for_each_path(addr, "remove", "rm", &o, argc - optind, argv + optind);
 }
 
 int cmd_chmod(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct each x = { .type = "chmod", .what = "chmod", .has_mode = true };
-    int ch;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1)
-        if (!who_opt(&x.who, ch))
-            return usage_error("chmod: unknown option %s", opt_name(argv));
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "chmod", 0, &o);
+    if (rc != 0)
+        return rc;
     if (argc - optind < 2)
         return usage_error("chmod: expected MODE PATH...");
-    if (parse_mode(argv[optind], &x.mode) < 0)
+    if (parse_mode(argv[optind], &o.mode) < 0)
         return usage_error("chmod: '%s' is not an octal mode", argv[optind]);
-    return for_each_path(addr, &x, argc - optind - 1, argv + optind + 1);
+    o.set |= F_MODE;
+    return for_each_path(addr, "chmod", "chmod", &o, argc - optind - 1, argv + optind + 1);
 }
 
 int cmd_mv(const char *addr, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "no-clobber", no_argument, NULL, 'n' },
-        { "user", required_argument, NULL, OPT_USER },
-        { "sudo", no_argument, NULL, OPT_SUDO },
-        { NULL, 0, NULL, 0 },
-    };
-    struct who who = { 0 };
-    bool noclobber = false;
-    int ch, rc;
-    optind = 0;
-    while ((ch = getopt_long(argc, argv, ":n", longopts, NULL)) != -1) {
-        if (who_opt(&who, ch))
-            continue;
-        if (ch != 'n')
-            return usage_error("mv: unknown option %s", opt_name(argv));
-        noclobber = true;
-    }
+    struct fopts o;
+    int rc = fopts_parse(argc, argv, "mv", F_NOCLOBBER, &o);
+    if (rc != 0)
+        return rc;
+    struct who who = o.who;
+    bool noclobber = o.set & F_NOCLOBBER;
     if (argc - optind != 2)
         return usage_error("mv: expected FROM TO");
     struct client *c = connect_cap(addr, "fs", "mv", &rc);
