@@ -1,18 +1,20 @@
 /* check.h — the tiny test runner shared by the plain-C unit tests: CHECK
- * marks the running test failed and says where; check_run runs a table of
- * tests, prints one line each and the closing "N passed, M failed". */
+ * counts a failure of the running test and says where; check_run runs a
+ * table of tests (those whose name contains `only`, when given), prints one
+ * line each and the closing "N passed, M failed". */
 #ifndef SA_CHECK_H
 #define SA_CHECK_H
 
 #include <stdio.h>
+#include <string.h>
 
-static int check_failed_now;
+static int check_fails;         /* failed checks of the running test */
 
 #define CHECK(x)                                                                    \
     do {                                                                            \
         if (!(x)) {                                                                 \
             printf("    %s:%d: CHECK(%s)\n", __FILE__, __LINE__, #x);               \
-            check_failed_now = 1;                                                   \
+            check_fails++;                                                          \
         }                                                                           \
     } while (0)
 
@@ -22,19 +24,28 @@ struct check_test {
 };
 #define CHECK_TEST(f) {#f, f}
 
-/* Exit status for main: 0 when every test passed. */
-static inline int check_run(const struct check_test *t, size_t n)
+/* Exit status for main: 0 when every test run passed. only: NULL, or a
+ * substring of the names to run (a test binary's first argument). */
+static inline int check_run_only(const struct check_test *t, size_t n, const char *only)
 {
     int passed = 0, failed = 0;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     for (size_t i = 0; i < n; i++) {
-        check_failed_now = 0;
+        if (only && !strstr(t[i].name, only))
+            continue;
+        check_fails = 0;
         t[i].fn();
-        printf("%s %s\n", check_failed_now ? "FAIL" : "ok", t[i].name);
-        failed += check_failed_now;
-        passed += !check_failed_now;
+        printf("%s %s\n", check_fails ? "FAIL" : "ok  ", t[i].name);
+        failed += check_fails > 0;
+        passed += check_fails == 0;
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
+}
+
+static inline int check_run(const struct check_test *t, size_t n)
+{
+    return check_run_only(t, n, NULL);
 }
 
 #endif

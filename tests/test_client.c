@@ -1,7 +1,8 @@
 /* Unit tests of the host-side library: addresses (parsing, the Firecracker
  * hybrid-vsock handshake against a fake proxy), JSON <-> msgpack, and the
  * connection object against a fake agent on a socketpair.
- * Prints "N passed, M failed" last; exits non-zero on any failure. */
+ * Prints a line per test and "N passed, M failed" last (tests/check.h);
+ * exits non-zero on any failure. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,22 +15,12 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "check.h"
 #include "client.h"
 #include "json.h"
 #include "msg.h"
 #include "wire.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
 
 /* --- addresses ------------------------------------------------------------ */
 
@@ -563,7 +554,7 @@ static void test_client_hello(void)
     struct buf b;
     struct client *c = NULL;
     struct sa_err e;
-    int peer;
+    int peer = -1;
     buf_init(&b);
     hello_frame(&b, 4096);
     CHECK(open_with(&b, &c, &peer, &e) == 0);
@@ -602,7 +593,7 @@ static void test_client_bad_hello(void)
     struct client *c = NULL;
     struct sa_err e;
     struct wire_enc w;
-    int peer;
+    int peer = -1;
     buf_init(&b);
     wire_begin(&w, &b, 2);
     wire_kv_str(&w, "type", "hello");
@@ -630,7 +621,7 @@ static void test_client_call(void)
     struct buf b;
     struct client *c = NULL;
     struct sa_err e;
-    int peer;
+    int peer = -1;
     buf_init(&b);
     hello_frame(&b, WIRE_MAX_FRAME_DEFAULT);
     /* replies arrive after an unrelated event; the call skips it */
@@ -885,28 +876,29 @@ static void test_fit_width(void)
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    test_addr_unix();
-    test_addr_vsock();
-    test_addr_tcp();
-    test_addr_fc();
-    test_addr_other();
-    test_addr_fc_handshake();
-    test_json_basic();
-    test_json_strings();
-    test_json_numbers();
-    test_json_base64();
-    test_json_malformed();
-    test_json_depth();
-    test_json_utf8();
-    test_client_hello();
-    test_client_bad_hello();
-    test_client_call();
-    test_client_reply_err();
-    test_signal_parse();
-    test_parse_numbers();
-    test_fmt_time();
-    test_join_argv();
-    test_fit_width();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    static const struct check_test tests[] = {
+        CHECK_TEST(test_addr_unix),
+        CHECK_TEST(test_addr_vsock),
+        CHECK_TEST(test_addr_tcp),
+        CHECK_TEST(test_addr_fc),
+        CHECK_TEST(test_addr_other),
+        CHECK_TEST(test_addr_fc_handshake),
+        CHECK_TEST(test_json_basic),
+        CHECK_TEST(test_json_strings),
+        CHECK_TEST(test_json_numbers),
+        CHECK_TEST(test_json_base64),
+        CHECK_TEST(test_json_malformed),
+        CHECK_TEST(test_json_depth),
+        CHECK_TEST(test_json_utf8),
+        CHECK_TEST(test_client_hello),
+        CHECK_TEST(test_client_bad_hello),
+        CHECK_TEST(test_client_call),
+        CHECK_TEST(test_client_reply_err),
+        CHECK_TEST(test_signal_parse),
+        CHECK_TEST(test_parse_numbers),
+        CHECK_TEST(test_fmt_time),
+        CHECK_TEST(test_join_argv),
+        CHECK_TEST(test_fit_width),
+    };
+    return check_run(tests, sizeof tests / sizeof *tests);
 }

@@ -17,21 +17,12 @@
 #include <string.h>
 
 #include "buf.h"
+#include "check.h"
 #include "err.h"
 #include "msg.h"
 #include "wire.h"
 
 /* --- the harness ------------------------------------------------------------ */
-
-static bool test_failed;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            printf("    %s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond);             \
-            test_failed = true;                                                       \
-        }                                                                             \
-    } while (0)
 
 /* The error carries this wire code (prints code and message when it does not). */
 #define CHECK_CODE(err, want)                                                         \
@@ -40,7 +31,7 @@ static bool test_failed;
         if (!e_->code || strcmp(e_->code, (want)) != 0) {                             \
             printf("    %s:%d: code %s, want %s (message: %s)\n", __FILE__, __LINE__,    \
                    e_->code ? e_->code : "(null)", (want), e_->msg);                  \
-            test_failed = true;                                                       \
+            check_fails++;                                                       \
         }                                                                             \
     } while (0)
 
@@ -50,7 +41,7 @@ static bool test_failed;
         if (!g_ || strcmp(g_, w_) != 0) {                                             \
             printf("    %s:%d: \"%s\", want \"%s\"\n", __FILE__, __LINE__,               \
                    g_ ? g_ : "(null)", w_);                                           \
-            test_failed = true;                                                       \
+            check_fails++;                                                       \
         }                                                                             \
     } while (0)
 
@@ -512,7 +503,7 @@ static void check_refuses_sizes_claimed_beyond_the_payload(void)
         err_clear(&e);
         if (check_hex(hostile[i], &e) != -1) {
             printf("    accepted: %s\n", hostile[i]);
-            test_failed = true;
+            check_fails++;
         } else {
             CHECK_CODE(&e, "bad_frame");
         }
@@ -636,7 +627,7 @@ static void check_refuses_ext_fixext_and_0xc1(void)
         err_clear(&e);
         if (check_hex(refused[i], &e) != -1) {
             printf("    accepted: %s\n", refused[i]);
-            test_failed = true;
+            check_fails++;
         } else {
             CHECK_CODE(&e, "bad_frame");
         }
@@ -1911,10 +1902,7 @@ static void err_errno_name_maps_known_values_and_never_returns_null(void)
 /* ============================================================================ */
 
 #define T(fn) { #fn, fn }
-static const struct {
-    const char *name;
-    void (*fn)(void);
-} tests[] = {
+static const struct check_test tests[] = {
     T(frame_peek_waits_for_a_whole_header),
     T(frame_peek_reads_a_big_endian_length),
     T(frame_peek_refuses_length_zero),
@@ -1987,20 +1975,5 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-    const char *only = argc > 1 ? argv[1] : NULL;
-    int passed = 0, failed = 0;
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
-        if (only && !strstr(tests[i].name, only))
-            continue;
-        test_failed = false;
-        tests[i].fn();
-        printf("%s %s\n", test_failed ? "FAIL" : "ok  ", tests[i].name);
-        if (test_failed)
-            failed++;
-        else
-            passed++;
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_run_only(tests, sizeof tests / sizeof *tests, argc > 1 ? argv[1] : NULL);
 }

@@ -26,22 +26,11 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "check.h"
 #include "err.h"
 #include "wire.h"
 #include "xfer.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (cond) {                                                              \
-            passed++;                                                            \
-        } else {                                                                 \
-            failed++;                                                            \
-            fprintf(stderr, "%s:%d: %s: CHECK failed: %s\n", __FILE__, __LINE__, \
-                    __func__, #cond);                                            \
-        }                                                                        \
-    } while (0)
 
 /* ------------------------------------------------------------------------ */
 /* Fixture.                                                                   */
@@ -471,7 +460,7 @@ static void test_formats(void)
     snprintf(longfile, sizeof longfile, "%s/file-with-a-name.txt", longdir);
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
         for (int gz = 0; gz < 2; gz++) {
-            int failed_before = failed;
+            int fails_before = check_fails;
             struct fx f;
             fx_init(&f);
             struct ab b;
@@ -507,7 +496,7 @@ static void test_formats(void)
                 CHECK(readlink(p, t, sizeof t - 1) > 100 && strncmp(t, longdir, 20) == 0);
                 free(p);
             }
-            if (failed != failed_before)
+            if (check_fails != fails_before)
                 fprintf(stderr, "  (format %s gzip %d)\n", fmts[i].name, gz);
             xfer_result_free(&r);
             buf_free(&b.out);
@@ -1215,29 +1204,40 @@ static void test_many_refusals(void)
     fx_free(&f);
 }
 
-int main(void)
+static void test_round_trip_plain(void)
+{
+    test_round_trip(false);
+}
+
+static void test_round_trip_gzip(void)
+{
+    test_round_trip(true);
+}
+
+int main(int argc, char **argv)
 {
     umask(022);
-    test_round_trip(false);
-    test_round_trip(true);
-    test_formats();
-    test_base256_size();
-    test_tools();
-    test_dot_entry();
-    test_dotdot_and_absolute();
-    test_symlink_escape();
-    test_existing_symlink();
-    test_hardlinks();
-    test_devices();
-    test_setuid();
-    test_bombs();
-    test_bad_archives();
-    test_in_the_way();
-    test_identity();
-    test_pack();
-    test_result_encode();
-    test_many_refusals();
     printf("zstd %s\n", xfer_has_zstd() ? "available" : "not built in");
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    static const struct check_test tests[] = {
+        CHECK_TEST(test_round_trip_plain),
+        CHECK_TEST(test_round_trip_gzip),
+        CHECK_TEST(test_formats),
+        CHECK_TEST(test_base256_size),
+        CHECK_TEST(test_tools),
+        CHECK_TEST(test_dot_entry),
+        CHECK_TEST(test_dotdot_and_absolute),
+        CHECK_TEST(test_symlink_escape),
+        CHECK_TEST(test_existing_symlink),
+        CHECK_TEST(test_hardlinks),
+        CHECK_TEST(test_devices),
+        CHECK_TEST(test_setuid),
+        CHECK_TEST(test_bombs),
+        CHECK_TEST(test_bad_archives),
+        CHECK_TEST(test_in_the_way),
+        CHECK_TEST(test_identity),
+        CHECK_TEST(test_pack),
+        CHECK_TEST(test_result_encode),
+        CHECK_TEST(test_many_refusals),
+    };
+    return check_run_only(tests, sizeof tests / sizeof *tests, argc > 1 ? argv[1] : NULL);
 }
