@@ -27,6 +27,7 @@
 
 #include "buf.h"
 #include "check.h"
+#include "rmtree.h"
 #include "err.h"
 #include "wire.h"
 #include "xfer.h"
@@ -69,27 +70,6 @@ static void fx_init(struct fx *f)
     snprintf(keep, sizeof keep, "%s/keep", f->outside);
     write_file(keep, "keep", 0644);
     f->dest_fd = open(f->dest, O_PATH | O_DIRECTORY | O_CLOEXEC);
-}
-
-static int rm_rf_at(int dfd, const char *name)
-{
-    struct stat st;
-    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return -1;
-    if (S_ISDIR(st.st_mode)) {
-        fchmodat(dfd, name, 0700, 0);
-        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0) {
-            DIR *d = fdopendir(fd);
-            struct dirent *de;
-            while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                    rm_rf_at(dirfd(d), de->d_name);
-            closedir(d);
-        }
-        return unlinkat(dfd, name, AT_REMOVEDIR);
-    }
-    return unlinkat(dfd, name, 0);
 }
 
 static void fx_free(struct fx *f)

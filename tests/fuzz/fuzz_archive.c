@@ -31,24 +31,10 @@
 
 #include "buf.h"
 #include "err.h"
+#include "fuzz.h"
+#include "rmtree.h"
 #include "wire.h"
 #include "xfer.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-const char *__ubsan_default_options(void);
-
-const char *__ubsan_default_options(void)
-{
-    return "halt_on_error=1:print_stacktrace=1";
-}
-
-#define INVARIANT(cond)                                                               \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                  \
-        }                                                                             \
-    } while (0)
 
 #define MAX_BYTES (1u << 20)
 #define MAX_ENTRIES 64
@@ -57,8 +43,6 @@ static char parent[64];
 static char outside[96];
 static int parent_fd = -1;
 static int in_fd = -1;
-
-static void rm_rf_at(int dfd, const char *name);
 
 static void teardown(void)
 {
@@ -111,28 +95,6 @@ static void outside_intact(void)
     int fd = open(keep, O_RDONLY | O_CLOEXEC);
     INVARIANT(fd >= 0 && read(fd, b, sizeof b) == 4 && memcmp(b, "keep", 4) == 0);
     close(fd);
-}
-
-static void rm_rf_at(int dfd, const char *name)
-{
-    struct stat st;
-    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return;
-    if (S_ISDIR(st.st_mode)) {
-        fchmodat(dfd, name, 0700, 0);
-        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0) {
-            DIR *d = fdopendir(fd);
-            struct dirent *de;
-            while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-                    rm_rf_at(dirfd(d), de->d_name);
-            closedir(d);
-        }
-        INVARIANT(unlinkat(dfd, name, AT_REMOVEDIR) == 0);
-        return;
-    }
-    INVARIANT(unlinkat(dfd, name, 0) == 0);
 }
 
 static void check_result(const struct xfer_result *r)
@@ -191,6 +153,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     outside_intact();
     close(dest);
-    rm_rf_at(parent_fd, "dest");
+    INVARIANT(rm_rf_at(parent_fd, "dest") == 0);
     return 0;
 }

@@ -28,27 +28,10 @@
 #include <string.h>
 
 #include "buf.h"
+#include "fuzz.h"
 #include "err.h"
 #include "msg.h"
 #include "wire.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-const char *__ubsan_default_options(void);
-
-/* The fuzz build does not compile with -fno-sanitize-recover: make undefined
- * behaviour fatal here, so that libFuzzer keeps it as a crash. */
-const char *__ubsan_default_options(void)
-{
-    return "halt_on_error=1:print_stacktrace=1";
-}
-
-#define INVARIANT(cond)                                                               \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                  \
-        }                                                                             \
-    } while (0)
 
 /* Bytes owned by a msgpack_zone: its chunks form a singly linked list whose
  * first member is the link, and the head is public. */
