@@ -8,43 +8,14 @@ visibly."""
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import shutil
 import unittest
 
 from agentlib import AGENT_BIN, Agent, Client, T
-from test_identity import USER, ensure_test_user
+from test_identity import USER, connect_as, ensure_test_user
 
 IS_ROOT = os.geteuid() == 0
-
-# Connects, sends a ping, prints "hello N" if a hello came, else "closed N"
-# or "error <exception>" (run as another user).
-PEER_PROG = (
-    "import socket, sys\n"
-    "s = socket.socket(socket.AF_UNIX); s.settimeout(5)\n"
-    "data = b''\n"
-    "try:\n"
-    "    s.connect(sys.argv[1])\n"
-    "    s.sendall(bytes.fromhex('0000000f82a474797065a470696e67a2696401'))\n"
-    "    while b'hello' not in data:\n"
-    "        b = s.recv(65536)\n"
-    "        if not b: break\n"
-    "        data += b\n"
-    "except Exception as e:\n"
-    "    if b'hello' not in data:\n"
-    "        print('error', type(e).__name__); sys.exit(0)\n"
-    "print('hello' if b'hello' in data else 'closed', len(data))\n")
-
-
-def connect_as(user, path):
-    p = subprocess.run([sys.executable, "-c", PEER_PROG, path], user=user,
-                       capture_output=True, timeout=T(20), cwd="/")
-    verdict = p.stdout.decode().split()
-    if not verdict:
-        raise AssertionError("peer program failed: %r" % p.stderr)
-    return verdict
-
 
 class AgentPerTest(unittest.TestCase):
     def start_agent(self, *args, **kw):

@@ -179,13 +179,16 @@ def tar_of(members, fmt=tarfile.PAX_FORMAT, gz=False):
     return buf.getvalue()
 
 
-def ti(name, kind=tarfile.REGTYPE, mode=0o644, linkname="", mtime=MTIME, devmajor=0, devminor=0):
+def ti(name, kind=tarfile.REGTYPE, mode=0o644, linkname="", mtime=MTIME, devmajor=0, devminor=0,
+       uid=0, gid=0):
+    """A TarInfo for tar_of (test_files_identity uses them too)."""
     t = tarfile.TarInfo(name)
     t.type = kind
     t.mode = mode
     t.linkname = linkname
     t.mtime = mtime
     t.devmajor, t.devminor = devmajor, devminor
+    t.uid, t.gid = uid, gid
     return t
 
 

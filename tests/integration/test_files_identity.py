@@ -10,31 +10,11 @@ import stat
 import tarfile
 import unittest
 
-from agentlib import AgentTestCase, T, wait_until
-from test_identity import IS_ROOT, USER, ensure_test_user
+from agentlib import T, wait_until
+from test_files import tar_of, ti
+from test_identity import IS_ROOT, USER, SandboxUserCase
 
-MTIME = 1600000000
 SKIP_WHY = "needs root: privilege drop not exercised"
-
-
-def tar_of(members, fmt=tarfile.PAX_FORMAT):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                t.addfile(info, io.BytesIO(data))
-            else:
-                t.addfile(info)
-    return buf.getvalue()
-
-
-def ti(name, kind=tarfile.REGTYPE, mode=0o644, linkname="", uid=0, gid=0, devmajor=0, devminor=0):
-    t = tarfile.TarInfo(name)
-    t.type, t.mode, t.linkname, t.mtime = kind, mode, linkname, MTIME
-    t.uid, t.gid = uid, gid
-    t.devmajor, t.devminor = devmajor, devminor
-    return t
 
 
 def owner(path):
@@ -42,14 +22,10 @@ def owner(path):
     return st.st_uid, st.st_gid
 
 
-class UserFilesCase(AgentTestCase):
-    agent_dev = False
+class UserFilesCase(SandboxUserCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.pw, cls.gr = ensure_test_user()
-        cls.agent_args = ("--user", USER)
-        cls.agent_workdir_owner = (cls.pw.pw_uid, cls.pw.pw_gid)
         super().setUpClass()
         cls.ids = (cls.pw.pw_uid, cls.pw.pw_gid)
         # root's territory: a 0755 directory with a 0600 secret inside

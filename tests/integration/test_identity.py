@@ -39,16 +39,51 @@ def ensure_test_user():
     return pwd.getpwnam(USER), grp.getgrnam(GROUP)
 
 
-@unittest.skipUnless(IS_ROOT, "needs root: privilege drop not exercised")
-class PrivilegeDrop(AgentTestCase):
+class SandboxUserCase(AgentTestCase):
+    """One agent per class, not in dev mode, with --user sa-test (created if
+    missing) owning the workdir; cls.pw and cls.gr are its passwd and group
+    entries. Needs root: subclasses skip themselves visibly without it."""
     agent_dev = False
 
     @classmethod
     def setUpClass(cls):
         cls.pw, cls.gr = ensure_test_user()
-        cls.agent_args = ("--user", USER)
+        cls.agent_args = ("--user", USER) + tuple(getattr(cls, "extra_agent_args", ()))
         cls.agent_workdir_owner = (cls.pw.pw_uid, cls.pw.pw_gid)
         super().setUpClass()
+
+
+# Run as another user: connects to the socket in argv[1], sends a ping,
+# prints "hello N" if a hello came, else "closed N" or "error <exception>".
+PEER_PROG = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX); s.settimeout(5)\n"
+    "data = b''\n"
+    "try:\n"
+    "    s.connect(sys.argv[1])\n"
+    "    s.sendall(bytes.fromhex('0000000f82a474797065a470696e67a2696401'))\n"
+    "    while b'hello' not in data:\n"
+    "        b = s.recv(65536)\n"
+    "        if not b: break\n"
+    "        data += b\n"
+    "except Exception as e:\n"
+    "    if b'hello' not in data:\n"
+    "        print('error', type(e).__name__); sys.exit(0)\n"
+    "print('hello' if b'hello' in data else 'closed', len(data))\n")
+
+
+def connect_as(user, path):
+    """PEER_PROG as user against the socket path: its verdict words."""
+    p = subprocess.run([sys.executable, "-c", PEER_PROG, path], user=user,
+                       capture_output=True, timeout=T(20), cwd="/")
+    verdict = p.stdout.decode().split()
+    if not verdict:
+        raise AssertionError("peer program failed: %r" % p.stderr)
+    return verdict
+
+
+@unittest.skipUnless(IS_ROOT, "needs root: privilege drop not exercised")
+class PrivilegeDrop(SandboxUserCase):
 
     def run_env(self, **kw):
         out, err, x = self.c.exec_collect(["env"], **kw)
@@ -138,47 +173,22 @@ class PrivilegeDrop(AgentTestCase):
         # must refuse a connection from an unprivileged process.
         os.chmod(self.agent.sock_path, 0o666)
         try:
-            prog = ("import socket, sys\n"
-                    "s = socket.socket(socket.AF_UNIX); s.settimeout(5)\n"
-                    "data = b''\n"
-                    "try:\n"
-                    "    s.connect(sys.argv[1])\n"
-                    "    s.sendall(bytes.fromhex('0000000f82a474797065a470696e67a2696401'))\n"
-                    "    while True:\n"
-                    "        b = s.recv(65536)\n"
-                    "        if not b: break\n"
-                    "        data += b\n"
-                    "except Exception as e:\n"
-                    "    if b'hello' not in data:\n"
-                    "        print('error', type(e).__name__); sys.exit(0)\n"
-                    "print('hello' if b'hello' in data else 'closed', len(data))\n")
-            p = subprocess.run([sys.executable, "-c", prog, self.agent.sock_path], user=USER,
-                               capture_output=True, timeout=T(20), cwd="/")
-            verdict = p.stdout.decode().split()
-            self.assertTrue(verdict, p.stderr)
+            verdict = connect_as(USER, self.agent.sock_path)
             self.assertNotEqual(verdict[0], "hello",
-                                "an unprivileged local user got a hello from the agent: %r" % p.stdout)
+                                "an unprivileged local user got a hello from the agent: %r" % verdict)
             # it did reach the socket (so the refusal was the agent's, not the file mode's)
-            self.assertIn(verdict[0], ("closed", "error"), p.stdout)
+            self.assertIn(verdict[0], ("closed", "error"), verdict)
             if verdict[0] == "error":
-                self.assertIn(verdict[1], ("ConnectionResetError", "BrokenPipeError"), p.stdout)
+                self.assertIn(verdict[1], ("ConnectionResetError", "BrokenPipeError"), verdict)
         finally:
             os.chmod(self.agent.sock_path, 0o600)
         self.assertStillServes()
 
 
 @unittest.skipUnless(IS_ROOT, "needs root: privilege drop not exercised")
-class PrivilegeDropSignals(AgentTestCase):
+class PrivilegeDropSignals(SandboxUserCase):
     """Signalling and killing a command of another user works (the agent
     signals as root)."""
-    agent_dev = False
-
-    @classmethod
-    def setUpClass(cls):
-        cls.pw, cls.gr = ensure_test_user()
-        cls.agent_args = ("--user", USER)
-        cls.agent_workdir_owner = (cls.pw.pw_uid, cls.pw.pw_gid)
-        super().setUpClass()
 
     def test_signal_a_dropped_command_group(self):
         rid, r = self.c.exec_start(["sh", "-c", "sleep 1000 & sleep 1000 & wait"], stdin="null")
