@@ -115,16 +115,21 @@ static void cmd_free(struct cmd *c)
     free(c);
 }
 
+/* Unlink and free an exited command. */
+static void cmd_forget(struct agent *a, struct cmd *c)
+{
+    cmd_unlink(a, c);
+    cmd_free(c);
+    a->ncmds_exited--;
+}
+
 /* Forget the oldest exited commands beyond CMD_EXITED_KEEP. */
 static void cmd_evict(struct agent *a)
 {
     for (struct cmd *c = a->cmds_tail; c && a->ncmds_exited > CMD_EXITED_KEEP;) {
         struct cmd *prev = c->prev;
-        if (c->done && !c->readers) {
-            cmd_unlink(a, c);
-            cmd_free(c);
-            a->ncmds_exited--;
-        }
+        if (c->done && !c->readers)
+            cmd_forget(a, c);
         c = prev;
     }
 }
@@ -144,15 +149,16 @@ int cmd_release(struct agent *a, bool all, uint64_t cmd_id, uint64_t *released, 
         if (c->readers)
             return err_set(e, 0, "busy", "the log of command %llu is being read",
                            (unsigned long long)cmd_id);
+        cmd_forget(a, c);
+        *released = 1;
+        return 0;
     }
     for (struct cmd *c = a->cmds, *next; c; c = next) {
         next = c->next;
-        if (!c->done || c->readers || (!all && c->id != cmd_id))
-            continue;
-        cmd_unlink(a, c);
-        cmd_free(c);
-        a->ncmds_exited--;
-        (*released)++;
+        if (c->done && !c->readers) {
+            cmd_forget(a, c);
+            (*released)++;
+        }
     }
     return 0;
 }

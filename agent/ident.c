@@ -89,8 +89,8 @@ static int pw_find(const char *name, uid_t uid, struct passwd *pw, char **buf, s
     FILE *f = fopen(IDENT_PASSWD, "re");
     if (!f)
         return errno == ENOENT ? 0 : -errno;
-    int r, found = 0;
-    while (!found && (r = next_pw(f, pw, buf, n)) == 0)
+    int found = 0;
+    while (!found && next_pw(f, pw, buf, n) == 0)
         found = name ? strcmp(pw->pw_name, name) == 0 : pw->pw_uid == uid;
     fclose(f);
     return found;
