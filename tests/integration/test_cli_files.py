@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -92,6 +93,18 @@ class Files(CtlTestCase):
         self.assertIn(b"fromtgz/raw", p.stderr)
         # a .tgz uploaded into an existing directory is extracted, not copied
         self.assertFalse(os.path.exists(self.remote("fromtgz", "t.tgz")))
+
+    def test_upload_of_a_tar_zst_is_extracted(self):
+        if not shutil.which("zstd"):
+            self.skipTest("no zstd program to compress with (scripts/deps --test installs it)")
+        tzst = os.path.join(self.local, "t.tar.zst")
+        subprocess.run(["tar", "--zstd", "-cf", tzst, "-C", self.tree, "."], check=True)
+        if "zstd" not in self.c.hello["capabilities"]:
+            p = self.failed("upload", "-p", tzst, "fromzst")
+            self.assertIn(b"bad_archive", p.stderr)
+            return
+        self.ok("upload", "-p", tzst, "fromzst")
+        self.assertEqual(snapshot(self.remote("fromzst")), snapshot(self.tree))
 
     def test_upload_of_a_single_file_lands_under_its_name(self):
         os.makedirs(self.remote("single"))

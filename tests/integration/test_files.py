@@ -1414,6 +1414,32 @@ class NotBlocking(FileTestCase):
 # --------------------------------------------------------------------------
 # 5. node tar-stream: what the Vercel Sandbox SDK sends
 
+class Zstd(FileTestCase):
+    """zstd-compressed uploads: extracted when the hello lists `zstd`, and a
+    clear `bad_archive` when it does not (never a silent half-extraction)."""
+
+    def zstd_of(self, data):
+        if not shutil.which("zstd"):
+            self.skipTest("no zstd program to compress with (scripts/deps --test installs it)")
+        return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True,
+                              timeout=T(60)).stdout
+
+    def test_a_tar_zst_is_extracted_as_its_capability_says(self):
+        blob = os.urandom(200000)
+        archive = self.zstd_of(tar_of([(ti("z/a.txt"), b"zstd\n"), (ti("z/blob.bin"), blob)]))
+        self.assertEqual(archive[:4], b"\x28\xb5\x2f\xfd")
+        d = self.fresh("zst")
+        final, _ = self.c.upload(archive, dest="zst", parents=True)
+        if "zstd" in self.c.hello["capabilities"]:
+            self.assertUploadEnd(final, refused={})
+            self.assertEqual((final["entries"], final["bytes"]), (2, 5 + len(blob)))
+            with open(os.path.join(d, "z", "blob.bin"), "rb") as fh:
+                self.assertEqual(fh.read(), blob)
+        else:
+            self.assertFileError(final, "bad_archive")
+            self.assertFalse(os.path.exists(os.path.join(d, "z")))
+
+
 class TarStream(FileTestCase):
 
     @classmethod
