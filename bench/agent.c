@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -388,6 +389,41 @@ int bench_release(int argc, char **argv)
     uint64_t n = 0;
     wire_obj_uint(wire_get(&m, "released"), &n);
     printf("released %" PRIu64 "\n", n);
+    client_free(c);
+    return 0;
+}
+
+/* --- item 8: the event loop during long file operations ----------------------- */
+
+/* Ping round trips, one a millisecond, until process pid has exited: how
+ * long the agent's loop (which relays every command's output) took to
+ * answer while file helpers worked beside it. */
+int bench_stall(int argc, char **argv)
+{
+    if (argc != 3)
+        die("usage: stall ADDR PID");
+    pid_t pid = (pid_t)bench_count(argv[2], "PID");
+    struct client *c = bench_connect(argv[1]);
+    struct samples s = {0};
+    int64_t worst = 0;
+    while (kill(pid, 0) == 0) {
+        struct wire_enc w;
+        struct sa_err e;
+        msgpack_object m;
+        int64_t t0 = bench_now_ns();
+        uint64_t id = client_begin(c, &w, "ping", 0);
+        if (client_end(c, &w, &e) < 0 || client_call(c, id, BENCH_TIMEOUT_MS, &m, &e) != 0)
+            die("ping: %s", e.msg);
+        int64_t dt = bench_now_ns() - t0;
+        samples_add(&s, dt);
+        if (dt > worst)
+            worst = dt;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    samples_report(&s, "stall");
+    printf("stall_max_us %.1f\n", (double)worst / 1000.);
+    samples_free(&s);
     client_free(c);
     return 0;
 }

@@ -41,6 +41,7 @@ int bench_cps(int argc, char **argv);
 int bench_startup(int argc, char **argv);
 int bench_stats(int argc, char **argv);
 int bench_release(int argc, char **argv);
+int bench_stall(int argc, char **argv);
 int bench_floor_cps(int argc, char **argv);  /* floor.c */
 int bench_tree(int argc, char **argv);       /* tree.c */
 

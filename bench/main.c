@@ -91,6 +91,7 @@ static const struct {
     {"cps", bench_cps, "cps ADDR N CONNS       N /bin/true over CONNS connections, commands/s"},
     {"startup", bench_startup, "startup N AGENT ARGS.. exec of the agent to its hello (p50, p99)"},
     {"stats", bench_stats, "stats ADDR             hello capabilities, stats (agent_rss, log_bytes...)"},
+    {"stall", bench_stall, "stall ADDR PID          ping p50/p99/max (us) every ms until PID exits"},
     {"release", bench_release, "release ADDR           release every exited command (logs, records)"},
     {"floor-cps", bench_floor_cps, "floor-cps N THREADS    the floor from THREADS threads, commands/s"},
     {"tree", bench_tree, "tree DIR N             a node_modules-like tree of N files"},
