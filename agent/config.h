@@ -33,7 +33,8 @@ enum cfg_opt {
     CFG_O_WINDOW, CFG_O_TCPANY, CFG_O_LOGCAP, CFG_O_LOGTOTAL, CFG_O_TOKEN, CFG_O_INIT,
     CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
     CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES, CFG_O_XFERHELPER,
-    CFG_O_LAST = CFG_O_XFERHELPER,      /* keep last: the range getopt accepts */
+    CFG_O_INSECURETCP,
+    CFG_O_LAST = CFG_O_INSECURETCP,     /* keep last: the range getopt accepts */
 };
 #define CFG_BIT(o) (1u << ((o) - CFG_O_LISTEN))
 
@@ -53,6 +54,7 @@ struct cfg {
     const char *user;
     bool dev;                 /* run commands as ourselves; forced when not root */
     bool tcp_any;             /* --insecure-tcp-any-address */
+    bool insecure_tcp;        /* --insecure-tcp: tcp: listeners without a token */
     uint32_t max_frame;
     uint32_t drain_ms;
     uint32_t stdin_window;
@@ -107,7 +109,8 @@ bool cfg_uid_allowed(const struct cfg *c, uint32_t uid, uint32_t self);
  * file is an error. */
 int cfg_load_token(struct cfg *c, struct sa_err *e);
 /* Apply the kernel command line's sandbox_agent.* keys (listen and
- * vsock_allow_cid, repeatable; workdir, user, hostname, token) to a parsed
+ * vsock_allow_cid, repeatable; workdir, user, hostname, token, token_file,
+ * insecure_tcp) to a parsed
  * cfg, except for what flags or the config file set (flags > config file >
  * kernel command line > defaults), and the cmdline-only keys modules, net
  * and insecure_tcp_any_address. Pure: no I/O but log warnings.

@@ -1,0 +1,263 @@
+"""Hardening against in-VM users (docs/agent.md "Threat model"; issue 12,
+"Security"). The agent runs as root with --user sa-test; an unprivileged
+attacker (sa-test) races the agent's root operations with swapper.py, for a
+bounded time. Needs root: without it every class is skipped visibly."""
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import unittest
+
+from agentlib import AGENT_BIN, Agent, Client, T, Timeout, free_tcp_port, wait_until
+from test_files import tar_of, ti
+from test_identity import IS_ROOT, USER, SandboxUserCase
+
+SKIP_WHY = "needs root: privilege drop not exercised"
+SWAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swapper.py")
+RACE_SECONDS = float(os.environ.get("SA_RACE_SECONDS", "12"))   # per race test
+
+
+class RaceCase(SandboxUserCase):
+    """A root-owned 0600 target in a root-only directory, and a swapper run
+    as the sandbox user in a directory of its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ids = (cls.pw.pw_uid, cls.pw.pw_gid)
+        cls.rootdir = os.path.join(cls.agent.tmp, "rootdir")
+        os.mkdir(cls.rootdir, 0o700)
+        cls.target = os.path.join(cls.rootdir, "target")
+        with open(cls.target, "wb") as fh:
+            fh.write(b"root's\n")
+        os.chmod(cls.target, 0o600)
+
+    def setUp(self):
+        super().setUp()
+        os.chown(self.target, 0, 0)
+        os.chmod(self.target, 0o600)
+
+    def user_dir(self, name):
+        p = os.path.join(self.agent.workdir, name)
+        shutil.rmtree(p, ignore_errors=True)
+        os.mkdir(p, 0o755)
+        os.chown(p, *self.ids)
+        self.addCleanup(shutil.rmtree, p, True)
+        return p
+
+    def target_state(self):
+        st = os.lstat(self.target)
+        return stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+
+    def swapper(self, *args):
+        """Start swapper.py as the user; returns the process once armed."""
+        p = subprocess.Popen([sys.executable, SWAPPER] + [str(a) for a in args], user=USER,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+        self.addCleanup(self._reap, p)
+        line = p.stdout.readline()
+        self.assertEqual(line.strip(), b"ready", p.stderr.read() if not line else line)
+        return p
+
+    @staticmethod
+    def _reap(p):
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+
+    def swaps(self, p):
+        out, err = p.communicate(timeout=T(30))
+        words = out.decode().split()
+        self.assertEqual(words[:1], ["swaps"], (out, err))
+        return int(words[1])
+
+    def race(self, attempt, seconds=RACE_SECONDS):
+        """Run attempt(i) until the target changes or the time is up: the
+        number of attempts made. Fails as soon as the target changed."""
+        before = (stat.S_IFREG, 0o600, 0, 0)
+        end = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < end:
+            attempt(i)
+            i += 1
+            self.assertEqual(self.target_state(), before,
+                             "the root-owned target changed after %d attempts" % i)
+        return i
+
+
+@unittest.skipUnless(IS_ROOT, SKIP_WHY)
+class CreateThenAct(RaceCase):
+    """Item 1: after creating a name, root acts on what it created, never
+    again on the name (which the user may have swapped for a symlink)."""
+
+    def test_sudo_mkdir_with_special_bits_never_chmods_through_a_swapped_symlink(self):
+        d = self.user_dir("mk")
+        sw = self.swapper("watch", d, self.target, RACE_SECONDS + 1)
+
+        def attempt(i):
+            r = self.c.fs("mkdir", path=os.path.join(d, "m%d" % i), mode=0o3777, sudo=True)
+            self.assertIn(r["type"], ("ok", "error"), r)
+
+        n = self.race(attempt)
+        swaps = self.swaps(sw)
+        self.assertGreater(n, 100)
+        self.assertGreater(swaps, 0, "the swapper never got to swap a name")
+        # without a swap the directory has every bit asked for, through its fd
+        plain = os.path.join(self.user_dir("plain"), "d")
+        self.assertEqual(self.c.fs("mkdir", path=plain, mode=0o3777, sudo=True)["type"], "ok")
+        st = os.lstat(plain)
+        self.assertTrue(stat.S_ISDIR(st.st_mode))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o3777)
+
+    def test_root_upload_of_fifos_never_chmods_through_a_swapped_symlink(self):
+        d = self.user_dir("fifos")
+        sw = self.swapper("watch", d, self.target, RACE_SECONDS + 1)
+        per_upload = 500
+
+        def attempt(i):
+            archive = tar_of([(ti("r%df%d" % (i, k), tarfile.FIFOTYPE, mode=0o666), None)
+                              for k in range(per_upload)])
+            final, _ = self.c.upload(archive, dest=d, sudo=True, allow_devices=True)
+            self.assertIn(final["type"], ("end", "error"), final)
+
+        n = self.race(attempt)
+        swaps = self.swaps(sw)
+        self.assertGreater(n, 0)
+        self.assertGreater(swaps, 0, "the swapper never got to swap a name")
+        # the FIFOs that were not swapped away got their mode, through a descriptor
+        fifo = os.path.join(d, "r0f0")
+        if os.path.lexists(fifo) and stat.S_ISFIFO(os.lstat(fifo).st_mode):
+            self.assertEqual(stat.S_IMODE(os.lstat(fifo).st_mode), 0o666)
+
+
+
+@unittest.skipUnless(IS_ROOT, SKIP_WHY)
+class HelpersNeverHang(RaceCase):
+    """Item 3: a download helper cannot be made to block by a FIFO swapped
+    in, and a helper nobody waits for any more is killed, freeing its slot."""
+
+    def test_download_of_a_file_flipped_with_a_fifo_never_hangs(self):
+        d = self.user_dir("flip")
+        for k in range(20):
+            with open(os.path.join(d, "g%d" % k), "wb") as fh:
+                fh.write(b"x" * 100)
+        with open(os.path.join(d, "f"), "wb") as fh:
+            fh.write(b"regular\n")
+        os.mkfifo(os.path.join(d, "p"), 0o644)
+        for name in os.listdir(d):
+            os.lchown(os.path.join(d, name), *self.ids)
+        sw = self.swapper("flip", d, "f", "p", RACE_SECONDS + 1)
+        end = time.monotonic() + RACE_SECONDS
+        outcomes = {}
+        n = 0
+        while time.monotonic() < end:
+            # a hang is a Timeout here (the helper blocked in open)
+            final, _ = self.c.download([d], timeout=T(10))
+            outcomes[final["type"], final.get("code")] = True
+            n += 1
+        swaps = self.swaps(sw)
+        self.assertGreater(swaps, 0)
+        self.assertGreater(n, 20)
+        self.assertIn(("end", None), outcomes)
+
+    def xfer_helpers(self):
+        """The agent's children: its file helpers (no command runs here)."""
+        return {p["pid"] for p in self.agent.children() if p["state"] != "Z"}
+
+    def test_helpers_of_vanished_clients_are_killed_and_free_their_slots(self):
+        # A helper that makes no progress — stopped here, as one stuck in
+        # the kernel would be — keeps its slot while its client waits. When
+        # the client vanishes, the helper must go: 70 such (more than the 64
+        # slots) must not deny later file operations.
+        big = os.path.join(self.user_dir("big"), "big")
+        with open(big, "wb") as fh:
+            fh.truncate(64 << 20)
+        stopped = []
+        self.addCleanup(lambda: [os.kill(p, signal.SIGKILL) for p in stopped
+                                 if os.path.exists("/proc/%d" % p)])
+        for i in range(70):
+            c = self.agent.client()
+            known = self.xfer_helpers()
+            c.file_start("download", paths=[big])
+            try:
+                pid = wait_until(lambda: (self.xfer_helpers() - known) or None, T(10),
+                                 what="a download helper").pop()
+            except Timeout:
+                self.fail("client %d got no file helper: the slots are held by the "
+                          "helpers of vanished clients" % i)
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+            c.abort()
+        r = self.c.fs("stat", path=big)
+        self.assertEqual(r["type"], "ok", r)
+        wait_until(lambda: not self.xfer_helpers(), T(20), what="every helper gone")
+        final, data = self.c.read_file(big, length=10)
+        self.assertEqual((final["type"], data), ("end", b"\0" * 10))
+
+
+
+@unittest.skipUnless(AGENT_BIN, "SA_AGENT not set")
+class TcpNeedsTheToken(unittest.TestCase):
+    """Item 2: TCP has no peer identity, so any process in the VM could
+    connect and run commands as root. A tcp: listener needs the token, or an
+    explicit --insecure-tcp that the log and the hello report."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sa-tcp-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def tcp_client(self, port):
+        return Client(sock=socket.create_connection(("127.0.0.1", port), timeout=T(10)))
+
+    def test_a_tcp_listener_without_a_token_refuses_to_start(self):
+        port = free_tcp_port()
+        p = subprocess.run([AGENT_BIN, "--dev", "--workdir", self.tmp,
+                            "--listen", "tcp:127.0.0.1:%d" % port],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=T(20))
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(b"without a token", p.stderr)
+        self.assertIn(b"--insecure-tcp", p.stderr)
+
+    def test_a_tcp_listener_with_a_token_serves_nothing_before_auth(self):
+        token = os.path.join(self.tmp, "token")
+        with open(token, "wb") as fh:
+            fh.write(b"s3cret\n")
+        os.chmod(token, 0o600)
+        port = free_tcp_port()
+        a = Agent(["--listen", "tcp:127.0.0.1:%d" % port, "--token-file", token]).start()
+        self.addCleanup(a.stop)
+        with self.tcp_client(port) as c:
+            self.assertIs(c.hello["auth_required"], True)
+            self.assertIs(c.hello["insecure_tcp"], False)
+            r = c.request("exec", argv=["id", "-u"], sudo=True)
+            self.assertEqual((r["type"], r.get("code")), ("error", "auth_required"), r)
+            self.assertEqual(c.request("auth", token=b"s3cret")["type"], "ok")
+            c.ping()
+
+    def test_insecure_tcp_is_logged_loudly_and_reported_in_the_hello(self):
+        port = free_tcp_port()
+        a = Agent(["--listen", "tcp:127.0.0.1:%d" % port, "--insecure-tcp"]).start()
+        self.addCleanup(a.stop)
+        self.assertIn(b"INSECURE: tcp:127.0.0.1:%d serves WITHOUT A TOKEN" % port, a.log())
+        with self.tcp_client(port) as c:
+            self.assertIs(c.hello["insecure_tcp"], True)
+            self.assertIs(c.hello["auth_required"], False)
+            c.ping()
+        with a.client() as c:               # every hello says so, unix ones too
+            self.assertIs(c.hello["insecure_tcp"], True)
+
+    def test_a_unix_only_agent_is_not_insecure(self):
+        a = Agent([]).start()
+        self.addCleanup(a.stop)
+        with a.client() as c:
+            self.assertIs(c.hello["insecure_tcp"], False)
+
+
+if __name__ == "__main__":
+    unittest.main()
