@@ -259,5 +259,60 @@ class TcpNeedsTheToken(unittest.TestCase):
             self.assertIs(c.hello["insecure_tcp"], False)
 
 
+
+@unittest.skipUnless(IS_ROOT, SKIP_WHY)
+class CommandTerminal(SandboxUserCase):
+    """Item 4: the pty slave belongs to the command's user (mode 0620), so a
+    command run as the sandbox user can reopen its own terminal."""
+
+    def test_a_pty_command_as_the_user_owns_and_can_reopen_its_tty(self):
+        script = ('t=$(tty); stat -c "owner=%U mode=%a" "$t"; '
+                  'if (exec 3<>"$t"); then echo reopened-tty; fi; '
+                  'if (exec 4</dev/tty); then echo reopened-devtty; fi')
+        out, _err, x = self.c.exec_collect(["sh", "-c", script], pty=True)
+        self.assertEqual(x["code"], 0, out)
+        self.assertIn(b"owner=%s mode=620" % USER.encode(), out)
+        self.assertIn(b"reopened-tty", out)
+        self.assertIn(b"reopened-devtty", out)
+
+
+@unittest.skipUnless(AGENT_BIN, "SA_AGENT not set")
+class UnixSocketMode(unittest.TestCase):
+    """Item 4: the socket file is born 0600, whatever the umask, and is
+    never chmod'ed by name (which would follow a symlink swapped in)."""
+
+    @unittest.skipUnless(shutil.which("strace"), "needs strace to see the system calls")
+    def test_the_socket_is_born_0600_without_a_chmod_by_name(self):
+        tmp = tempfile.mkdtemp(prefix="sa-sock-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        sock = os.path.join(tmp, "agent.sock")
+        trace = os.path.join(tmp, "trace")
+        old = os.umask(0)
+        try:
+            p = subprocess.Popen(["strace", "-f", "-qq", "-o", trace,
+                                  "-e", "trace=%file,fchmod",
+                                  AGENT_BIN, "--dev", "--workdir", tmp, "--listen", "unix:" + sock],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        finally:
+            os.umask(old)
+        try:
+            wait_until(lambda: os.path.exists(sock), T(20), what="the socket")
+            self.assertEqual(stat.S_IMODE(os.lstat(sock).st_mode), 0o600)
+            with Client(sock, timeout=T(10)) as c:
+                c.ping()
+                c.ok("shutdown")         # strace's SIGTERM would only detach it
+            p.wait(T(30))
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        with open(trace) as fh:
+            calls = fh.read()
+        by_name = [l for l in calls.splitlines() if "chmod" in l and "agent.sock" in l]
+        self.assertEqual(by_name, [])
+        self.assertRegex(calls, r"fchmod\(\d+, 0600\)")
+
+
 if __name__ == "__main__":
     unittest.main()
