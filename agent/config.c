@@ -38,6 +38,8 @@ static const char usage[] =
     "  --upload-max-entries N cap on one upload's entries (default 1048576)\n"
     "  --xfer-helper PATH     the archive helper run for uploads and downloads\n"
     "                         (default: sandbox-agent-xfer beside this binary)\n"
+    "  --helper-idle-ms MS    kill a file helper that shows no progress this long\n"
+    "                         (1000..86400000, default 600000)\n"
     "  --token-file PATH      require every connection to present the token in PATH\n"
     "                         (1..4096 bytes, one trailing newline stripped) with an\n"
     "                         `auth` request before any other request; a tcp:\n"
@@ -90,6 +92,7 @@ static const struct option cfg_opts[] = {
     {"upload-max-bytes", required_argument, NULL, CFG_O_UPBYTES},
     {"upload-max-entries", required_argument, NULL, CFG_O_UPENTRIES},
     {"xfer-helper", required_argument, NULL, CFG_O_XFERHELPER},
+    {"helper-idle-ms", required_argument, NULL, CFG_O_HELPERIDLE},
     {"token-file", required_argument, NULL, CFG_O_TOKEN},
     {"init", no_argument, NULL, CFG_O_INIT},
     {"no-mount", no_argument, NULL, CFG_O_NOMOUNT},
@@ -212,6 +215,10 @@ static int cfg_set_num(struct cfg *c, int o, const char *arg, struct sa_err *e)
         if (parse_u64(arg, 1, 1ull << 32, &c->upload_max_entries) < 0)
             return err_set(e, EINVAL, NULL, "--upload-max-entries: expected 1..2^32");
         break;
+    case CFG_O_HELPERIDLE:
+        if (parse_u32(arg, 1000, 86400000, &c->helper_idle_ms) < 0)
+            return err_set(e, EINVAL, NULL, "--helper-idle-ms: expected 1000..86400000");
+        break;
     case CFG_O_GRACE:
         if (parse_u32(arg, 0, 600000, &c->grace_ms) < 0)
             return err_set(e, EINVAL, NULL, "--grace-ms: expected 0..600000");
@@ -265,6 +272,7 @@ static void cfg_defaults(struct cfg *c)
     c->log_level = LOG_INFO;
     c->hostname = CFG_DEFAULT_HOSTNAME;
     c->grace_ms = CFG_DEFAULT_GRACE_MS;
+    c->helper_idle_ms = CFG_DEFAULT_HELPER_IDLE_MS;
 }
 
 /* After flags and the config file: the defaults of the lists, the checks. */

@@ -22,6 +22,7 @@
 #define CFG_TOKEN_MAX 4096       /* bytes of the shared token (--token-file) */
 #define CFG_DEFAULT_HOSTNAME "sandbox"
 #define CFG_DEFAULT_GRACE_MS 3000
+#define CFG_DEFAULT_HELPER_IDLE_MS 600000   /* --helper-idle-ms (fop.c) */
 #define CFG_MAX_ALLOW 16         /* --allow-uid and --vsock-allow-cid entries (each) */
 #define CFG_HOST_CID 2           /* VMADDR_CID_HOST: the default vsock allow-list */
 #define CFG_FILE_MAX (64u << 10) /* --config: bytes of the file */
@@ -33,8 +34,8 @@ enum cfg_opt {
     CFG_O_WINDOW, CFG_O_TCPANY, CFG_O_LOGCAP, CFG_O_LOGTOTAL, CFG_O_TOKEN, CFG_O_INIT,
     CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
     CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES, CFG_O_XFERHELPER,
-    CFG_O_INSECURETCP,
-    CFG_O_LAST = CFG_O_INSECURETCP,     /* keep last: the range getopt accepts */
+    CFG_O_INSECURETCP, CFG_O_HELPERIDLE,
+    CFG_O_LAST = CFG_O_HELPERIDLE,      /* keep last: the range getopt accepts */
 };
 #define CFG_BIT(o) (1u << ((o) - CFG_O_LISTEN))
 
@@ -63,6 +64,7 @@ struct cfg {
     uint64_t upload_max_bytes;   /* an upload's entry data, written or skipped */
     uint64_t upload_max_entries; /* an upload's entries */
     const char *xfer_helper;     /* --xfer-helper, or NULL: beside the agent (fop.h) */
+    uint32_t helper_idle_ms;     /* a file helper without progress this long is killed */
     int log_level;
     const char *token_file;   /* --token-file, or NULL: no token */
     char token[CFG_TOKEN_MAX];/* its content (trailing newline stripped), once loaded */

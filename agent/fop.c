@@ -55,7 +55,7 @@ struct fop {
     bool out_eof, paused;
     bool oneshot;                /* answered by one ok or error (stat, mkdir, ...) */
     bool terminal;               /* the last frame for the request went out */
-    /* a helper that makes no progress is killed (FOP_IDLE_S), as is a
+    /* a helper that makes no progress is killed (--helper-idle-ms), as is a
      * cancelled one (FOP_CANCEL_GRACE_S after its connection closed) */
     ev_timer idle_w, cancel_w;
     ev_tstamp last_progress;     /* a byte from or to it, or its client holding it back */
@@ -297,7 +297,8 @@ static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, i
         f->in_w.data = f;
     }
     f->last_progress = ev_now(a->loop);
-    ev_timer_init(&f->idle_w, fop_idle_cb, FOP_IDLE_CHECK_S, FOP_IDLE_CHECK_S);
+    ev_tstamp check = a->cfg.helper_idle_ms / 1000. / FOP_IDLE_CHECKS;
+    ev_timer_init(&f->idle_w, fop_idle_cb, check, check);
     f->idle_w.data = f;
     ev_timer_start(a->loop, &f->idle_w);
     ev_timer_init(&f->cancel_w, fop_cancel_cb, FOP_CANCEL_GRACE_S, 0.);
@@ -530,7 +531,7 @@ static void fop_kill(struct fop *f)
         kill(f->pid, SIGKILL);          /* reaped by fop_child_cb, the one reaper */
 }
 
-/* Idle: neither a byte from it nor one taken by it for FOP_IDLE_S, while
+/* Idle: neither a byte from it nor one taken by it for --helper-idle-ms, while
  * nothing on the client's side held it back (a congested connection, an
  * upload or write waiting for chunks). A helper stuck in the kernel (a hung
  * file system) would otherwise keep one of the FOP_MAX slots forever. */
@@ -544,10 +545,11 @@ static void fop_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
         f->last_progress = now;
         return;
     }
-    if (now - f->last_progress < FOP_IDLE_S)
+    ev_tstamp idle = f->a->cfg.helper_idle_ms / 1000.;
+    if (now - f->last_progress < idle)
         return;
-    log_warn("request %llu: file helper %d made no progress for %.0f s; killing it",
-             (unsigned long long)f->id, (int)f->pid, FOP_IDLE_S);
+    log_warn("request %llu: file helper %d made no progress for %.1f s; killing it",
+             (unsigned long long)f->id, (int)f->pid, idle);
     ev_timer_stop(loop, w);
     fop_kill(f);
 }

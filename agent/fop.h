@@ -28,8 +28,7 @@
 #include "msg.h"
 
 #define FOP_MAX 64                      /* file operations running at once */
-#define FOP_IDLE_S 600.                 /* a helper showing no progress this long is killed */
-#define FOP_IDLE_CHECK_S 30.            /* how often that is checked */
+#define FOP_IDLE_CHECKS 20               /* --helper-idle-ms is checked this often per period */
 #define FOP_CANCEL_GRACE_S 5.           /* a cancelled upload/write's time to clean up */
 #define FOP_READ_CHUNK (64u << 10)      /* one read of a helper's frames */
 #define FOP_READS_PER_CB 4

@@ -433,6 +433,22 @@ static void insecure_tcp_and_token_file_from_every_source(void)
     cfg_free(&c);
 }
 
+/* The file helpers' idle deadline: 10 minutes by default, bounded. */
+static void helper_idle_ms_default_and_bounds(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0 && c.helper_idle_ms == 600000);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--helper-idle-ms", "2000", NULL) == 0 && c.helper_idle_ms == 2000);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--helper-idle-ms", "999", NULL) < 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(FILE_TEXT(&c, &e, "helper-idle-ms = 5000\n") == 0 && c.helper_idle_ms == 5000);
+    cfg_free(&c);
+}
+
 int main(void)
 {
     static const struct check_test tests[] = {
@@ -454,6 +470,7 @@ int main(void)
         T(config_file_errors_name_the_line),
         T(config_flag_reads_the_file_and_flags_still_win),
         T(insecure_tcp_and_token_file_from_every_source),
+        T(helper_idle_ms_default_and_bounds),
     };
     return check_run(tests, sizeof tests / sizeof tests[0]);
 }

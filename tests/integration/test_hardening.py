@@ -17,6 +17,7 @@ import unittest
 
 from agentlib import AGENT_BIN, Agent, Client, T, Timeout, free_tcp_port, wait_until
 from test_files import tar_of, ti
+from test_files_identity import UserFilesCase
 from test_identity import IS_ROOT, USER, SandboxUserCase
 
 SKIP_WHY = "needs root: privilege drop not exercised"
@@ -24,33 +25,19 @@ SWAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swapper.py")
 RACE_SECONDS = float(os.environ.get("SA_RACE_SECONDS", "12"))   # per race test
 
 
-class RaceCase(SandboxUserCase):
-    """A root-owned 0600 target in a root-only directory, and a swapper run
-    as the sandbox user in a directory of its own."""
+class RaceCase(UserFilesCase):
+    """The root-owned 0600 secret of UserFilesCase is the target; a swapper
+    runs as the sandbox user in a directory of its own (user_dir)."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.ids = (cls.pw.pw_uid, cls.pw.pw_gid)
-        cls.rootdir = os.path.join(cls.agent.tmp, "rootdir")
-        os.mkdir(cls.rootdir, 0o700)
-        cls.target = os.path.join(cls.rootdir, "target")
-        with open(cls.target, "wb") as fh:
-            fh.write(b"root's\n")
-        os.chmod(cls.target, 0o600)
+        cls.target = cls.secret
 
     def setUp(self):
         super().setUp()
         os.chown(self.target, 0, 0)
         os.chmod(self.target, 0o600)
-
-    def user_dir(self, name):
-        p = os.path.join(self.agent.workdir, name)
-        shutil.rmtree(p, ignore_errors=True)
-        os.mkdir(p, 0o755)
-        os.chown(p, *self.ids)
-        self.addCleanup(shutil.rmtree, p, True)
-        return p
 
     def target_state(self):
         st = os.lstat(self.target)
@@ -201,6 +188,49 @@ class HelpersNeverHang(RaceCase):
         self.assertEqual((final["type"], data), ("end", b"\0" * 10))
 
 
+    def test_a_cancelled_write_whose_helper_hangs_is_killed_after_its_grace(self):
+        # an upload or write first sees the cancellation (to remove its
+        # temporary file), then is killed 5 s later if it has not ended
+        d = self.user_dir("wr")
+        c = self.agent.client()
+        known = self.xfer_helpers()
+        c.file_start("write", path=os.path.join(d, "f"))
+        pid = wait_until(lambda: (self.xfer_helpers() - known) or None, T(10),
+                         what="a write helper").pop()
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(lambda: os.path.exists("/proc/%d" % pid) and os.kill(pid, signal.SIGKILL))
+        c.abort()
+        time.sleep(2)
+        self.assertIn(pid, self.xfer_helpers(), "killed before its grace period")
+        wait_until(lambda: pid not in self.xfer_helpers(), T(15), what="the helper killed")
+
+
+@unittest.skipUnless(IS_ROOT, SKIP_WHY)
+class IdleHelpers(RaceCase):
+    """Item 3: a helper that shows no progress for --helper-idle-ms while its
+    client waits (here: stopped, as one stuck in the kernel would be) is
+    killed, and its request ends with EIO."""
+
+    extra_agent_args = ("--helper-idle-ms", "2000")
+
+    def test_a_helper_without_progress_is_killed_after_the_idle_deadline(self):
+        big = os.path.join(self.user_dir("idle"), "big")
+        with open(big, "wb") as fh:
+            fh.truncate(64 << 20)
+        known = {p["pid"] for p in self.agent.children()}
+        rid = self.c.file_start("download", paths=[big])
+        pid = wait_until(lambda: ({p["pid"] for p in self.agent.children()} - known) or None,
+                         T(10), what="a download helper").pop()
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(lambda: os.path.exists("/proc/%d" % pid) and os.kill(pid, signal.SIGKILL))
+        t0 = time.monotonic()
+        _first, _events, final = self.c.file_stream(rid, sink=lambda b: None, timeout=T(30))
+        self.assertEqual((final["type"], final.get("code")), ("error", "EIO"), final)
+        self.assertIn("killed by signal 9", final["message"])
+        self.assertGreaterEqual(time.monotonic() - t0, 1.5)
+        self.assertIn(b"made no progress for 2.0 s; killing it", self.agent.log())
+        self.assertEqual(self.c.fs("stat", path=big)["type"], "ok")
+
 
 @unittest.skipUnless(AGENT_BIN, "SA_AGENT not set")
 class TcpNeedsTheToken(unittest.TestCase):
@@ -297,9 +327,14 @@ class UnixSocketMode(unittest.TestCase):
         finally:
             os.umask(old)
         try:
-            wait_until(lambda: os.path.exists(sock), T(20), what="the socket")
+            def connected():
+                try:
+                    return Client(sock, timeout=T(10))
+                except OSError:          # not there, or bound but not listening yet
+                    return None
+            c = wait_until(connected, T(20), what="the agent listening")
             self.assertEqual(stat.S_IMODE(os.lstat(sock).st_mode), 0o600)
-            with Client(sock, timeout=T(10)) as c:
+            with c:
                 c.ping()
                 c.ok("shutdown")         # strace's SIGTERM would only detach it
             p.wait(T(30))
