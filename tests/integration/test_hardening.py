@@ -349,5 +349,45 @@ class UnixSocketMode(unittest.TestCase):
         self.assertRegex(calls, r"fchmod\(\d+, 0600\)")
 
 
+@unittest.skipUnless(AGENT_BIN and IS_ROOT, "needs root (per-command cgroups) and SA_AGENT")
+class GroupSignalsByPidfd(unittest.TestCase):
+    """Item 4: a group signal walks cgroup.procs and signals each member
+    through a pidfd opened and checked after the pid was read, never with
+    kill(pid), which could hit a process that got a recycled pid."""
+
+    @unittest.skipUnless(shutil.which("strace"), "needs strace to see the system calls")
+    def test_a_group_sigterm_goes_through_pidfds_not_kill(self):
+        tmp = tempfile.mkdtemp(prefix="sa-sig-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        sock = os.path.join(tmp, "agent.sock")
+        trace = os.path.join(tmp, "trace")
+        # no -f: only the agent's own calls (the commands are not traced)
+        p = subprocess.Popen(["strace", "-qq", "-o", trace, "-e", "trace=kill,pidfd_send_signal",
+                              AGENT_BIN, "--dev", "--workdir", tmp, "--listen", "unix:" + sock],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+
+        def connected():
+            try:
+                return Client(sock, timeout=T(10))
+            except OSError:
+                return None
+        with wait_until(connected, T(20), what="the agent listening") as c:
+            if "cgroup" not in c.hello["capabilities"]:
+                self.skipTest("no per-command cgroups here")
+            rid, r = c.exec_start(["sh", "-c", "sleep 100 & sleep 100 & wait"])
+            self.assertEqual(r["type"], "ok", r)
+            c.ok("signal", cmd=r["cmd"], signal=15)
+            res = c.finish(rid, r)
+            self.assertEqual(res.exit.get("signal"), 15, res.exit)
+            c.ok("shutdown")
+        p.wait(T(30))
+        with open(trace) as fh:
+            calls = fh.read()
+        self.assertGreaterEqual(calls.count("pidfd_send_signal("), 3, calls)
+        self.assertNotRegex(calls, r"\bkill\(\d+, SIGTERM\)")
+
+
 if __name__ == "__main__":
     unittest.main()
