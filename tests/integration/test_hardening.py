@@ -15,7 +15,8 @@ import tempfile
 import time
 import unittest
 
-from agentlib import AGENT_BIN, Agent, Client, T, Timeout, free_tcp_port, wait_until
+from agentlib import (AGENT_BIN, Agent, Client, T, Timeout, free_tcp_port, procs_in_session,
+                      wait_until)
 from test_files import tar_of, ti
 from test_files_identity import UserFilesCase
 from test_identity import IS_ROOT, USER, SandboxUserCase
@@ -23,6 +24,30 @@ from test_identity import IS_ROOT, USER, SandboxUserCase
 SKIP_WHY = "needs root: privilege drop not exercised"
 SWAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "swapper.py")
 RACE_SECONDS = float(os.environ.get("SA_RACE_SECONDS", "12"))   # per race test
+
+
+def agent_under_strace(tc, syscalls, follow=False):
+    """Start an agent (--dev, its own temp dir) under strace tracing
+    syscalls: (process, a Client once it listens, the trace file, the
+    socket). Stop it with a `shutdown` request (strace's SIGTERM would only
+    detach it)."""
+    tmp = tempfile.mkdtemp(prefix="sa-strace-")
+    tc.addCleanup(shutil.rmtree, tmp, True)
+    sock = os.path.join(tmp, "agent.sock")
+    trace = os.path.join(tmp, "trace")
+    p = subprocess.Popen(["strace"] + (["-f"] if follow else []) +
+                         ["-qq", "-o", trace, "-e", "trace=" + syscalls,
+                          AGENT_BIN, "--dev", "--workdir", tmp, "--listen", "unix:" + sock],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    tc.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+
+    def connected():
+        try:                            # the file appears at bind, before listen
+            return Client(sock, timeout=T(10))
+        except OSError:
+            return None
+    return p, wait_until(connected, T(20), what="the agent listening"), trace, sock
 
 
 class RaceCase(UserFilesCase):
@@ -313,35 +338,16 @@ class UnixSocketMode(unittest.TestCase):
 
     @unittest.skipUnless(shutil.which("strace"), "needs strace to see the system calls")
     def test_the_socket_is_born_0600_without_a_chmod_by_name(self):
-        tmp = tempfile.mkdtemp(prefix="sa-sock-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        sock = os.path.join(tmp, "agent.sock")
-        trace = os.path.join(tmp, "trace")
         old = os.umask(0)
         try:
-            p = subprocess.Popen(["strace", "-f", "-qq", "-o", trace,
-                                  "-e", "trace=%file,fchmod",
-                                  AGENT_BIN, "--dev", "--workdir", tmp, "--listen", "unix:" + sock],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+            p, c, trace, sock = agent_under_strace(self, "%file,fchmod", follow=True)
         finally:
             os.umask(old)
-        try:
-            def connected():
-                try:
-                    return Client(sock, timeout=T(10))
-                except OSError:          # not there, or bound but not listening yet
-                    return None
-            c = wait_until(connected, T(20), what="the agent listening")
-            self.assertEqual(stat.S_IMODE(os.lstat(sock).st_mode), 0o600)
-            with c:
-                c.ping()
-                c.ok("shutdown")         # strace's SIGTERM would only detach it
-            p.wait(T(30))
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        self.assertEqual(stat.S_IMODE(os.lstat(sock).st_mode), 0o600)
+        with c:
+            c.ping()
+            c.ok("shutdown")
+        p.wait(T(30))
         with open(trace) as fh:
             calls = fh.read()
         by_name = [l for l in calls.splitlines() if "chmod" in l and "agent.sock" in l]
@@ -357,27 +363,15 @@ class GroupSignalsByPidfd(unittest.TestCase):
 
     @unittest.skipUnless(shutil.which("strace"), "needs strace to see the system calls")
     def test_a_group_sigterm_goes_through_pidfds_not_kill(self):
-        tmp = tempfile.mkdtemp(prefix="sa-sig-")
-        self.addCleanup(shutil.rmtree, tmp, True)
-        sock = os.path.join(tmp, "agent.sock")
-        trace = os.path.join(tmp, "trace")
         # no -f: only the agent's own calls (the commands are not traced)
-        p = subprocess.Popen(["strace", "-qq", "-o", trace, "-e", "trace=kill,pidfd_send_signal",
-                              AGENT_BIN, "--dev", "--workdir", tmp, "--listen", "unix:" + sock],
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: p.poll() is None and p.kill())
-
-        def connected():
-            try:
-                return Client(sock, timeout=T(10))
-            except OSError:
-                return None
-        with wait_until(connected, T(20), what="the agent listening") as c:
+        p, c, trace, _sock = agent_under_strace(self, "kill,pidfd_send_signal")
+        with c:
             if "cgroup" not in c.hello["capabilities"]:
                 self.skipTest("no per-command cgroups here")
             rid, r = c.exec_start(["sh", "-c", "sleep 100 & sleep 100 & wait"])
             self.assertEqual(r["type"], "ok", r)
+            wait_until(lambda: len(procs_in_session(r["pid"])) >= 3, T(10),
+                       what="the shell and its two sleeps")
             c.ok("signal", cmd=r["cmd"], signal=15)
             res = c.finish(rid, r)
             self.assertEqual(res.exit.get("signal"), 15, res.exit)
