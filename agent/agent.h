@@ -71,6 +71,7 @@ struct agent {
     char **default_env;           /* set_defaults' env, "K=V", NULL-terminated (or NULL) */
     size_t default_envc;
     uint64_t generation;          /* `restored` notifications so far */
+    bool insecure_tcp;            /* a tcp: listener serves without a token (--insecure-tcp) */
     char boot_id[64];
     struct ident_cache idents;
     msgpack_zone zone;            /* decode zone, cleared after every frame */

@@ -588,7 +588,7 @@ fail:
 
 /* A pty: the master is our output and (through a second fd) our input; the
  * slave is the child's stdin, stdout, stderr and controlling terminal. */
-static int cmd_pty(struct cmd_fds *f, uint16_t rows, uint16_t cols, struct sa_err *e)
+static int cmd_pty(struct cmd_fds *f, uint16_t rows, uint16_t cols, uid_t uid, struct sa_err *e)
 {
     char name[128];
     int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -601,6 +601,11 @@ static int cmd_pty(struct cmd_fds *f, uint16_t rows, uint16_t cols, struct sa_er
     if (s < 0)
         goto fail;
     f->out_w = f->err_w = f->in_r = s;
+    /* the slave is the command's terminal: its user's, as login would make
+     * it (group kept: tty when devpts has gid=5), mode 0620, so the command
+     * can reopen its own tty (/dev/tty, `tty`) after the identity switch */
+    if (fchown(s, uid, (gid_t)-1) < 0 || fchmod(s, 0620) < 0)
+        goto fail;
     struct winsize ws = {.ws_row = rows, .ws_col = cols};
     if (ioctl(m, TIOCSWINSZ, &ws) < 0)
         goto fail;
@@ -685,7 +690,8 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
     cleanup_free char *user = xstrdup(env_id->name);   /* the cache may move on */
 
     struct cmd_fds f = {-1, -1, -1, -1, -1, -1};
-    if ((x->pty ? cmd_pty(&f, x->rows, x->cols, e) : cmd_pipes(&f, x->stdin_null, e)) < 0)
+    if ((x->pty ? cmd_pty(&f, x->rows, x->cols, run ? run->uid : geteuid(), e)
+                : cmd_pipes(&f, x->stdin_null, e)) < 0)
         return -1;
     uint64_t id = a->next_cmd_id + 1;
     int cg_procs = -1, cg_dir = -1;

@@ -22,6 +22,7 @@
 #define CFG_TOKEN_MAX 4096       /* bytes of the shared token (--token-file) */
 #define CFG_DEFAULT_HOSTNAME "sandbox"
 #define CFG_DEFAULT_GRACE_MS 3000
+#define CFG_DEFAULT_HELPER_IDLE_MS 600000   /* --helper-idle-ms (fop.c) */
 #define CFG_MAX_ALLOW 16         /* --allow-uid and --vsock-allow-cid entries (each) */
 #define CFG_HOST_CID 2           /* VMADDR_CID_HOST: the default vsock allow-list */
 #define CFG_FILE_MAX (64u << 10) /* --config: bytes of the file */
@@ -33,7 +34,8 @@ enum cfg_opt {
     CFG_O_WINDOW, CFG_O_TCPANY, CFG_O_LOGCAP, CFG_O_LOGTOTAL, CFG_O_TOKEN, CFG_O_INIT,
     CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
     CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES, CFG_O_XFERHELPER,
-    CFG_O_LAST = CFG_O_XFERHELPER,      /* keep last: the range getopt accepts */
+    CFG_O_INSECURETCP, CFG_O_HELPERIDLE,
+    CFG_O_LAST = CFG_O_HELPERIDLE,      /* keep last: the range getopt accepts */
 };
 #define CFG_BIT(o) (1u << ((o) - CFG_O_LISTEN))
 
@@ -53,6 +55,7 @@ struct cfg {
     const char *user;
     bool dev;                 /* run commands as ourselves; forced when not root */
     bool tcp_any;             /* --insecure-tcp-any-address */
+    bool insecure_tcp;        /* --insecure-tcp: tcp: listeners without a token */
     uint32_t max_frame;
     uint32_t drain_ms;
     uint32_t stdin_window;
@@ -61,6 +64,7 @@ struct cfg {
     uint64_t upload_max_bytes;   /* an upload's entry data, written or skipped */
     uint64_t upload_max_entries; /* an upload's entries */
     const char *xfer_helper;     /* --xfer-helper, or NULL: beside the agent (fop.h) */
+    uint32_t helper_idle_ms;     /* a file helper without progress this long is killed */
     int log_level;
     const char *token_file;   /* --token-file, or NULL: no token */
     char token[CFG_TOKEN_MAX];/* its content (trailing newline stripped), once loaded */
@@ -107,7 +111,8 @@ bool cfg_uid_allowed(const struct cfg *c, uint32_t uid, uint32_t self);
  * file is an error. */
 int cfg_load_token(struct cfg *c, struct sa_err *e);
 /* Apply the kernel command line's sandbox_agent.* keys (listen and
- * vsock_allow_cid, repeatable; workdir, user, hostname, token) to a parsed
+ * vsock_allow_cid, repeatable; workdir, user, hostname, token, token_file,
+ * insecure_tcp) to a parsed
  * cfg, except for what flags or the config file set (flags > config file >
  * kernel command line > defaults), and the cmdline-only keys modules, net
  * and insecure_tcp_any_address. Pure: no I/O but log warnings.

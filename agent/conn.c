@@ -47,6 +47,7 @@ static void conn_send_hello(struct conn *c)
         .stdin_window = a->cfg.stdin_window,
         .generation = a->generation,
         .auth_required = a->cfg.token_len > 0,
+        .insecure_tcp = a->insecure_tcp,
     };
     wire_msg_hello(&c->out, &h);
 }
