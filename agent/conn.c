@@ -283,6 +283,12 @@ static void conn_process(struct conn *c)
         msgpack_zone_clear(&a->zone);
         buf_consume(&c->in, WIRE_HDR_LEN + (size_t)len);
     }
+    if (!c->closed && !c->rpaused && conn_congested(c) && conn_frame_ready(c)) {
+        /* frames wait: only a drain below CONN_OUT_LOW (conn_resume) may
+         * take them up, whatever the next flush achieves */
+        c->rpaused = true;
+        ev_io_stop(a->loop, &c->rio);
+    }
 }
 
 static bool conn_peer_gone(const struct conn *c)
