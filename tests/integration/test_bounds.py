@@ -295,6 +295,25 @@ class LargestReplies(AgentTestCase):
         self.assertGreaterEqual(len(ents), 41)
         r = self.c.fs("stat", path=os.path.join(w, "q" * 250, "r" * 250, "s" * 250))
         self.assertEqual(r["type"], "error")
+        # an upload's refusals are cut to fit, the rest counted
+        import io
+        import tarfile
+        bio = io.BytesIO()
+        with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
+            for i in range(60):
+                ti = tarfile.TarInfo("../" + ("x%02d" % i) * 60)
+                t.addfile(ti, io.BytesIO(b""))
+        final, _ = self.c.upload(bio.getvalue(), dest=w, chunk=2048)
+        self.assertEqual(final["type"], "end", final)
+        self.assertEqual(len(final["refused"]) + final["refused_more"], 60)
+        self.assertGreater(final["refused_more"], 0)
+        # data events of read and download
+        with open(os.path.join(w, "big"), "wb") as f:
+            f.write(os.urandom(50000))
+        f, data = self.c.read_file(os.path.join(w, "big"))
+        self.assertEqual((f["type"], len(data)), ("end", 50000))
+        f, _ = self.c.download([os.path.join(w, "big")])
+        self.assertEqual(f["type"], "end")
 
 
 class StalledFollowers(AgentTestCase):
