@@ -20,6 +20,7 @@ list, wait", "The log, its caps, and flow control", "stdin", "shutdown"):
 
 Unix sockets only (agentlib's default)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -169,6 +170,15 @@ class Paging(AgentTestCase):
         self.addCleanup(c.close)
         return c
 
+    def start_big(self, c, n):
+        """n running commands with 40 KB records; their ids."""
+        started = []
+        for _ in range(n):
+            r = c.ok("exec", argv=long_argv(40 * KiB, piece=20 * KiB), detached=True, stdin="null")
+            self.addCleanup(kill_sessions, [r["pid"]])
+            started.append(r["cmd"])
+        return started
+
     def pages(self, c, **fields):
         out, cursor, n = [], None, 0
         while True:
@@ -187,11 +197,7 @@ class Paging(AgentTestCase):
 
     def test_list_of_records_larger_than_a_frame_comes_in_pages_newest_first(self):
         c = self.client()
-        started = []
-        for _ in range(5):
-            r = c.ok("exec", argv=long_argv(40 * KiB, piece=20 * KiB), detached=True, stdin="null")
-            self.addCleanup(kill_sessions, [r["pid"]])
-            started.append(r["cmd"])
+        started = self.start_big(c, 5)
         pages = self.pages(c, running=True)
         self.assertGreater(len(pages), 1, "5 records of 40 KB in one 64 KiB frame?")
         ids = [rec["cmd"] for p in pages for rec in p["commands"]]
@@ -219,15 +225,10 @@ class Paging(AgentTestCase):
     @unittest.skipUnless(CTL_BIN and os.access(CTL_BIN, os.X_OK), "SA_CTL is not set")
     def test_sandboxctl_ps_follows_the_pages(self):
         c = self.client()
-        started = []
-        for _ in range(4):
-            r = c.ok("exec", argv=long_argv(40 * KiB, piece=20 * KiB), detached=True, stdin="null")
-            self.addCleanup(kill_sessions, [r["pid"]])
-            started.append(r["cmd"])
+        started = self.start_big(c, 4)
         out = subprocess.run([CTL_BIN, "-c", "unix:" + self.agent.sock_path, "ps", "--json"],
                              capture_output=True, timeout=T(30))
         self.assertEqual(out.returncode, 0, out.stderr)
-        import json
         got = [json.loads(line)["cmd"] for line in out.stdout.decode().splitlines()]
         self.assertTrue(set(started) <= set(got), (started, got))
         table = subprocess.run([CTL_BIN, "-c", "unix:" + self.agent.sock_path, "ps"],
