@@ -367,6 +367,26 @@ class ExitOrder(AgentTestCase):
         self.assertEqual(self.c.ok("stats")["commands_exited"], 16)
 
 
+class ExitOrderDefault(AgentTestCase):
+    """Item 8 at the default --keep-exited (4096), as reported: a command
+    that exits after 4100 short commands started after it is still known
+    right after its wait returns. (4100 `true`s take about 3 s, 10 s with
+    ASan.)"""
+
+    def test_a_command_exiting_after_4100_others_is_still_known(self):
+        # `cat` exits when told to (stdin closed): after all the others
+        rid, r = self.c.exec_start(["cat"], detached=True)
+        self.assertEqual(r["type"], "ok")
+        self.addCleanup(kill_sessions, [r["pid"]])
+        for _ in range(41):
+            self.c.run_many([{"argv": ["true"]} for _ in range(100)], timeout=T(60))
+        self.c.ok("close_stdin", cmd=r["cmd"])
+        self.assertEqual(self.c.ok("wait", cmd=r["cmd"], timeout=T(20))["code"], 0)
+        g = self.c.request("get", cmd=r["cmd"])
+        self.assertEqual(g["type"], "ok", "forgotten by start order: %r" % g)
+        self.assertEqual(self.c.ok("stats")["commands_exited"], 4096)
+
+
 class EmptyStdin(AgentTestCase):
     """Item 9: empty stdin requests to a command whose pipe is full cost a
     bounded amount of memory."""
