@@ -40,6 +40,12 @@ static const char usage[] =
     "                         (default: sandbox-agent-xfer beside this binary)\n"
     "  --helper-idle-ms MS    kill a file helper that shows no progress this long\n"
     "                         (1000..86400000, default 600000)\n"
+    "  --max-connections N    open connections at once; one more is told too_many\n"
+    "                         and closed (1..65536, default 1024)\n"
+    "  --max-commands N       running commands at once; an exec beyond is told\n"
+    "                         too_many (1..65536, default 4096)\n"
+    "  --keep-exited N        exited commands remembered, the oldest exit forgotten\n"
+    "                         first (1..65536, default 4096)\n"
     "  --token-file PATH      require every connection to present the token in PATH\n"
     "                         (1..4096 bytes, one trailing newline stripped) with an\n"
     "                         `auth` request before any other request; a tcp:\n"
@@ -93,6 +99,9 @@ static const struct option cfg_opts[] = {
     {"upload-max-entries", required_argument, NULL, CFG_O_UPENTRIES},
     {"xfer-helper", required_argument, NULL, CFG_O_XFERHELPER},
     {"helper-idle-ms", required_argument, NULL, CFG_O_HELPERIDLE},
+    {"max-connections", required_argument, NULL, CFG_O_MAXCONN},
+    {"max-commands", required_argument, NULL, CFG_O_MAXCMDS},
+    {"keep-exited", required_argument, NULL, CFG_O_KEEPEXITED},
     {"token-file", required_argument, NULL, CFG_O_TOKEN},
     {"init", no_argument, NULL, CFG_O_INIT},
     {"no-mount", no_argument, NULL, CFG_O_NOMOUNT},
@@ -223,6 +232,13 @@ static int cfg_set_num(struct cfg *c, int o, const char *arg, struct sa_err *e)
         if (parse_u32(arg, 0, 600000, &c->grace_ms) < 0)
             return err_set(e, EINVAL, NULL, "--grace-ms: expected 0..600000");
         break;
+    case CFG_O_MAXCONN: case CFG_O_MAXCMDS: case CFG_O_KEEPEXITED: {
+        uint32_t *v = o == CFG_O_MAXCONN ? &c->max_connections
+                    : o == CFG_O_MAXCMDS ? &c->max_commands : &c->keep_exited;
+        if (parse_u32(arg, 1, CFG_LIMIT_MAX, v) < 0)
+            return err_set(e, EINVAL, NULL, "expected 1..%u", CFG_LIMIT_MAX);
+        break;
+    }
     }
     return 0;
 }
@@ -273,6 +289,9 @@ static void cfg_defaults(struct cfg *c)
     c->hostname = CFG_DEFAULT_HOSTNAME;
     c->grace_ms = CFG_DEFAULT_GRACE_MS;
     c->helper_idle_ms = CFG_DEFAULT_HELPER_IDLE_MS;
+    c->max_connections = CFG_DEFAULT_MAX_CONNECTIONS;
+    c->max_commands = CFG_DEFAULT_MAX_COMMANDS;
+    c->keep_exited = CFG_DEFAULT_KEEP_EXITED;
 }
 
 /* After flags and the config file: the defaults of the lists, the checks. */
@@ -548,6 +567,14 @@ static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, unsi
         if (!(c->flags_set & CFG_BIT(CFG_O_TOKEN)))
             c->token_file = val;
         return 0;
+    }
+    int lim = strcmp(key, "max_connections") == 0 ? CFG_O_MAXCONN
+            : strcmp(key, "max_commands") == 0 ? CFG_O_MAXCMDS
+            : strcmp(key, "keep_exited") == 0 ? CFG_O_KEEPEXITED : 0;
+    if (lim) {
+        if (c->flags_set & CFG_BIT(lim))
+            return 0;
+        return cfg_set_num(c, lim, val, e) < 0 ? err_wrap(e, "sandbox_agent.%s", key) : 0;
     }
     if (strcmp(key, "listen") != 0 && strcmp(key, "workdir") != 0 && strcmp(key, "user") != 0 &&
         strcmp(key, "hostname") != 0 && strcmp(key, "vsock_allow_cid") != 0) {

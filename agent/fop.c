@@ -46,6 +46,7 @@ struct fop {
     struct buf in_buf;           /* accepted, not yet written: at most the stdin window */
     uint64_t in_accepted, in_written;
     struct fop_ack *acks, **acks_tail;
+    unsigned nacks;              /* at most ACKS_MAX (agent.h) */
     bool in_eof;                 /* the client sent eof: close after in_buf */
     bool in_stopped;             /* the helper stopped reading */
     /* output: the helper's frames */
@@ -443,6 +444,7 @@ static void fop_acks_settle(struct fop *f, const char *code, const char *msg)
     while (f->acks && (code || f->acks->upto <= f->in_written)) {
         struct fop_ack *k = f->acks;
         f->acks = k->next;
+        f->nacks--;
         fop_ack_reply(f, k->req_id, code, msg);
         free(k);
     }
@@ -723,6 +725,9 @@ int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the window of %u unacknowledged bytes", n,
                        c->a->cfg.stdin_window);
+    if (f->nacks >= ACKS_MAX)
+        return err_set(e, 0, "window_exceeded", "%u chunks wait for their acknowledgement",
+                       f->nacks);
     buf_append(&f->in_buf, data, n);
     f->in_accepted += n;
     f->in_eof = eof;
@@ -731,6 +736,7 @@ int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
     k->upto = f->in_accepted;
     *f->acks_tail = k;
     f->acks_tail = &k->next;
+    f->nacks++;
     fop_in_flush(f);
     return 0;
 }

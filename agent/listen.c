@@ -274,6 +274,10 @@ static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 log_info("accept on %s: resumed", l->addr);
                 l->starved = false;
             }
+            if (l->a->nconns >= l->a->cfg.max_connections) {
+                conn_refuse(l->a, fd, peer);
+                continue;
+            }
             conn_accept(l->a, fd, peer);
             continue;
         }

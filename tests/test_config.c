@@ -74,6 +74,34 @@ static void cmdline_keys_override_defaults(void)
     cfg_free(&c);
 }
 
+/* The limits (issue 12): defaults finite, from flags, the config file and
+ * the kernel command line, flags first; out-of-range values refused. */
+static void limits_from_every_source(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(c.max_connections == 1024 && c.max_commands == 4096 && c.keep_exited == 4096);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_connections=7 sandbox_agent.max_commands=8 "
+                                "sandbox_agent.keep_exited=9", &e) == 0);
+    CHECK(c.max_connections == 7 && c.max_commands == 8 && c.keep_exited == 9);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_commands=0", &e) < 0 && c.max_commands == 8);
+    cfg_free(&c);
+
+    CHECK(PARSE(&c, &e, "--max-commands", "3", NULL) == 0);
+    const char file[] = "max-commands = 5\nmax-connections = 6\nkeep-exited = 65536\n";
+    CHECK(cfg_apply_file(&c, file, sizeof file - 1, "f", &e) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_commands=9 sandbox_agent.max_connections=9",
+                            &e) == 0);
+    CHECK(c.max_commands == 3 && c.max_connections == 6 && c.keep_exited == 65536);
+    cfg_free(&c);
+
+    CHECK(PARSE(&c, &e, "--max-connections", "65537", NULL) < 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--keep-exited", "0", NULL) < 0);
+    cfg_free(&c);
+}
+
 /* The PID-1 boot keys: modules to load, one interface's address, and the
  * tcp any-address switch (a flag still wins). */
 static void cmdline_modules_net_and_tcp_any(void)
@@ -456,6 +484,7 @@ int main(void)
         T(init_flags_have_defaults_and_parse),
         T(upload_caps_as_flags_and_defaults),
         T(cmdline_keys_override_defaults),
+        T(limits_from_every_source),
         T(cmdline_modules_net_and_tcp_any),
         T(flags_win_over_the_cmdline),
         T(cmdline_without_keys_changes_nothing),
