@@ -3,6 +3,7 @@
  * (cfg_apply_cmdline) with their precedence — flags win over the config
  * file, which wins over sandbox_agent.* keys, which win over the defaults —
  * and the peer allow-lists (cfg_vsock_cid_allowed, cfg_uid_allowed). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,43 @@ static void cmdline_keys_override_defaults(void)
     CHECK(strcmp(c.hostname, "vm7") == 0);
     CHECK(c.token_inline && strcmp(c.token_inline, "s3cret") == 0);
     cfg_free(&c);
+}
+
+/* A token from the kernel command line is readable by every user in
+ * /proc/cmdline: loading it says so, loudly, in the log (issue 12 item 2);
+ * a token file does not. */
+static bool token_load_logs(const char *inline_token, const char *file, char *out, size_t cap)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+        return false;
+    log_set_kmsg(p[1]);                 /* the sink owns p[1] */
+    struct cfg c;
+    struct sa_err e;
+    bool ok = PARSE(&c, &e, NULL) == 0;
+    c.token_inline = inline_token;
+    c.token_file = file;
+    ok = ok && cfg_load_token(&c, &e) == 0;
+    log_set_kmsg(-1);
+    ssize_t n = read(p[0], out, cap - 1);
+    out[n > 0 ? n : 0] = '\0';
+    close(p[0]);
+    cfg_free(&c);
+    return ok;
+}
+
+static void a_cmdline_token_is_loaded_with_a_loud_warning(void)
+{
+    char log[4096];
+    CHECK(token_load_logs("s3cret", NULL, log, sizeof log));
+    CHECK(strstr(log, "KERNEL COMMAND LINE") && strstr(log, "/proc/cmdline"));
+    char path[] = "/tmp/sa-test-token-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, "filetoken\n", 10) == 10);
+    close(fd);
+    CHECK(token_load_logs("s3cret", path, log, sizeof log));
+    CHECK(strstr(log, "KERNEL COMMAND LINE") == NULL);
+    unlink(path);
 }
 
 /* The limits (issue 12): defaults finite, from flags, the config file and
@@ -484,6 +522,7 @@ int main(void)
         T(init_flags_have_defaults_and_parse),
         T(upload_caps_as_flags_and_defaults),
         T(cmdline_keys_override_defaults),
+        T(a_cmdline_token_is_loaded_with_a_loud_warning),
         T(limits_from_every_source),
         T(cmdline_modules_net_and_tcp_any),
         T(flags_win_over_the_cmdline),

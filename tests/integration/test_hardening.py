@@ -4,6 +4,7 @@ attacker (sa-test) races the agent's root operations with swapper.py, for a
 bounded time. Needs root: without it every class is skipped visibly."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -353,6 +354,37 @@ class UnixSocketMode(unittest.TestCase):
         by_name = [l for l in calls.splitlines() if "chmod" in l and "agent.sock" in l]
         self.assertEqual(by_name, [])
         self.assertRegex(calls, r"fchmod\(\d+, 0600\)")
+
+
+@unittest.skipUnless(AGENT_BIN, "SA_AGENT not set")
+class SyncChildHoldsNothing(unittest.TestCase):
+    """Item 4: the child that runs sync(2) for a `sync` request closes every
+    descriptor it inherited (connections, pipes, ptys) before it calls
+    sync(), which can take seconds: a client that goes away meanwhile must
+    see its connection close."""
+
+    @unittest.skipUnless(shutil.which("strace"), "needs strace to see the system calls")
+    def test_the_sync_child_closes_its_fds_before_sync(self):
+        p, c, trace, _sock = agent_under_strace(self, "close_range,sync", follow=True)
+        # the agent is strace's child; its own sync() at shutdown is not the child's
+        agent = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                               text=True).stdout.split()
+        self.assertEqual(len(agent), 1, agent)
+        with c:
+            c.ok("sync")
+            c.ok("shutdown")
+        p.wait(T(30))
+        with open(trace) as fh:
+            lines = fh.read().splitlines()
+        syncs = [l for l in lines if re.search(r"\bsync\(\)", l) and l.split()[0] != agent[0]]
+        self.assertTrue(syncs, "no sync() traced in a child:\n" + "\n".join(lines))
+        for l in syncs:
+            pid = l.split()[0]
+            mine = [x for x in lines if x.split()[0] == pid]
+            first_sync = next(i for i, x in enumerate(mine) if re.search(r"\bsync\(\)", x))
+            closed = [x for x in mine[:first_sync] if re.search(r"close_range\(0, 4294967295", x)]
+            self.assertTrue(closed, "process %s called sync() holding its fds:\n%s"
+                            % (pid, "\n".join(mine)))
 
 
 @unittest.skipUnless(AGENT_BIN and IS_ROOT, "needs root (per-command cgroups) and SA_AGENT")
