@@ -318,6 +318,11 @@ def check_systemd(ctl):
            % (p.get("MainPID"), ppid))
     parent = ctl("exec", "--", "sh", "-c", "cut -d' ' -f4 /proc/%s/stat" % ppid).stdout.decode().strip()
     expect(parent == "1", "the agent's parent is PID 1 (systemd started it)")
+    # stderr is the journal stream: lines carry their priority, journald the name
+    warn = ctl("exec", "--sudo", "--", "journalctl", "-b", "-u", "sandbox-agent", "-p", "warning",
+               "-o", "cat", "--no-pager").stdout.decode()
+    expect(any(l.startswith("warn: listening on non-loopback") for l in warn.splitlines()),
+           "the agent's warnings are in the journal at priority warning, without a second name prefix")
     return p
 
 

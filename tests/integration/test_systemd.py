@@ -1,4 +1,12 @@
-"""The `shutdown` request under systemd (docs/agent.md "Stopping"): an agent
+"""The agent as a systemd service.
+
+Logging (docs/agent.md, after the flags): when $JOURNAL_STREAM names the agent's
+stderr (DEVICE:INODE, as systemd sets it for a service whose output goes to
+the journal), log lines carry sd-daemon(3)'s "<N>" priority and no
+"sandbox-agent[PID]:" (journald adds both); otherwise — the variable unset or
+naming another stream — the usual prefix.
+
+The `shutdown` request under systemd (docs/agent.md "Stopping"): an agent
 started by PID 1 with $NOTIFY_SOCKET, where PID 1 is systemd
 (/run/systemd/system exists), asks PID 1 to power off with signal 38 —
 systemd's SIGRTMIN+4 in glibc's numbering, not musl's SIGRTMIN+4 (39, which
@@ -15,6 +23,7 @@ the real systemd is tests/vm/image_boot.py. Needs root and unshare; skipped
 visibly otherwise."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +56,49 @@ rc = p.wait()
 time.sleep(0.3)          # a signal sent just before the exit has arrived by now
 print("exit %%d signals %%s" %% (rc, sorted(got)), flush=True)
 """ % {"poweroff": POWEROFF, "reboot": REBOOT}
+
+
+@unittest.skipIf(not AGENT_BIN, "SA_AGENT is not set")
+class JournalStream(unittest.TestCase):
+
+    def log_lines(self, journal_stream_of):
+        """The agent's stderr (a file) after a start and a SIGTERM, with
+        $JOURNAL_STREAM naming the file given (or unset for None)."""
+        tmp = tempfile.mkdtemp(prefix="sa-journal-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        os.mkdir(os.path.join(tmp, "work"))
+        sock = os.path.join(tmp, "agent.sock")
+        err_path = os.path.join(tmp, "stderr")
+        other = os.path.join(tmp, "other")
+        open(other, "w").close()
+        env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET")}
+        with open(err_path, "wb") as err:
+            named = {"stderr": err_path, "other": other}.get(journal_stream_of)
+            if named:
+                st = os.stat(named)
+                env["JOURNAL_STREAM"] = "%d:%d" % (st.st_dev, st.st_ino)
+            p = subprocess.Popen([AGENT_BIN, "--listen", "unix:" + sock, "--workdir", os.path.join(tmp, "work"),
+                                  "--dev"], stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env)
+        self.addCleanup(lambda: p.poll() is None and (p.kill(), p.wait()))
+        wait_until(lambda: os.path.exists(sock) or p.poll() is not None, T(20), what="the agent's socket")
+        with Client(sock) as c:
+            c.ping()
+        p.terminate()
+        self.assertEqual(p.wait(T(20)), 0)
+        with open(err_path) as f:
+            return [l for l in f.read().splitlines() if l]
+
+    def test_on_the_journal_stream_lines_carry_the_priority_and_no_name(self):
+        lines = self.log_lines("stderr")
+        self.assertTrue(any(l.startswith("<6>info: sandbox-agent ") and " ready: " in l for l in lines), lines)
+        self.assertTrue(all(re.match(r"<[3467]>(error|warn|info|debug): ", l) for l in lines), lines)
+
+    def test_elsewhere_lines_carry_name_and_pid(self):
+        for named in (None, "other"):
+            lines = self.log_lines(named)
+            self.assertTrue(lines, named)
+            self.assertTrue(all(re.match(r"sandbox-agent\[\d+\]: (error|warn|info|debug): ", l)
+                                for l in lines), (named, lines))
 
 
 @unittest.skipIf(WHY_NOT, WHY_NOT)
