@@ -393,6 +393,75 @@ def shutdown(port, token, qemu, console, timeout):
     expect("reboot: Power down" in text, "the kernel powered off (not a reboot: QEMU runs -no-reboot)")
 
 
+class Guest:
+    """QEMU running the image: killed when the block ends, whatever happened,
+    and whatever QEMU itself printed is shown."""
+
+    def __init__(self, argv):
+        self.argv = argv
+
+    def __enter__(self):
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        said = self.proc.stdout.read().decode(errors="replace").strip()
+        self.proc.stdout.close()
+        if said:
+            print("qemu: " + said, file=sys.stderr)
+        return False
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait(self, timeout):
+        return self.proc.wait(timeout)
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
+
+def console_tail(path, n=80):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace").splitlines()[-n:]
+    except OSError as e:
+        return ["(no console: %s)" % e]
+
+
+def drive(o, qemu, port, token, console, tmp, deadline, t_start, root_s):
+    """Everything the host checks, in order; raises Failure on the first miss."""
+    hello, auth_required = wait_agent(port, token, qemu, min(deadline, qemu.t0 + 300), "boot")
+    hello_s = time.monotonic() - qemu.t0
+    log("hello from %s after %.2f s (QEMU start to hello, systemd, TCG)" % (hello.get("agent"), hello_s))
+    expect(auth_required, "the hello says auth_required (the image's token file)")
+    ctl = vm_boot.Ctl(o.ctl, port)
+    r = ctl("exec", "--", "true", check=False)
+    expect(r.returncode == 0, "sandboxctl with the token runs a command")
+    bad = subprocess.run([o.ctl, "-c", ctl.addr, "ping"], capture_output=True, timeout=30,
+                         env=dict(os.environ, SANDBOX_AGENT_TOKEN_FILE="/dev/null"))
+    expect(bad.returncode != 0, "without the token the agent refuses (sandboxctl exit %d)" % bad.returncode)
+    props = check_systemd(ctl)
+    active_s = int(props.get("ActiveEnterTimestampMonotonic", "0")) / 1e6
+    rss_kib = agent_rss(ctl, props["MainPID"])
+    check_user(ctl)
+    vm_boot.check_files(ctl, hello, tmp)
+    check_restart(ctl, port, token, qemu, deadline, props)
+    d = ctl("exec", "--detach", "--", "sleep", "1000")
+    expect(d.stdout.strip().isdigit(), "a detached command runs during the shutdown")
+    shutdown(port, token, qemu, console, max(5, min(120, deadline - time.monotonic())))
+    print("\nimage_boot: RESULT hello %.2f s after QEMU start (unit active at %.2f s of the guest's "
+          "clock); agent (systemd service) VmRSS %d KiB; root %s; total %.1f s"
+          % (hello_s, active_s, rss_kib,
+             "built in %.1f s" % root_s if root_s else "cached", time.monotonic() - t_start))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--deb", required=True, help="the sandbox-agent .deb (packaging/build-packages)")
@@ -435,57 +504,20 @@ def main():
             "-drive", "file=%s,format=raw,if=virtio,cache=unsafe" % disk,
             "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:%d-%s:%d" % (port, GUEST_IP, AGENT_PORT),
             "-device", "virtio-net-pci,netdev=n0"]
-    tokfile = tempfile.NamedTemporaryFile(prefix="sa-image-token-", mode="w")
-    tokfile.write(token + "\n")
-    tokfile.flush()
-    os.environ["SANDBOX_AGENT_TOKEN_FILE"] = tokfile.name     # sandboxctl's token
-    tmp = tempfile.mkdtemp(prefix="sa-image-")
-    t_qemu = time.monotonic()
-    qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    try:
-        hello, auth_required = wait_agent(port, token, qemu, min(deadline, t_qemu + 300), "boot")
-        hello_s = time.monotonic() - t_qemu
-        log("hello from %s after %.2f s (QEMU start to hello, systemd, TCG)" % (hello.get("agent"), hello_s))
-        expect(auth_required, "the hello says auth_required (the image's token file)")
-        ctl = vm_boot.Ctl(o.ctl, port)
-        r = ctl("exec", "--", "true", check=False)
-        expect(r.returncode == 0, "sandboxctl with the token runs a command")
-        bad = subprocess.run([o.ctl, "-c", ctl.addr, "ping"], capture_output=True, timeout=30,
-                             env=dict(os.environ, SANDBOX_AGENT_TOKEN_FILE="/dev/null"))
-        expect(bad.returncode != 0, "without the token the agent refuses (sandboxctl exit %d)" % bad.returncode)
-        props = check_systemd(ctl)
-        active_s = int(props.get("ActiveEnterTimestampMonotonic", "0")) / 1e6
-        rss_kib = agent_rss(ctl, props["MainPID"])
-        check_user(ctl)
-        vm_boot.check_files(ctl, hello, tmp)
-        props = check_restart(ctl, port, token, qemu, deadline, props)
-        d = ctl("exec", "--detach", "--", "sleep", "1000")
-        expect(d.stdout.strip().isdigit(), "a detached command runs during the shutdown")
-        shutdown(port, token, qemu, console, max(5, min(120, deadline - time.monotonic())))
-        print("\nimage_boot: RESULT hello %.2f s after QEMU start (unit active at %.2f s of the guest's "
-              "clock); agent (systemd service) VmRSS %d KiB; root %s; total %.1f s"
-              % (hello_s, active_s, rss_kib,
-                 "built in %.1f s" % root_s if root_s else "cached", time.monotonic() - t_start))
-        return 0
-    except (Failure, subprocess.TimeoutExpired, OSError, AssertionError, KeyError, ValueError) as e:
-        print("image_boot: FAILED: %s" % e, file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="sa-image-") as tmp:
+        tokfile = os.path.join(tmp, "token")
+        with open(tokfile, "w") as f:
+            f.write(token + "\n")
+        os.environ["SANDBOX_AGENT_TOKEN_FILE"] = tokfile     # sandboxctl's token
         try:
-            with open(console, "rb") as f:
-                tail = f.read().decode(errors="replace").splitlines()[-80:]
-            print("---- guest console (%s) ----\n%s\n----" % (console, "\n".join(tail)), file=sys.stderr)
-        except OSError:
-            pass
-        return 1
-    finally:
-        if qemu.poll() is None:
-            qemu.kill()
-            qemu.wait(10)
-        out = qemu.stdout.read().decode(errors="replace").strip()
-        if out:
-            print("qemu: " + out, file=sys.stderr)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tokfile.close()
+            with Guest(argv) as qemu:
+                drive(o, qemu, port, token, console, tmp, deadline, t_start, root_s)
+            return 0
+        except (Failure, subprocess.TimeoutExpired, OSError, AssertionError, KeyError, ValueError) as e:
+            print("image_boot: FAILED: %s" % e, file=sys.stderr)
+            print("---- guest console (%s) ----\n%s\n----" % (console, "\n".join(console_tail(console))),
+                  file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":
