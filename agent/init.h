@@ -5,9 +5,11 @@
  *   - SIGTERM, SIGINT and SIGPWR start a graceful shutdown (so does the
  *     `shutdown` request, in every mode): SIGTERM to every
  *     command's tree, --grace-ms for them to exit (the loop keeps serving and
- *     reaping), SIGKILL to what is left, sync, then power off as PID 1
- *     (reboot(RB_POWER_OFF)) or exit 0 when not PID 1 — as a systemd
- *     service after asking systemd to power off (INIT_SYSTEMD_POWEROFF_SIG).
+ *     reaping), SIGKILL to what is left, up to INIT_FLUSH_S for every
+ *     connection to take its pending output (exits, replies), sync, then
+ *     power off as PID 1 (reboot(RB_POWER_OFF)) or exit 0 when not PID 1 —
+ *     as a systemd service after asking systemd to power off
+ *     (INIT_SYSTEMD_POWEROFF_SIG).
  * As PID 1 without --no-mount ("system duties") it also mounts what is
  * missing of /proc, /sys, /dev, /dev/pts, /dev/shm, /run, /tmp and
  * /sys/fs/cgroup, sets the hostname, brings up loopback and logs to
@@ -27,7 +29,8 @@
 #include "err.h"
 
 #define INIT_RETRY_S 1.0       /* failed listeners are retried this often (PID 1) */
-#define INIT_FINAL_S 1.0       /* after SIGKILL, at most this long for exits to go out */
+#define INIT_FINAL_S 1.0       /* after SIGKILL, at most this long for exits to be reported */
+#define INIT_FLUSH_S 2.0       /* then at most this long for connections to take their output */
 /* systemd(1): "SIGRTMIN+4: enters poweroff.target" (as `systemctl start
  * poweroff.target --job-mode=replace-irreversibly`), with glibc's SIGRTMIN,
  * 34. Not SIGRTMIN+4 here: musl's SIGRTMIN is 35, and 39 is systemd's reboot. */
@@ -35,7 +38,7 @@
 
 struct agent;
 
-enum init_phase { INIT_RUNNING, INIT_GRACE, INIT_KILLED, INIT_DOWN };
+enum init_phase { INIT_RUNNING, INIT_GRACE, INIT_KILLED, INIT_FLUSH, INIT_DOWN };
 
 struct init_state {
     bool on;                   /* init mode: PID 1 or --init */

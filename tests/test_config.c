@@ -74,6 +74,34 @@ static void cmdline_keys_override_defaults(void)
     cfg_free(&c);
 }
 
+/* The limits (issue 12): defaults finite, from flags, the config file and
+ * the kernel command line, flags first; out-of-range values refused. */
+static void limits_from_every_source(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(c.max_connections == 1024 && c.max_commands == 4096 && c.keep_exited == 4096);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_connections=7 sandbox_agent.max_commands=8 "
+                                "sandbox_agent.keep_exited=9", &e) == 0);
+    CHECK(c.max_connections == 7 && c.max_commands == 8 && c.keep_exited == 9);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_commands=0", &e) < 0 && c.max_commands == 8);
+    cfg_free(&c);
+
+    CHECK(PARSE(&c, &e, "--max-commands", "3", NULL) == 0);
+    const char file[] = "max-commands = 5\nmax-connections = 6\nkeep-exited = 65536\n";
+    CHECK(cfg_apply_file(&c, file, sizeof file - 1, "f", &e) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_commands=9 sandbox_agent.max_connections=9",
+                            &e) == 0);
+    CHECK(c.max_commands == 3 && c.max_connections == 6 && c.keep_exited == 65536);
+    cfg_free(&c);
+
+    CHECK(PARSE(&c, &e, "--max-connections", "65537", NULL) < 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--keep-exited", "0", NULL) < 0);
+    cfg_free(&c);
+}
+
 /* The PID-1 boot keys: modules to load, one interface's address, and the
  * tcp any-address switch (a flag still wins). */
 static void cmdline_modules_net_and_tcp_any(void)
@@ -401,6 +429,54 @@ static void config_flag_reads_the_file_and_flags_still_win(void)
     cfg_free(&c);
 }
 
+/* Issue 12: a tcp: listener without a token needs --insecure-tcp; the same
+ * switch in the config file and on the kernel command line (a flag wins);
+ * a root-only token file can be named on the kernel command line. */
+static void insecure_tcp_and_token_file_from_every_source(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(!c.insecure_tcp && !c.token_file);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--insecure-tcp", NULL) == 0 && c.insecure_tcp);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.insecure_tcp=0", &e) == 0 && c.insecure_tcp);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(FILE_TEXT(&c, &e, "insecure-tcp = true\n") == 0 && c.insecure_tcp);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.insecure_tcp=1 "
+                                "sandbox_agent.token_file=/etc/sandbox-agent/token", &e) == 0);
+    CHECK(c.insecure_tcp && !c.tcp_any);
+    CHECK(c.token_file && strcmp(c.token_file, "/etc/sandbox-agent/token") == 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--token-file", "/flag", NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.token_file=/cmdline", &e) == 0);
+    CHECK(strcmp(c.token_file, "/flag") == 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.insecure_tcp=maybe", &e) < 0 && !c.insecure_tcp);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.token_file=", &e) < 0 && !c.token_file);
+    cfg_free(&c);
+}
+
+/* The file helpers' idle deadline: 10 minutes by default, bounded. */
+static void helper_idle_ms_default_and_bounds(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0 && c.helper_idle_ms == 600000);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--helper-idle-ms", "2000", NULL) == 0 && c.helper_idle_ms == 2000);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--helper-idle-ms", "999", NULL) < 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(FILE_TEXT(&c, &e, "helper-idle-ms = 5000\n") == 0 && c.helper_idle_ms == 5000);
+    cfg_free(&c);
+}
+
 int main(void)
 {
     static const struct check_test tests[] = {
@@ -408,6 +484,7 @@ int main(void)
         T(init_flags_have_defaults_and_parse),
         T(upload_caps_as_flags_and_defaults),
         T(cmdline_keys_override_defaults),
+        T(limits_from_every_source),
         T(cmdline_modules_net_and_tcp_any),
         T(flags_win_over_the_cmdline),
         T(cmdline_without_keys_changes_nothing),
@@ -421,6 +498,8 @@ int main(void)
         T(precedence_flags_then_file_then_cmdline_then_defaults),
         T(config_file_errors_name_the_line),
         T(config_flag_reads_the_file_and_flags_still_win),
+        T(insecure_tcp_and_token_file_from_every_source),
+        T(helper_idle_ms_default_and_bounds),
     };
     return check_run(tests, sizeof tests / sizeof tests[0]);
 }

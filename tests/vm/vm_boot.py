@@ -6,8 +6,9 @@ it from the host with sandboxctl (docs/testing.md, "The VM boot test").
                       [--work build-vm] [--timeout 240]
 
 1. Debian's cloud kernel: `apt-get download` of the linux-image package that
-   linux-image-cloud-amd64 points to, unpacked with dpkg-deb -x (never
-   installed); cached in WORK/kernel.
+   linux-image-cloud-amd64 points to (newest first; when the archive no
+   longer serves that file, the versions before it, saying which was used),
+   unpacked with dpkg-deb -x (never installed); cached in WORK/kernel.
 2. An initramfs (newc cpio, gzip, written here): the static agent at
    /usr/sbin/sandbox-agent, Debian's busybox-static at /bin/busybox with its
    applets, /etc/passwd and /etc/group with root and vercel-sandbox (1000),
@@ -18,8 +19,9 @@ it from the host with sandboxctl (docs/testing.md, "The VM boot test").
    gives eth0 QEMU's user-network address (`sandbox_agent.net=`).
 3. qemu-system-x86_64 under TCG, virtio-net on QEMU's user network with a
    hostfwd to the agent's TCP listener, which the kernel command line opens
-   (`sandbox_agent.listen=tcp:10.0.2.15:7071` and
-   `sandbox_agent.insecure_tcp_any_address=1`).
+   (`sandbox_agent.listen=tcp:10.0.2.15:7071`,
+   `sandbox_agent.insecure_tcp_any_address=1` and, since the test has no
+   token, `sandbox_agent.insecure_tcp=1`).
 4. From the host: wait for the hello (timed from QEMU's start), check PID 1 is
    the agent, run commands (user, sudo, stdin, exit codes), read the agent's
    RSS inside the guest, upload and download a tree (the `files` capability
@@ -30,10 +32,12 @@ and the guest RSS. Exit status 0 on success, 1 on failure.
 """
 
 import argparse
+import functools
 import gzip
 import hashlib
 import io
 import os
+import re
 import shutil
 import socket
 import stat
@@ -71,20 +75,60 @@ def run(argv, timeout=60, check=True, **kw):
 
 # ---- the kernel ---------------------------------------------------------------
 
+def debver_newest_first(versions):
+    """Debian versions sorted newest first, as dpkg orders them."""
+    def cmp(a, b):
+        if a == b:
+            return 0
+        gt = subprocess.run(["dpkg", "--compare-versions", a, "gt", b]).returncode == 0
+        return -1 if gt else 1
+    return sorted(set(versions), key=functools.cmp_to_key(cmp))
+
+
+def kernel_candidates():
+    """(package, version) of every kernel image linux-image-cloud-amd64
+    points to, in any version the indexes list, newest first."""
+    show = run(["apt-cache", "show", "linux-image-cloud-amd64"], check=False).stdout.decode()
+    pins = {}
+    for rec in show.split("\n\n"):
+        m = re.search(r"^Depends:.*?(linux-image-[^ ,]+) \(= ([^)]+)\)", rec, re.M)
+        if m:
+            pins[m.group(2)] = m.group(1)
+    return [(pins[v], v) for v in debver_newest_first(pins)]
+
+
+def download_kernel(kdir):
+    """apt-get download the newest kernel package whose file the archive
+    still serves: a security update's index may list a version whose file
+    is gone (404); fall back to the older ones, saying which was used."""
+    cands = kernel_candidates()
+    if not cands:
+        raise Failure("linux-image-cloud-amd64 names no kernel package (apt-get update?)")
+    tried = []
+    for pkg, ver in cands:
+        log("downloading %s %s (not installing it)" % (pkg, ver))
+        r = run(["apt-get", "download", "-q", "%s=%s" % (pkg, ver)], timeout=300, cwd=kdir,
+                check=False)
+        debs = [f for f in os.listdir(kdir) if f.endswith(".deb")]
+        if r.returncode == 0 and debs:
+            note = " (%s unavailable)" % ", ".join(tried) if tried else ""
+            log("kernel: %s %s%s" % (pkg, ver, note))
+            return debs[0]
+        for f in debs:
+            os.unlink(os.path.join(kdir, f))
+        tried.append("%s %s" % (pkg, ver))
+        err = [l for l in r.stderr.decode(errors="replace").splitlines() if l.startswith("E:")]
+        log("  unavailable: %s" % ("; ".join(err[:2]) or "exit %d" % r.returncode))
+    raise Failure("no kernel package could be downloaded; tried: %s" % ", ".join(tried))
+
+
 def fetch_kernel(work):
     kdir = os.path.join(work, "kernel")
     done = os.path.join(kdir, ".done")
     if not os.path.exists(done):
         shutil.rmtree(kdir, ignore_errors=True)
         os.makedirs(kdir)
-        deps = run(["apt-cache", "depends", "linux-image-cloud-amd64"]).stdout.decode()
-        pkg = next((l.split(":", 1)[1].strip() for l in deps.splitlines()
-                    if l.strip().startswith("Depends: linux-image-")), None)
-        if not pkg:
-            raise Failure("linux-image-cloud-amd64 names no kernel package (apt-get update?)")
-        log("downloading %s (not installing it)" % pkg)
-        run(["apt-get", "download", "-q", pkg], timeout=300, cwd=kdir)
-        deb = [f for f in os.listdir(kdir) if f.endswith(".deb")][0]
+        deb = download_kernel(kdir)
         run(["dpkg-deb", "-x", deb, "x"], timeout=300, cwd=kdir)
         os.unlink(os.path.join(kdir, deb))
         open(done, "w").close()
@@ -332,7 +376,7 @@ def main():
     console = os.path.join(o.work, "console.log")
     append = ("console=ttyS0 panic=-1 loglevel=7 printk.devkmsg=on "
               "sandbox_agent.listen=tcp:%s:%d sandbox_agent.hostname=vmtest "
-              "sandbox_agent.insecure_tcp_any_address=1 "
+              "sandbox_agent.insecure_tcp_any_address=1 sandbox_agent.insecure_tcp=1 "
               "sandbox_agent.modules=%s sandbox_agent.net=eth0,%s/24,10.0.2.2"
               % (GUEST_IP, AGENT_PORT, ",".join("/lib/modules/%s.ko" % m for m in MODULES),
                  GUEST_IP))
