@@ -303,6 +303,17 @@ static void init_power_off(struct agent *a)
     ev_timer_start(a->loop, &a->init.phase_w);
 }
 
+/* A systemd service (the shipped unit): started by PID 1 with $NOTIFY_SOCKET
+ * (Type=notify), and PID 1 is systemd — sd_booted(3)'s test, the directory
+ * /run/systemd/system. All three, so that an agent run by hand or by a test
+ * never powers off the machine it runs on. */
+static bool init_systemd_service(const struct agent *a)
+{
+    struct stat sb;
+    return a->notify.on && getppid() == 1 && stat("/run/systemd/system", &sb) == 0 &&
+           S_ISDIR(sb.st_mode);
+}
+
 /* Every connection has written what it was owed (or cannot take it). */
 static bool init_flushed(const struct agent *a)
 {
@@ -344,6 +355,15 @@ static void init_down(struct agent *a)
     if (st->pid1) {
         init_power_off(a);
         return;
+    }
+    if (init_systemd_service(a)) {
+        /* The VM must go down, not just the agent: systemd's own poweroff,
+         * which stops every unit (this one has already exited 0, so
+         * Restart=on-failure leaves it stopped). */
+        log_info("shutdown: asking systemd (PID 1) to power off");
+        if (kill(1, INIT_SYSTEMD_POWEROFF_SIG) < 0)
+            log_err("shutdown: signal %d to PID 1: %s; the VM stays up", INIT_SYSTEMD_POWEROFF_SIG,
+                    strerror(errno));
     }
     log_info("shutdown: done; exiting (%s)", st->on ? "--init, not PID 1" : "not PID 1");
     ev_break(a->loop, EVBREAK_ALL);

@@ -7,8 +7,9 @@
  *     command's tree, --grace-ms for them to exit (the loop keeps serving and
  *     reaping), SIGKILL to what is left, up to INIT_FLUSH_S for every
  *     connection to take its pending output (exits, replies), sync, then
- *     power off as PID 1
- *     (reboot(RB_POWER_OFF)) or exit 0 with --init when not PID 1.
+ *     power off as PID 1 (reboot(RB_POWER_OFF)) or exit 0 when not PID 1 —
+ *     as a systemd service after asking systemd to power off
+ *     (INIT_SYSTEMD_POWEROFF_SIG).
  * As PID 1 without --no-mount ("system duties") it also mounts what is
  * missing of /proc, /sys, /dev, /dev/pts, /dev/shm, /run, /tmp and
  * /sys/fs/cgroup, sets the hostname, brings up loopback and logs to
@@ -30,6 +31,10 @@
 #define INIT_RETRY_S 1.0       /* failed listeners are retried this often (PID 1) */
 #define INIT_FINAL_S 1.0       /* after SIGKILL, at most this long for exits to be reported */
 #define INIT_FLUSH_S 2.0       /* then at most this long for connections to take their output */
+/* systemd(1): "SIGRTMIN+4: enters poweroff.target" (as `systemctl start
+ * poweroff.target --job-mode=replace-irreversibly`), with glibc's SIGRTMIN,
+ * 34. Not SIGRTMIN+4 here: musl's SIGRTMIN is 35, and 39 is systemd's reboot. */
+#define INIT_SYSTEMD_POWEROFF_SIG 38
 
 struct agent;
 

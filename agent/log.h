@@ -1,5 +1,7 @@
 /* log.h — the agent's log sink: stderr, or /dev/kmsg in PID-1 mode (one
- * line per event). */
+ * line per event). On stderr a line is "sandbox-agent[PID]: LEVEL: ...", or
+ * "<PRIO>LEVEL: ..." when stderr is still the journal stream systemd gave the
+ * service ($JOURNAL_STREAM), which adds the name and pid itself. */
 #ifndef SA_LOG_H
 #define SA_LOG_H
 

@@ -27,8 +27,11 @@ elif ! grep -q '^vercel-sandbox:' "$root/etc/passwd" 2>/dev/null; then
     fi
 fi
 
-# Its workdir and home, as tmpfiles.d says.
-if command -v systemd-tmpfiles >/dev/null 2>&1; then
+# Its workdir and home, as tmpfiles.d says. systemd-tmpfiles refuses to run
+# without /proc unless given --root, so a chroot without /proc (`dpkg --root`,
+# debootstrap, most image builders) takes the mkdir path; at boot
+# systemd-tmpfiles-setup.service applies the entry anyway.
+if command -v systemd-tmpfiles >/dev/null 2>&1 && { [ -n "$root" ] || [ -e /proc/self ]; }; then
     systemd-tmpfiles ${root:+--root="$root"} --create "$root/usr/lib/tmpfiles.d/sandbox-agent.conf"
 else
     mkdir -p "$root/vercel/sandbox" "$root/home/vercel-sandbox"
