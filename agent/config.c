@@ -38,6 +38,11 @@ static const char usage[] =
     "  --upload-max-entries N cap on one upload's entries (default 1048576)\n"
     "  --xfer-helper PATH     the archive helper run for uploads and downloads\n"
     "                         (default: sandbox-agent-xfer beside this binary)\n"
+    "  --tunnel off|loopback|any\n"
+    "                         what a `connect` request (a tunnel to a TCP port in the\n"
+    "                         guest) may reach: nothing, loopback addresses, or\n"
+    "                         loopback and the guest's own addresses (default any)\n"
+    "  --max-tunnels N        tunnels open at once (1..65536, default 128)\n"
     "  --token-file PATH      require every connection to present the token in PATH\n"
     "                         (1..4096 bytes, one trailing newline stripped) with an\n"
     "                         `auth` request before any other request\n"
@@ -61,7 +66,8 @@ static const char usage[] =
     "PID-1 mode (when the agent is PID 1, or with --init; docs/agent.md \"PID 1\"):\n"
     "  --init                 init mode even when not PID 1: kernel command line\n"
     "                         (sandbox_agent.listen=, .workdir=, .user=, .hostname=,\n"
-    "                         .token=, .vsock_allow_cid=; flags and --config win),\n"
+    "                         .token=, .vsock_allow_cid=, .tunnel=, .max_tunnels=;\n"
+    "                         flags and --config win),\n"
     "                         graceful shutdown on SIGTERM/SIGINT/SIGPWR, then exit 0\n"
     "  --no-mount             as PID 1: skip the system duties (mounts, hostname,\n"
     "                         loopback, /dev/kmsg logging), e.g. in a PID namespace\n"
@@ -85,6 +91,8 @@ static const struct option cfg_opts[] = {
     {"upload-max-bytes", required_argument, NULL, CFG_O_UPBYTES},
     {"upload-max-entries", required_argument, NULL, CFG_O_UPENTRIES},
     {"xfer-helper", required_argument, NULL, CFG_O_XFERHELPER},
+    {"tunnel", required_argument, NULL, CFG_O_TUNNEL},
+    {"max-tunnels", required_argument, NULL, CFG_O_MAXTUNNELS},
     {"token-file", required_argument, NULL, CFG_O_TOKEN},
     {"init", no_argument, NULL, CFG_O_INIT},
     {"no-mount", no_argument, NULL, CFG_O_NOMOUNT},
@@ -210,7 +218,24 @@ static int cfg_set_num(struct cfg *c, int o, const char *arg, struct sa_err *e)
         if (parse_u32(arg, 0, 600000, &c->grace_ms) < 0)
             return err_set(e, EINVAL, NULL, "--grace-ms: expected 0..600000");
         break;
+    case CFG_O_MAXTUNNELS:
+        if (parse_u32(arg, 1, 65536, &c->max_tunnels) < 0)
+            return err_set(e, EINVAL, NULL, "--max-tunnels: expected 1..65536");
+        break;
     }
+    return 0;
+}
+
+static int cfg_set_tunnel(struct cfg *c, const char *arg, struct sa_err *e)
+{
+    if (strcmp(arg, "off") == 0)
+        c->tunnel = CFG_TUNNEL_OFF;
+    else if (strcmp(arg, "loopback") == 0)
+        c->tunnel = CFG_TUNNEL_LOOPBACK;
+    else if (strcmp(arg, "any") == 0)
+        c->tunnel = CFG_TUNNEL_ANY;
+    else
+        return err_set(e, EINVAL, NULL, "--tunnel: expected off, loopback or any");
     return 0;
 }
 
@@ -236,6 +261,7 @@ static int cfg_set(struct cfg *c, int o, const char *arg, struct sa_err *e)
         return 0;
     case CFG_O_ALLOWUID: return cfg_add_id(c->allow_uids, &c->nallow_uids, arg, "--allow-uid", e);
     case CFG_O_VSOCKCID: return cfg_add_cid(c, arg, e);
+    case CFG_O_TUNNEL: return cfg_set_tunnel(c, arg, e);
     case CFG_O_DEV: case CFG_O_TCPANY: case CFG_O_INIT: case CFG_O_NOMOUNT:
     case CFG_O_VERBOSE: case CFG_O_QUIET:
         return cfg_set_bool(c, o, arg, e);
@@ -259,6 +285,8 @@ static void cfg_defaults(struct cfg *c)
     c->log_level = LOG_INFO;
     c->hostname = CFG_DEFAULT_HOSTNAME;
     c->grace_ms = CFG_DEFAULT_GRACE_MS;
+    c->tunnel = CFG_TUNNEL_ANY;
+    c->max_tunnels = CFG_DEFAULT_MAX_TUNNELS;
 }
 
 /* After flags and the config file: the defaults of the lists, the checks. */
@@ -523,6 +551,12 @@ static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, unsi
         if (!(c->flags_set & CFG_BIT(CFG_O_TCPANY)))
             c->tcp_any = val[0] == '1' || val[0] == 't';
         return 0;
+    }
+    if (strcmp(key, "tunnel") == 0 || strcmp(key, "max_tunnels") == 0) {
+        int o = key[1] == 'u' ? CFG_O_TUNNEL : CFG_O_MAXTUNNELS;
+        if (c->flags_set & CFG_BIT(o))
+            return 0;
+        return cfg_set(c, o, val, e) < 0 ? err_wrap(e, "sandbox_agent.%s", key) : 0;
     }
     if (strcmp(key, "listen") != 0 && strcmp(key, "workdir") != 0 && strcmp(key, "user") != 0 &&
         strcmp(key, "hostname") != 0 && strcmp(key, "vsock_allow_cid") != 0) {

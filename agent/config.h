@@ -26,6 +26,10 @@
 #define CFG_HOST_CID 2           /* VMADDR_CID_HOST: the default vsock allow-list */
 #define CFG_FILE_MAX (64u << 10) /* --config: bytes of the file */
 #define CFG_LINE_MAX 4096        /* --config: bytes of one line, newline included */
+#define CFG_DEFAULT_MAX_TUNNELS 128   /* --max-tunnels (tunnel.h) */
+
+/* --tunnel: what a `connect` may reach (tunnel.c). */
+enum cfg_tunnel { CFG_TUNNEL_OFF, CFG_TUNNEL_LOOPBACK, CFG_TUNNEL_ANY };
 
 /* The settings, as getopt values and as config file keys (their long names). */
 enum cfg_opt {
@@ -33,7 +37,8 @@ enum cfg_opt {
     CFG_O_WINDOW, CFG_O_TCPANY, CFG_O_LOGCAP, CFG_O_LOGTOTAL, CFG_O_TOKEN, CFG_O_INIT,
     CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
     CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES, CFG_O_XFERHELPER,
-    CFG_O_LAST = CFG_O_XFERHELPER,      /* keep last: the range getopt accepts */
+    CFG_O_TUNNEL, CFG_O_MAXTUNNELS,
+    CFG_O_LAST = CFG_O_MAXTUNNELS,      /* keep last: the range getopt accepts */
 };
 #define CFG_BIT(o) (1u << ((o) - CFG_O_LISTEN))
 
@@ -61,6 +66,8 @@ struct cfg {
     uint64_t upload_max_bytes;   /* an upload's entry data, written or skipped */
     uint64_t upload_max_entries; /* an upload's entries */
     const char *xfer_helper;     /* --xfer-helper, or NULL: beside the agent (fop.h) */
+    enum cfg_tunnel tunnel;      /* --tunnel: off, loopback, any (loopback + own addresses) */
+    uint32_t max_tunnels;        /* --max-tunnels: open at once */
     int log_level;
     const char *token_file;   /* --token-file, or NULL: no token */
     char token[CFG_TOKEN_MAX];/* its content (trailing newline stripped), once loaded */
@@ -107,7 +114,8 @@ bool cfg_uid_allowed(const struct cfg *c, uint32_t uid, uint32_t self);
  * file is an error. */
 int cfg_load_token(struct cfg *c, struct sa_err *e);
 /* Apply the kernel command line's sandbox_agent.* keys (listen and
- * vsock_allow_cid, repeatable; workdir, user, hostname, token) to a parsed
+ * vsock_allow_cid, repeatable; workdir, user, hostname, token, tunnel,
+ * max_tunnels) to a parsed
  * cfg, except for what flags or the config file set (flags > config file >
  * kernel command line > defaults), and the cmdline-only keys modules, net
  * and insecure_tcp_any_address. Pure: no I/O but log warnings.
