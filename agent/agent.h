@@ -48,9 +48,30 @@
 /* The capacity asked for a command's stdout pipe (F_SETPIPE_SZ; the
  * kernel's default is 64 KiB, its limit /proc/sys/fs/pipe-max-size). */
 #define CMD_PIPE_SIZE (256u << 10)
-/* Exited commands remembered (records and exit status; logs may be evicted
- * earlier by the global log cap). */
-#define CMD_EXITED_KEEP 4096
+/* Exited commands remembered: cfg.keep_exited (--keep-exited, default
+ * CFG_DEFAULT_KEEP_EXITED; records and exit status; logs may be evicted
+ * earlier by the global log cap). Forgotten oldest exit first. */
+/* Records' strings (argv, cwd, user) of all commands together stay within
+ * CMD_RECORD_BYTES: an exited record's argv is cut to CMD_EXITED_ARGV_MAX
+ * bytes when its exit is final (`argv_cut`), the oldest exited records are
+ * forgotten to make room for a new command, and an exec that does not fit
+ * even then is refused (too_many). One record's strings must also fit one
+ * reply: at most max_frame - CMD_RECORD_SLACK bytes (else E2BIG). */
+#define CMD_RECORD_BYTES (64u << 20)
+#define CMD_EXITED_ARGV_MAX 4096u
+#define CMD_RECORD_SLACK 1024u
+/* Requests waiting for an acknowledgement (stdin per command, chunk per
+ * transfer): at most this many, besides the byte window (window_exceeded). */
+#define ACKS_MAX 1024
+/* Stream requests (exec streams, logs, wait) answering on one connection
+ * at once: each may owe an event, so their number bounds the output the
+ * connection can be owed beyond CONN_OUT_HIGH (too_many beyond). */
+#define CONN_MAX_STREAMS 4096
+/* Bytes owed to followers (log bytes a follower has not been sent yet), all
+ * logs together, may fill at most this share of --log-total-cap; the rest is
+ * reachable by logs nobody follows (PROTOCOL.md "The log, its caps"). */
+#define LOG_FOLLOWED_SHARE_NUM 3
+#define LOG_FOLLOWED_SHARE_DEN 4
 /* malloc keeps what the logs free (glibc hands back only the top of the
  * heap, and a big log's chunks sit below newer allocations): once this much
  * has been freed, malloc_trim() runs CMD_TRIM_DELAY_S later, at most once per
@@ -74,6 +95,7 @@ struct agent {
     char **default_env;           /* set_defaults' env, "K=V", NULL-terminated (or NULL) */
     size_t default_envc;
     uint64_t generation;          /* `restored` notifications so far */
+    bool insecure_tcp;            /* a tcp: listener serves without a token (--insecure-tcp) */
     char boot_id[64];
     struct ident_cache idents;
     msgpack_zone zone;            /* decode zone, cleared after every frame */
@@ -84,6 +106,9 @@ struct agent {
     struct listener *listeners;
     struct conn *conns;           /* doubly linked */
     struct cmd *cmds, *cmds_tail; /* running and remembered commands, newest first */
+    struct cmd *exited, *exited_tail; /* exited commands, oldest exit first */
+    uint64_t record_bytes;        /* every record's strings (CMD_RECORD_BYTES) */
+    bool share_wait;              /* a command paused for the followers' share */
     uint64_t next_cmd_id;
     uint64_t next_exit_seq;
     uint64_t log_bytes;           /* all commands' logs (outlog.h accounting) */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -241,11 +242,70 @@ struct sigwalk {
     int kill_err;                /* first errno of kill other than ESRCH */
 };
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+/* Is pid, now, in the cgroup at cgpath (its path under /sys/fs/cgroup...)?
+ * /proc/PID/cgroup's "0::/a/b" line names it relative to the hierarchy's
+ * root, which is where the cgroup2 mount's path ends. */
+static bool pid_in_cgroup(pid_t pid, const char *cgpath)
+{
+    char path[32];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", (int)pid);
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    char buf[CG_LINE_SMALL], *line;
+    struct lines l;
+    lines_init(&l, fd, buf, sizeof buf);
+    size_t n = strlen(cgpath);
+    while (lines_next(&l, &line) > 0) {
+        if (strncmp(line, "0::", 3) != 0)
+            continue;
+        size_t k = strlen(line + 3);
+        return k > 1 && k <= n && strcmp(cgpath + n - k, line + 3) == 0;
+    }
+    return false;
+}
+
+/* Signal pid as the process cgroup.procs listed, never a process that got
+ * its number since: a pidfd pins one process; if /proc/PID/cgroup, read
+ * after the pidfd was opened, still names this cgroup, the pidfd is that
+ * member, and pidfd_send_signal fails (ESRCH) if it has exited meanwhile.
+ * Before Linux 5.3 (no pidfd_open): kill(), with the race it has. Without a
+ * cgroup path to compare (no /proc): the pidfd alone. */
+static int signal_pid(pid_t pid, int sig, const char *cgpath)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd < 0)
+        return errno == ENOSYS ? kill(pid, sig) : -1;
+    int r;
+    if (cgpath && !pid_in_cgroup(pid, cgpath)) {
+        errno = ESRCH;
+        r = -1;
+    } else {
+        r = (int)syscall(SYS_pidfd_send_signal, pfd, sig, NULL, 0);
+    }
+    int err = errno;
+    close(pfd);
+    errno = err;
+    return r;
+}
+
 static int signal_procs(struct sigwalk *w, int cgfd)
 {
     cleanup_close int fd = open_file(cgfd, "cgroup.procs", O_RDONLY);
     if (fd < 0)
         return -1;
+    char self[32], cgpath[PATH_MAX];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", cgfd);
+    ssize_t pn = readlink(self, cgpath, sizeof cgpath - 1);
+    if (pn > 0)
+        cgpath[pn] = '\0';
     char buf[CG_LINE_PROCS], *line;
     struct lines l;
     lines_init(&l, fd, buf, sizeof buf);
@@ -258,7 +318,7 @@ static int signal_procs(struct sigwalk *w, int cgfd)
         if (added == 0 || (added < 0 && !w->first_pass))
             continue;
         w->found++;
-        if (kill(pid, w->sig) == 0)
+        if (signal_pid(pid, w->sig, pn > 0 ? cgpath : NULL) == 0)
             w->signalled++;
         else if (errno != ESRCH && !w->kill_err)
             w->kill_err = errno;

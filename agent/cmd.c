@@ -55,6 +55,31 @@ static void cmd_link(struct agent *a, struct cmd *c)
     a->cmds = c;
 }
 
+/* Exited commands in exit order (eviction: PROTOCOL.md "get, list, wait"). */
+static void cmd_xlink(struct agent *a, struct cmd *c)
+{
+    c->xprev = a->exited_tail;
+    c->xnext = NULL;
+    if (a->exited_tail)
+        a->exited_tail->xnext = c;
+    else
+        a->exited = c;
+    a->exited_tail = c;
+}
+
+static void cmd_xunlink(struct agent *a, struct cmd *c)
+{
+    if (c->xprev)
+        c->xprev->xnext = c->xnext;
+    else
+        a->exited = c->xnext;
+    if (c->xnext)
+        c->xnext->xprev = c->xprev;
+    else
+        a->exited_tail = c->xprev;
+    c->xprev = c->xnext = NULL;
+}
+
 static void cmd_unlink(struct agent *a, struct cmd *c)
 {
     if (c->prev)
@@ -109,6 +134,7 @@ static void cmd_free(struct cmd *c)
     }
     if (c->cg_dirfd >= 0)
         cg_release(&a->cg, c->id, c->cg_dirfd);
+    a->record_bytes -= c->rec_bytes;
     free(c->argv);
     free(c->cwd);
     free(c->user);
@@ -119,18 +145,22 @@ static void cmd_free(struct cmd *c)
 static void cmd_forget(struct agent *a, struct cmd *c)
 {
     cmd_unlink(a, c);
+    cmd_xunlink(a, c);
     cmd_free(c);
     a->ncmds_exited--;
 }
 
-/* Forget the oldest exited commands beyond CMD_EXITED_KEEP. */
-static void cmd_evict(struct agent *a)
+/* Forget exited commands, oldest exit first (skipping those whose log is
+ * being read), while there are more than keep_exited of them or their
+ * strings and `extra` more bytes would pass CMD_RECORD_BYTES. */
+static void cmd_evict(struct agent *a, size_t extra)
 {
-    for (struct cmd *c = a->cmds_tail; c && a->ncmds_exited > CMD_EXITED_KEEP;) {
-        struct cmd *prev = c->prev;
-        if (c->done && !c->readers)
+    for (struct cmd *c = a->exited, *next; c; c = next) {
+        next = c->xnext;
+        if (a->ncmds_exited <= a->cfg.keep_exited && a->record_bytes + extra <= CMD_RECORD_BYTES)
+            break;
+        if (!c->readers)
             cmd_forget(a, c);
-        c = prev;
     }
 }
 
@@ -293,8 +323,8 @@ static bool cmd_front_droppable(const struct cmd *c)
 static bool cmd_evict_global(struct agent *a)
 {
     struct cmd *best = NULL;
-    for (struct cmd *c = a->cmds; c; c = c->next)
-        if (c->done && (!best || c->exit_seq < best->exit_seq) && cmd_front_droppable(c))
+    for (struct cmd *c = a->exited; c && !best; c = c->xnext)
+        if (cmd_front_droppable(c))
             best = c;
     for (struct cmd *c = a->cmds_tail; c && !best; c = c->prev)
         if (!c->done && cmd_front_droppable(c))
@@ -316,9 +346,40 @@ static bool cmd_evict_global(struct agent *a)
  * back under the caps (need 0), so a log exceeds its cap by at most the
  * bytes of one read while a follower holds it. */
 #define CMD_ROOM_BEFORE_READ (OLOG_MIN_CHUNK + OLOG_CHUNK_OVERHEAD)
+static size_t cmd_chunk(const struct agent *a);
+
+/* Bytes of c's log a follower has not been sent yet. */
+static uint64_t cmd_owed(const struct cmd *c)
+{
+    uint64_t p = rd_protected_from(c);
+    return p < c->log.end ? c->log.end - p : 0;
+}
+
+/* Whether c may read one more chunk under the followers' share
+ * (LOG_FOLLOWED_SHARE_*): bytes owed to followers, all logs together, stay
+ * within that share of the global cap, so that the rest can always be had
+ * by logs nobody follows (their oldest bytes drop). A command whose
+ * followers have everything may always read: its bytes go straight out. */
+static bool cmd_share_room(struct cmd *c)
+{
+    struct agent *a = c->a;
+    if (cmd_owed(c) == 0)
+        return true;
+    uint64_t share = a->cfg.log_total_cap / LOG_FOLLOWED_SHARE_DEN * LOG_FOLLOWED_SHARE_NUM;
+    uint64_t owed = cmd_chunk(a);
+    for (const struct cmd *d = a->cmds; d && owed <= share; d = d->next)
+        owed += cmd_owed(d);
+    if (owed <= share)
+        return true;
+    a->share_wait = true;           /* cmd_share_freed() wakes it */
+    return false;
+}
+
 static bool cmd_log_room(struct cmd *c, size_t need)
 {
     struct agent *a = c->a;
+    if (need && !cmd_share_room(c))
+        return false;
     uint64_t keep = rd_protected_from(c);
     while (c->log.bytes + need > a->cfg.log_cap) {
         size_t freed = olog_drop_front(&c->log, keep);
@@ -369,27 +430,78 @@ void cmd_maybe_resume(struct cmd *c)
 /* Room was freed globally: any paused command may go on. */
 static void cmd_resume_all(struct agent *a)
 {
+    a->share_wait = false;
     for (struct cmd *c = a->cmds; c; c = c->next)
         cmd_maybe_resume(c);
 }
 
+void cmd_share_freed(struct agent *a)
+{
+    if (a->share_wait)
+        cmd_resume_all(a);
+}
+
 /* --- records -------------------------------------------------------------- */
 
-static char **argv_copy(char *const *argv, size_t argc)
+/* Bytes of argv's strings as a record holds them (NULs included). */
+static size_t argv_bytes(char *const *argv)
 {
-    size_t bytes = (argc + 1) * sizeof(char *);
-    for (size_t i = 0; i < argc; i++)
-        bytes += strlen(argv[i]) + 1;
-    char **v = xmalloc(bytes);
-    char *p = (char *)(v + argc + 1);
-    for (size_t i = 0; i < argc; i++) {
-        size_t n = strlen(argv[i]) + 1;
-        memcpy(p, argv[i], n);
-        v[i] = p;
-        p += n;
+    size_t n = 0;
+    for (size_t i = 0; argv[i]; i++)
+        n += strlen(argv[i]) + 1;
+    return n;
+}
+
+/* A copy of argv in one allocation (its size in *alloc) whose strings take at
+ * most max bytes: the argument that crosses max is cut (at a UTF-8 character
+ * boundary) and the ones after it dropped; *cut says whether that happened. */
+static char **argv_copy(char *const *argv, size_t max, size_t *alloc, bool *cut)
+{
+    size_t argc = 0, total = 0, keep[2] = {0, 0};   /* args kept whole, bytes of the cut one */
+    *cut = false;
+    for (; argv[argc]; argc++) {
+        size_t n = strlen(argv[argc]);
+        if (*cut)
+            continue;
+        if (total + n + 1 > max) {
+            size_t room = max > total + 1 ? max - total - 1 : 0;
+            while (room > 0 && ((unsigned char)argv[argc][room] & 0xc0) == 0x80)
+                room--;         /* not in the middle of a character */
+            keep[1] = room;
+            *cut = true;
+            continue;
+        }
+        total += n + 1;
+        keep[0]++;
     }
-    v[argc] = NULL;
+    size_t nv = keep[0] + (*cut && keep[1] > 0);
+    *alloc = (nv + 1) * sizeof(char *) + total + (*cut ? keep[1] + 1 : 0);
+    char **v = xmalloc(*alloc);
+    char *p = (char *)(v + nv + 1);
+    for (size_t i = 0; i < nv; i++) {
+        size_t n = i < keep[0] ? strlen(argv[i]) : keep[1];
+        memcpy(p, argv[i], n);
+        p[n] = '\0';
+        v[i] = p;
+        p += n + 1;
+    }
+    v[nv] = NULL;
     return v;
+}
+
+/* An exited record keeps at most CMD_EXITED_ARGV_MAX bytes of argv. */
+static void cmd_cut_argv(struct cmd *c)
+{
+    if (argv_bytes(c->argv) <= CMD_EXITED_ARGV_MAX)
+        return;
+    size_t alloc, old = c->rec_bytes;
+    bool cut;
+    char **v = argv_copy(c->argv, CMD_EXITED_ARGV_MAX, &alloc, &cut);
+    c->rec_bytes = alloc + strlen(c->cwd) + 1 + strlen(c->user) + 1;
+    c->a->record_bytes = c->a->record_bytes - old + c->rec_bytes;
+    free(c->argv);
+    c->argv = v;
+    c->argv_cut = cut;
 }
 
 void cmd_exit_info(const struct cmd *c, struct wire_exit *x)
@@ -420,7 +532,7 @@ static void cmd_kv_exit(struct wire_enc *w, const struct cmd *c)
  * reply's. */
 static uint32_t cmd_record_nkeys(const struct cmd *c)
 {
-    return c->done ? 17 : 11;
+    return (c->done ? 17 : 11) + c->argv_cut;
 }
 
 static void cmd_record_kv(struct wire_enc *w, const struct cmd *c)
@@ -442,6 +554,8 @@ static void cmd_record_kv(struct wire_enc *w, const struct cmd *c)
     wire_kv_bool(w, "pty", c->pty);
     wire_kv_uint(w, "log_start", c->log.start);
     wire_kv_uint(w, "log_end", c->log.end);
+    if (c->argv_cut)
+        wire_kv_bool(w, "argv_cut", true);
     if (c->done)
         cmd_kv_exit(w, c);
 }
@@ -460,24 +574,50 @@ int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *
     return 0;
 }
 
-void cmd_list(struct conn *conn, uint64_t req_id, bool running_only)
+/* The reply's own fields around the records: type, id, more, cursor, and
+ * the array header (well below this). */
+#define CMD_LIST_OVERHEAD 128u
+
+void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cursor,
+              uint64_t limit)
 {
     struct agent *a = conn->a;
+    struct buf recs;
+    struct wire_enc r;
+    buf_init(&recs);
+    wire_enc_raw(&r, &recs);
     uint32_t n = 0;
-    for (struct cmd *c = a->cmds; c; c = c->next)
-        n += !running_only || !c->done;
+    const struct cmd *c = a->cmds, *last = NULL;
+    for (; c; c = c->next) {
+        if ((cursor && c->id >= cursor) || (running_only && c->done))
+            continue;
+        if (limit && n == limit)
+            break;
+        size_t before = buf_size(&recs);
+        msgpack_pack_map(&r.pk, cmd_record_nkeys(c));
+        cmd_record_kv(&r, c);
+        if (buf_size(&recs) + CMD_LIST_OVERHEAD > a->cfg.max_frame && n > 0) {
+            recs.len = recs.head + before;       /* this one starts the next page */
+            break;
+        }
+        n++;
+        last = c;
+    }
+    while (c && running_only && c->done)     /* `more` only when a record follows */
+        c = c->next;
+    bool more = c != NULL && last != NULL;
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 3);
+    wire_begin(&w, conn_out(conn), more ? 5 : 4);
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
+    wire_kv_bool(&w, "more", more);
+    if (more)
+        wire_kv_uint(&w, "cursor", last->id);
     wire_key(&w, "commands");
     msgpack_pack_array(&w.pk, n);
-    for (struct cmd *c = a->cmds; c; c = c->next)
-        if (!running_only || !c->done) {
-            msgpack_pack_map(&w.pk, cmd_record_nkeys(c));
-            cmd_record_kv(&w, c);
-        }
+    buf_append(conn_out(conn), buf_ptr(&recs), buf_size(&recs));
     wire_end(&w);
+    buf_free(&recs);
 }
 
 static void cmd_reply_exit(struct conn *conn, uint64_t req_id, const struct cmd *c)
@@ -501,6 +641,9 @@ int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err 
         cmd_reply_exit(conn, req_id, c);
         return 0;
     }
+    if (conn->streams >= CONN_MAX_STREAMS)
+        return err_set(e, 0, "too_many", "%u streams are open on this connection",
+                       conn->streams);
     struct waiter *w = xcalloc(1, sizeof *w);
     w->conn = conn;
     w->req_id = req_id;
@@ -516,6 +659,9 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
     struct cmd *c;
     if (cmd_lookup(conn->a, cmd_id, &c, e) < 0)
         return -1;
+    if (conn->streams >= CONN_MAX_STREAMS)
+        return err_set(e, 0, "too_many", "%u streams are open on this connection",
+                       conn->streams);
     struct wire_enc w;
     wire_begin(&w, conn_out(conn), 5);
     wire_kv_str(&w, "type", "ok");
@@ -588,7 +734,7 @@ fail:
 
 /* A pty: the master is our output and (through a second fd) our input; the
  * slave is the child's stdin, stdout, stderr and controlling terminal. */
-static int cmd_pty(struct cmd_fds *f, uint16_t rows, uint16_t cols, struct sa_err *e)
+static int cmd_pty(struct cmd_fds *f, uint16_t rows, uint16_t cols, uid_t uid, struct sa_err *e)
 {
     char name[128];
     int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
@@ -601,6 +747,11 @@ static int cmd_pty(struct cmd_fds *f, uint16_t rows, uint16_t cols, struct sa_er
     if (s < 0)
         goto fail;
     f->out_w = f->err_w = f->in_r = s;
+    /* the slave is the command's terminal: its user's, as login would make
+     * it (group kept: tty when devpts has gid=5), mode 0620, so the command
+     * can reopen its own tty (/dev/tty, `tty`) after the identity switch */
+    if (fchown(s, uid, (gid_t)-1) < 0 || fchmod(s, 0620) < 0)
+        goto fail;
     struct winsize ws = {.ws_row = rows, .ws_col = cols};
     if (ioctl(m, TIOCSWINSZ, &ws) < 0)
         goto fail;
@@ -637,9 +788,13 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->pid = pid;
     c->started_ms = agent_now_ms();
     c->t0 = ev_now(a->loop);
-    c->argv = argv_copy(x->argv, x->argc);
+    size_t alloc;
+    bool cut;
+    c->argv = argv_copy(x->argv, SIZE_MAX, &alloc, &cut);
     c->cwd = xstrdup(cwd);
     c->user = xstrdup(user);
+    c->rec_bytes = alloc + strlen(cwd) + 1 + strlen(user) + 1;
+    a->record_bytes += c->rec_bytes;
     c->out_fd[0] = f->out_r;
     c->out_fd[1] = f->err_r;
     c->in_fd = f->in_w;
@@ -673,6 +828,32 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     return c;
 }
 
+/* The limits an exec must pass before anything is spawned: --max-commands,
+ * the connection's streams, one record per frame, CMD_RECORD_BYTES. */
+static int cmd_admit(struct conn *conn, const struct wire_exec_req *x, const char *cwd,
+                     const char *user, struct sa_err *e)
+{
+    struct agent *a = conn->a;
+    if (a->ncmds_running >= a->cfg.max_commands)
+        return err_set(e, 0, "too_many", "%u commands are running (--max-commands)",
+                       a->ncmds_running);
+    if (!x->detached && conn->streams >= CONN_MAX_STREAMS)
+        return err_set(e, 0, "too_many", "%u streams are open on this connection",
+                       conn->streams);
+    size_t strings = argv_bytes(x->argv), need;
+    size_t wire = strings + 5 * x->argc + strlen(cwd) + strlen(user);
+    if (wire > a->cfg.max_frame - CMD_RECORD_SLACK)
+        return err_set(e, E2BIG, NULL, "argv, cwd and user take %zu bytes: a command's record "
+                       "must fit a frame (max_frame %u less %u)", wire, a->cfg.max_frame,
+                       CMD_RECORD_SLACK);
+    need = (x->argc + 1) * sizeof(char *) + strings + strlen(cwd) + 1 + strlen(user) + 1;
+    cmd_evict(a, need);
+    if (a->record_bytes + need > CMD_RECORD_BYTES)
+        return err_set(e, 0, "too_many", "the records of running commands hold %llu bytes "
+                       "(at most %u)", (unsigned long long)a->record_bytes, CMD_RECORD_BYTES);
+    return 0;
+}
+
 int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, struct sa_err *e)
 {
     struct agent *a = conn->a;
@@ -683,9 +864,12 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
     char **envp = cmd_build_env(a, x, env_id, &path);
     const char *cwd = cmd_cwd(a, x);
     cleanup_free char *user = xstrdup(env_id->name);   /* the cache may move on */
+    if (cmd_admit(conn, x, cwd, user, e) < 0)
+        return -1;
 
     struct cmd_fds f = {-1, -1, -1, -1, -1, -1};
-    if ((x->pty ? cmd_pty(&f, x->rows, x->cols, e) : cmd_pipes(&f, x->stdin_null, e)) < 0)
+    if ((x->pty ? cmd_pty(&f, x->rows, x->cols, run ? run->uid : geteuid(), e)
+                : cmd_pipes(&f, x->stdin_null, e)) < 0)
         return -1;
     uint64_t id = a->next_cmd_id + 1;
     int cg_procs = -1, cg_dir = -1;
@@ -815,6 +999,7 @@ static void cmd_acks_settle(struct cmd *c, const char *code, const char *msg)
     while (c->acks && (code || c->acks->upto <= c->in_written)) {
         struct stdin_ack *k = c->acks;
         c->acks = k->next;
+        c->nacks--;
         cmd_ack_reply(k, code, msg);
         free(k);
     }
@@ -891,6 +1076,7 @@ static void cmd_stdin_queue(struct cmd *c, struct conn *conn, uint64_t req_id, c
     k->upto = c->in_accepted;
     *c->acks_tail = k;
     c->acks_tail = &k->next;
+    c->nacks++;
 }
 
 int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
@@ -914,6 +1100,10 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the stdin window of %u unacknowledged bytes",
                        n, a->cfg.stdin_window);
+    if (c->nacks >= ACKS_MAX)
+        return err_set(e, 0, "window_exceeded",
+                       "%u stdin requests of command %llu wait for their acknowledgement",
+                       c->nacks, (unsigned long long)cmd_id);
     cmd_stdin_queue(c, conn, req_id, p, n, eof && c->pty);
     c->in_eof |= eof && !c->pty;
     cmd_stdin_flush(c);
@@ -1040,6 +1230,8 @@ static void cmd_finish(struct cmd *c)
     c->exit_seq = ++a->next_exit_seq;
     a->ncmds_running--;
     a->ncmds_exited++;
+    cmd_xlink(a, c);
+    cmd_cut_argv(c);
     cmd_stdin_close(c);
     buf_free(&c->in_buf);
     cmd_acks_settle(c, "exited", "the command exited before its stdin was written");
@@ -1057,7 +1249,7 @@ static void cmd_finish(struct cmd *c)
         cg_release(&a->cg, c->id, c->cg_dirfd);
         c->cg_dirfd = -1;
     }
-    cmd_evict(a);
+    cmd_evict(a, 0);
 }
 
 void cmd_conn_closed(struct agent *a, struct conn *conn)

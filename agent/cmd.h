@@ -5,7 +5,8 @@
  * first reader. Commands outlive connections (unless kill_on_disconnect).
  * Exit is final only after both pipes reached EOF, or after the drain window
  * (cfg.drain_ms) that follows the leader's death. Records of exited commands
- * are kept (CMD_EXITED_KEEP) so their status stays queryable.
+ * are kept (cfg.keep_exited, oldest exit forgotten first) so their status
+ * stays queryable; their strings are bounded (agent.h CMD_RECORD_BYTES).
  */
 #ifndef SA_CMD_H
 #define SA_CMD_H
@@ -46,6 +47,9 @@ struct cmd {
     ev_tstamp t0;
     char **argv;               /* one allocation: pointers then strings */
     char *cwd, *user;
+    size_t rec_bytes;          /* argv, cwd, user: counted in a->record_bytes */
+    bool argv_cut;             /* argv cut to CMD_EXITED_ARGV_MAX at exit */
+    struct cmd *xprev, *xnext; /* in a->exited once done */
 
     /* output: [0] stdout (or the pty), [1] stderr */
     int out_fd[2];
@@ -63,6 +67,7 @@ struct cmd {
     bool in_eof;               /* close once in_buf is written */
     char in_last;              /* last byte queued (pty: is a line pending?) */
     struct stdin_ack *acks, **acks_tail;
+    unsigned nacks;            /* at most ACKS_MAX (agent.h) */
 
     bool pty;
     int pty_fd;                /* the master, for resize (-1 without pty) */
@@ -96,7 +101,10 @@ int cmd_resize(struct agent *a, uint64_t cmd_id, uint16_t rows, uint16_t cols, s
  * reads). Errors: not_found, running, busy (a reader follows its log). */
 int cmd_release(struct agent *a, bool all, uint64_t cmd_id, uint64_t *released, struct sa_err *e);
 int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e);
-void cmd_list(struct conn *conn, uint64_t req_id, bool running_only);
+/* One page of records, newest first, with ids below cursor (0: from the
+ * newest), at most limit (0: no limit) and within one frame. */
+void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cursor,
+              uint64_t limit);
 int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e);
 int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from, bool follow,
              struct sa_err *e);
@@ -104,6 +112,9 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
 void cmd_exit_info(const struct cmd *c, struct wire_exit *x);
 /* Start reading the pipes again if the log has room now. */
 void cmd_maybe_resume(struct cmd *c);
+/* A follower moved on or went: commands paused for the followers' share of
+ * the global log cap may go on. */
+void cmd_share_freed(struct agent *a);
 
 void cmd_conn_closed(struct agent *a, struct conn *c);
 void cmd_conn_drained(struct agent *a, struct conn *c);

@@ -38,6 +38,14 @@ static const char usage[] =
     "  --upload-max-entries N cap on one upload's entries (default 1048576)\n"
     "  --xfer-helper PATH     the archive helper run for uploads and downloads\n"
     "                         (default: sandbox-agent-xfer beside this binary)\n"
+    "  --helper-idle-ms MS    kill a file helper that shows no progress this long\n"
+    "                         (1000..86400000, default 600000)\n"
+    "  --max-connections N    open connections at once; one more is told too_many\n"
+    "                         and closed (1..65536, default 1024)\n"
+    "  --max-commands N       running commands at once; an exec beyond is told\n"
+    "                         too_many (1..65536, default 4096)\n"
+    "  --keep-exited N        exited commands remembered, the oldest exit forgotten\n"
+    "                         first (1..65536, default 4096)\n"
     "  --tunnel off|loopback|any\n"
     "                         what a `connect` request (a tunnel to a TCP port in the\n"
     "                         guest) may reach: nothing, loopback addresses, or\n"
@@ -45,7 +53,10 @@ static const char usage[] =
     "  --max-tunnels N        tunnels open at once (1..65536, default 128)\n"
     "  --token-file PATH      require every connection to present the token in PATH\n"
     "                         (1..4096 bytes, one trailing newline stripped) with an\n"
-    "                         `auth` request before any other request\n"
+    "                         `auth` request before any other request; a tcp:\n"
+    "                         listener needs it (or --insecure-tcp)\n"
+    "  --insecure-tcp         allow tcp: listeners without a token: every process\n"
+    "                         that reaches the port can run commands as root\n"
     "  --allow-uid UID        unix listeners: also serve peers of this uid (root and\n"
     "                         the agent's own uid always are); repeatable (16)\n"
     "  --vsock-allow-cid CID  vsock listeners: serve peers of this CID; repeatable\n"
@@ -66,8 +77,8 @@ static const char usage[] =
     "PID-1 mode (when the agent is PID 1, or with --init; docs/agent.md \"PID 1\"):\n"
     "  --init                 init mode even when not PID 1: kernel command line\n"
     "                         (sandbox_agent.listen=, .workdir=, .user=, .hostname=,\n"
-    "                         .token=, .vsock_allow_cid=, .tunnel=, .max_tunnels=;\n"
-    "                         flags and --config win),\n"
+    "                         .token=, .token_file=, .vsock_allow_cid=,\n"
+    "                         .insecure_tcp=, .tunnel=; flags and --config win),\n"
     "                         graceful shutdown on SIGTERM/SIGINT/SIGPWR, then exit 0\n"
     "  --no-mount             as PID 1: skip the system duties (mounts, hostname,\n"
     "                         loopback, /dev/kmsg logging), e.g. in a PID namespace\n"
@@ -86,11 +97,16 @@ static const struct option cfg_opts[] = {
     {"drain-ms", required_argument, NULL, CFG_O_DRAIN},
     {"stdin-window", required_argument, NULL, CFG_O_WINDOW},
     {"insecure-tcp-any-address", no_argument, NULL, CFG_O_TCPANY},
+    {"insecure-tcp", no_argument, NULL, CFG_O_INSECURETCP},
     {"log-cap", required_argument, NULL, CFG_O_LOGCAP},
     {"log-total-cap", required_argument, NULL, CFG_O_LOGTOTAL},
     {"upload-max-bytes", required_argument, NULL, CFG_O_UPBYTES},
     {"upload-max-entries", required_argument, NULL, CFG_O_UPENTRIES},
     {"xfer-helper", required_argument, NULL, CFG_O_XFERHELPER},
+    {"helper-idle-ms", required_argument, NULL, CFG_O_HELPERIDLE},
+    {"max-connections", required_argument, NULL, CFG_O_MAXCONN},
+    {"max-commands", required_argument, NULL, CFG_O_MAXCMDS},
+    {"keep-exited", required_argument, NULL, CFG_O_KEEPEXITED},
     {"tunnel", required_argument, NULL, CFG_O_TUNNEL},
     {"max-tunnels", required_argument, NULL, CFG_O_MAXTUNNELS},
     {"token-file", required_argument, NULL, CFG_O_TOKEN},
@@ -154,6 +170,7 @@ static int cfg_set_bool(struct cfg *c, int o, const char *arg, struct sa_err *e)
     switch (o) {
     case CFG_O_DEV: c->dev = v; break;
     case CFG_O_TCPANY: c->tcp_any = v; break;
+    case CFG_O_INSECURETCP: c->insecure_tcp = v; break;
     case CFG_O_INIT: c->init = v; break;
     case CFG_O_NOMOUNT: c->no_mount = v; break;
     case CFG_O_VERBOSE: if (v) c->log_level = LOG_DEBUG; break;
@@ -214,14 +231,22 @@ static int cfg_set_num(struct cfg *c, int o, const char *arg, struct sa_err *e)
         if (parse_u64(arg, 1, 1ull << 32, &c->upload_max_entries) < 0)
             return err_set(e, EINVAL, NULL, "--upload-max-entries: expected 1..2^32");
         break;
+    case CFG_O_HELPERIDLE:
+        if (parse_u32(arg, 1000, 86400000, &c->helper_idle_ms) < 0)
+            return err_set(e, EINVAL, NULL, "--helper-idle-ms: expected 1000..86400000");
+        break;
     case CFG_O_GRACE:
         if (parse_u32(arg, 0, 600000, &c->grace_ms) < 0)
             return err_set(e, EINVAL, NULL, "--grace-ms: expected 0..600000");
         break;
-    case CFG_O_MAXTUNNELS:
-        if (parse_u32(arg, 1, 65536, &c->max_tunnels) < 0)
-            return err_set(e, EINVAL, NULL, "--max-tunnels: expected 1..65536");
+    case CFG_O_MAXCONN: case CFG_O_MAXCMDS: case CFG_O_KEEPEXITED: case CFG_O_MAXTUNNELS: {
+        uint32_t *v = o == CFG_O_MAXCONN ? &c->max_connections
+                    : o == CFG_O_MAXCMDS ? &c->max_commands
+                    : o == CFG_O_MAXTUNNELS ? &c->max_tunnels : &c->keep_exited;
+        if (parse_u32(arg, 1, CFG_LIMIT_MAX, v) < 0)
+            return err_set(e, EINVAL, NULL, "expected 1..%u", CFG_LIMIT_MAX);
         break;
+    }
     }
     return 0;
 }
@@ -263,7 +288,7 @@ static int cfg_set(struct cfg *c, int o, const char *arg, struct sa_err *e)
     case CFG_O_VSOCKCID: return cfg_add_cid(c, arg, e);
     case CFG_O_TUNNEL: return cfg_set_tunnel(c, arg, e);
     case CFG_O_DEV: case CFG_O_TCPANY: case CFG_O_INIT: case CFG_O_NOMOUNT:
-    case CFG_O_VERBOSE: case CFG_O_QUIET:
+    case CFG_O_VERBOSE: case CFG_O_QUIET: case CFG_O_INSECURETCP:
         return cfg_set_bool(c, o, arg, e);
     default:
         return cfg_set_num(c, o, arg, e);
@@ -285,6 +310,10 @@ static void cfg_defaults(struct cfg *c)
     c->log_level = LOG_INFO;
     c->hostname = CFG_DEFAULT_HOSTNAME;
     c->grace_ms = CFG_DEFAULT_GRACE_MS;
+    c->helper_idle_ms = CFG_DEFAULT_HELPER_IDLE_MS;
+    c->max_connections = CFG_DEFAULT_MAX_CONNECTIONS;
+    c->max_commands = CFG_DEFAULT_MAX_COMMANDS;
+    c->keep_exited = CFG_DEFAULT_KEEP_EXITED;
     c->tunnel = CFG_TUNNEL_ANY;
     c->max_tunnels = CFG_DEFAULT_MAX_TUNNELS;
 }
@@ -464,6 +493,9 @@ int cfg_load_token(struct cfg *c, struct sa_err *e)
 {
     if (!c->token_file && c->token_inline) {
         /* sandbox_agent.token= on the kernel command line (init mode) */
+        log_warn("THE TOKEN IS ON THE KERNEL COMMAND LINE: every user in the VM can read it "
+                 "in /proc/cmdline and connect as the host; use a root-only token file "
+                 "(--token-file, or sandbox_agent.token_file=) instead");
         size_t n = strlen(c->token_inline);
         if (n == 0 || n > CFG_TOKEN_MAX)
             return err_set(e, EINVAL, NULL, "sandbox_agent.token: the token must be 1..%d bytes",
@@ -544,19 +576,35 @@ static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, unsi
         *(key[0] == 'm' ? &c->modules : &c->net) = val;
         return 0;
     }
-    if (strcmp(key, "insecure_tcp_any_address") == 0) {
+    if (strcmp(key, "insecure_tcp_any_address") == 0 || strcmp(key, "insecure_tcp") == 0) {
+        int o = key[12] == '\0' ? CFG_O_INSECURETCP : CFG_O_TCPANY;
         if (strcmp(val, "1") != 0 && strcmp(val, "true") != 0 && strcmp(val, "0") != 0 &&
             strcmp(val, "false") != 0)
-            return err_set(e, EINVAL, NULL, "sandbox_agent.insecure_tcp_any_address: 1 or 0");
-        if (!(c->flags_set & CFG_BIT(CFG_O_TCPANY)))
-            c->tcp_any = val[0] == '1' || val[0] == 't';
+            return err_set(e, EINVAL, NULL, "sandbox_agent.%s: 1 or 0", key);
+        if (!(c->flags_set & CFG_BIT(o)))
+            *(o == CFG_O_TCPANY ? &c->tcp_any : &c->insecure_tcp) = val[0] == '1' || val[0] == 't';
         return 0;
     }
-    if (strcmp(key, "tunnel") == 0 || strcmp(key, "max_tunnels") == 0) {
-        int o = key[1] == 'u' ? CFG_O_TUNNEL : CFG_O_MAXTUNNELS;
-        if (c->flags_set & CFG_BIT(o))
+    if (strcmp(key, "tunnel") == 0) {
+        if (c->flags_set & CFG_BIT(CFG_O_TUNNEL))
             return 0;
-        return cfg_set(c, o, val, e) < 0 ? err_wrap(e, "sandbox_agent.%s", key) : 0;
+        return cfg_set(c, CFG_O_TUNNEL, val, e) < 0 ? err_wrap(e, "sandbox_agent.%s", key) : 0;
+    }
+    if (strcmp(key, "token_file") == 0) {
+        if (!*val)
+            return err_set(e, EINVAL, NULL, "sandbox_agent.token_file is empty");
+        if (!(c->flags_set & CFG_BIT(CFG_O_TOKEN)))
+            c->token_file = val;
+        return 0;
+    }
+    int lim = strcmp(key, "max_connections") == 0 ? CFG_O_MAXCONN
+            : strcmp(key, "max_commands") == 0 ? CFG_O_MAXCMDS
+            : strcmp(key, "keep_exited") == 0 ? CFG_O_KEEPEXITED
+            : strcmp(key, "max_tunnels") == 0 ? CFG_O_MAXTUNNELS : 0;
+    if (lim) {
+        if (c->flags_set & CFG_BIT(lim))
+            return 0;
+        return cfg_set_num(c, lim, val, e) < 0 ? err_wrap(e, "sandbox_agent.%s", key) : 0;
     }
     if (strcmp(key, "listen") != 0 && strcmp(key, "workdir") != 0 && strcmp(key, "user") != 0 &&
         strcmp(key, "hostname") != 0 && strcmp(key, "vsock_allow_cid") != 0) {

@@ -22,11 +22,16 @@
 #define CFG_TOKEN_MAX 4096       /* bytes of the shared token (--token-file) */
 #define CFG_DEFAULT_HOSTNAME "sandbox"
 #define CFG_DEFAULT_GRACE_MS 3000
+#define CFG_DEFAULT_HELPER_IDLE_MS 600000   /* --helper-idle-ms (fop.c) */
+#define CFG_DEFAULT_MAX_CONNECTIONS 1024   /* open connections (too_many beyond) */
+#define CFG_DEFAULT_MAX_COMMANDS 4096      /* running commands (too_many beyond) */
+#define CFG_DEFAULT_KEEP_EXITED 4096      /* exited commands remembered */
+#define CFG_DEFAULT_MAX_TUNNELS 128        /* tunnels open or connecting (tunnel.h) */
+#define CFG_LIMIT_MAX 65536                /* ceiling of the count settings */
 #define CFG_MAX_ALLOW 16         /* --allow-uid and --vsock-allow-cid entries (each) */
 #define CFG_HOST_CID 2           /* VMADDR_CID_HOST: the default vsock allow-list */
 #define CFG_FILE_MAX (64u << 10) /* --config: bytes of the file */
 #define CFG_LINE_MAX 4096        /* --config: bytes of one line, newline included */
-#define CFG_DEFAULT_MAX_TUNNELS 128   /* --max-tunnels (tunnel.h) */
 
 /* --tunnel: what a `connect` may reach (tunnel.c). */
 enum cfg_tunnel { CFG_TUNNEL_OFF, CFG_TUNNEL_LOOPBACK, CFG_TUNNEL_ANY };
@@ -37,6 +42,7 @@ enum cfg_opt {
     CFG_O_WINDOW, CFG_O_TCPANY, CFG_O_LOGCAP, CFG_O_LOGTOTAL, CFG_O_TOKEN, CFG_O_INIT,
     CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
     CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES, CFG_O_XFERHELPER,
+    CFG_O_INSECURETCP, CFG_O_HELPERIDLE, CFG_O_MAXCONN, CFG_O_MAXCMDS, CFG_O_KEEPEXITED,
     CFG_O_TUNNEL, CFG_O_MAXTUNNELS,
     CFG_O_LAST = CFG_O_MAXTUNNELS,      /* keep last: the range getopt accepts */
 };
@@ -58,6 +64,7 @@ struct cfg {
     const char *user;
     bool dev;                 /* run commands as ourselves; forced when not root */
     bool tcp_any;             /* --insecure-tcp-any-address */
+    bool insecure_tcp;        /* --insecure-tcp: tcp: listeners without a token */
     uint32_t max_frame;
     uint32_t drain_ms;
     uint32_t stdin_window;
@@ -65,7 +72,11 @@ struct cfg {
     uint64_t log_total_cap;   /* all logs together */
     uint64_t upload_max_bytes;   /* an upload's entry data, written or skipped */
     uint64_t upload_max_entries; /* an upload's entries */
+    uint32_t max_connections; /* --max-connections: open connections */
+    uint32_t max_commands;    /* --max-commands: running commands */
+    uint32_t keep_exited;     /* --keep-exited: exited commands remembered */
     const char *xfer_helper;     /* --xfer-helper, or NULL: beside the agent (fop.h) */
+    uint32_t helper_idle_ms;     /* a file helper without progress this long is killed */
     enum cfg_tunnel tunnel;      /* --tunnel: off, loopback, any (loopback + own addresses) */
     uint32_t max_tunnels;        /* --max-tunnels: open at once */
     int log_level;
@@ -114,9 +125,10 @@ bool cfg_uid_allowed(const struct cfg *c, uint32_t uid, uint32_t self);
  * file is an error. */
 int cfg_load_token(struct cfg *c, struct sa_err *e);
 /* Apply the kernel command line's sandbox_agent.* keys (listen and
- * vsock_allow_cid, repeatable; workdir, user, hostname, token, tunnel,
- * max_tunnels) to a parsed
- * cfg, except for what flags or the config file set (flags > config file >
+ * vsock_allow_cid, repeatable; workdir, user, hostname, token, token_file,
+ * insecure_tcp) to a parsed
+ * cfg, also max_connections, max_commands, keep_exited, tunnel and
+ * max_tunnels, except for what flags or the config file set (flags > config file >
  * kernel command line > defaults), and the cmdline-only keys modules, net
  * and insecure_tcp_any_address. Pure: no I/O but log warnings.
  * Words are separated by blanks, no quoting; other words and unknown

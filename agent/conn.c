@@ -50,6 +50,7 @@ static void conn_send_hello(struct conn *c)
         .stdin_window = a->cfg.stdin_window,
         .generation = a->generation,
         .auth_required = a->cfg.token_len > 0,
+        .insecure_tcp = a->insecure_tcp,
     };
     wire_msg_hello(&c->out, &h);
 }
@@ -64,6 +65,7 @@ void conn_accept(struct agent *a, int fd, const char *peer)
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     buf_init(&c->in);
     buf_init(&c->out);
+    c->out.frame_max = a->cfg.max_frame;
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     ev_timer_init(&c->linger, conn_linger_cb, CONN_LINGER_S, 0.);
@@ -78,6 +80,21 @@ void conn_accept(struct agent *a, int fd, const char *peer)
     ev_io_start(a->loop, &c->rio);
     conn_send_hello(c);
     conn_kick(c);
+}
+
+void conn_refuse(struct agent *a, int fd, const char *peer)
+{
+    struct buf b;
+    struct sa_err e;
+    buf_init(&b);
+    err_set(&e, 0, "too_many", "%u connections are open (--max-connections)", a->nconns);
+    wire_msg_error(&b, false, 0, &e);
+    /* a fresh socket's buffer takes these few bytes; if not, closing says enough */
+    ssize_t n = write(fd, buf_ptr(&b), buf_size(&b));
+    (void)n;
+    close(fd);
+    buf_free(&b);
+    log_warn("refused a connection from %s: %s", peer, e.msg);
 }
 
 void conn_close(struct conn *c)
@@ -136,6 +153,27 @@ bool conn_congested(const struct conn *c)
     return c->closed || buf_size(&c->out) > CONN_OUT_HIGH;
 }
 
+/* A whole frame (or a bad header) waits in c->in: requests left unread
+ * while the connection was congested. */
+static bool conn_frame_ready(const struct conn *c)
+{
+    uint32_t len;
+    struct sa_err e;
+    int r = wire_frame_peek(buf_ptr(&c->in), buf_size(&c->in), c->a->cfg.max_frame, &len, &e);
+    return r < 0 || (r == 1 && buf_size(&c->in) >= WIRE_HDR_LEN + (size_t)len);
+}
+
+/* Output drained below CONN_OUT_LOW: read requests again, and handle
+ * those already buffered (from conn_read_cb, never from inside a handler). */
+static void conn_resume(struct conn *c)
+{
+    c->rpaused = false;
+    if (!c->rd_eof)
+        ev_io_start(c->a->loop, &c->rio);
+    if (conn_frame_ready(c))
+        ev_feed_event(c->a->loop, &c->rio, EV_READ);
+}
+
 static void conn_break(struct conn *c)
 {
     c->broken = true;
@@ -178,9 +216,8 @@ void conn_kick(struct conn *c)
     if (conn_congested(c) && !c->rpaused) {
         c->rpaused = true;
         ev_io_stop(a->loop, &c->rio);
-    } else if (pending < CONN_OUT_LOW && c->rpaused && !c->rd_eof && !c->closing) {
-        c->rpaused = false;                /* drained by this flush, not the write callback */
-        ev_io_start(a->loop, &c->rio);
+    } else if (pending < CONN_OUT_LOW && c->rpaused && !c->closing) {
+        conn_resume(c);                    /* drained by this flush, not the write callback */
     }
     if (pending > 0 || c->starved) {
         ev_io_start(a->loop, &c->wio);   /* starved readers are pumped from the write callback */
@@ -195,7 +232,7 @@ void conn_idle_check(struct conn *c)
 {
     if (c->broken || c->closed || buf_size(&c->out) > 0)
         return;
-    if (c->closing || (c->rd_eof && c->streams == 0))
+    if (c->closing || (c->rd_eof && c->streams == 0 && !conn_frame_ready(c)))
         ev_timer_start(c->a->loop, &c->reap);   /* not from inside a caller's loop */
 }
 
@@ -207,10 +244,8 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (conn_flush(c) < 0)
         return;
     if (buf_size(&c->out) < CONN_OUT_LOW && !c->closing) {
-        if (c->rpaused && !c->rd_eof) {
-            c->rpaused = false;
-            ev_io_start(c->a->loop, &c->rio);
-        }
+        if (c->rpaused)
+            conn_resume(c);
         c->starved = false;
         cmd_conn_drained(c->a, c);      /* may queue more and set starved again */
         fop_conn_drained(c->a, c);
@@ -218,7 +253,7 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (buf_size(&c->out) == 0 && !c->starved && !c->broken) {
         ev_io_stop(c->a->loop, &c->wio);
         buf_reset(&c->out, 64u << 10);
-        if (c->closing || (c->rd_eof && c->streams == 0))
+        if (c->closing || (c->rd_eof && c->streams == 0 && !conn_frame_ready(c)))
             conn_close(c);
     }
 }
@@ -252,11 +287,13 @@ static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
     conn_close(w->data);
 }
 
-/* Handle every complete frame in c->in. */
+/* Handle the complete frames in c->in while the connection's output is
+ * below CONN_OUT_HIGH: a client that does not read its replies gets no more
+ * of them (its requests wait in c->in, and reading stops). */
 static void conn_process(struct conn *c)
 {
     struct agent *a = c->a;
-    while (!c->closing && !c->broken && !c->no_frames) {
+    while (!c->closing && !c->broken && !c->no_frames && !conn_congested(c)) {
         uint32_t len;
         struct sa_err e;
         int r = wire_frame_peek(buf_ptr(&c->in), buf_size(&c->in), a->cfg.max_frame, &len, &e);
@@ -269,6 +306,12 @@ static void conn_process(struct conn *c)
         req_handle(c, buf_ptr(&c->in) + WIRE_HDR_LEN, len);
         msgpack_zone_clear(&a->zone);
         buf_consume(&c->in, WIRE_HDR_LEN + (size_t)len);
+    }
+    if (!c->closed && !c->rpaused && conn_congested(c) && conn_frame_ready(c)) {
+        /* frames wait: only a drain below CONN_OUT_LOW (conn_resume) may
+         * take them up, whatever the next flush achieves */
+        c->rpaused = true;
+        ev_io_stop(a->loop, &c->rio);
     }
 }
 
@@ -286,8 +329,9 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         ev_io_stop(loop, w);
         return;
     }
-    for (int i = 0; i < CONN_READS_PER_CB && !c->closing && !c->broken && !c->rpaused && !c->rd_eof &&
-                    !c->no_frames; i++) {
+    conn_process(c);                 /* frames left from a congested spell first */
+    for (int i = 0; i < CONN_READS_PER_CB && !c->closing && !c->broken && !c->rpaused &&
+                    !c->rd_eof && !conn_congested(c) && !c->no_frames; i++) {
         ssize_t n = read(c->fd, buf_reserve(&c->in, CONN_READ_CHUNK), CONN_READ_CHUNK);
         if (n > 0) {
             buf_commit(&c->in, (size_t)n);

@@ -6,8 +6,11 @@
  * 4 + max_frame + CONN_READ_CHUNK bytes. Writing: replies and events are
  * appended to `out` and written at once when the socket takes them; the write
  * watcher runs only while output is pending. Above CONN_OUT_HIGH pending bytes
- * the connection stops reading requests and the commands streaming to it stop
- * reading their pipes; below CONN_OUT_LOW they resume.
+ * the connection stops reading and handling requests (whole frames already
+ * read wait in `in`) and the commands streaming to it stop reading their
+ * pipes; below CONN_OUT_LOW they resume. So `out` holds at most CONN_OUT_HIGH
+ * plus one reply (at most max_frame) plus what its streams and waiting
+ * acknowledgements are owed (CONN_MAX_STREAMS, ACKS_MAX).
  */
 #ifndef SA_CONN_H
 #define SA_CONN_H
@@ -50,6 +53,8 @@ struct conn {
 };
 
 void conn_accept(struct agent *a, int fd, const char *peer);
+/* Over --max-connections: an error frame (too_many, no id), then close fd. */
+void conn_refuse(struct agent *a, int fd, const char *peer);
 /* Frames for the client go here; then conn_kick(). */
 static inline struct buf *conn_out(struct conn *c) { return &c->out; }
 /* Write what is pending (never frees c: a write error closes it later). */

@@ -46,6 +46,7 @@ struct fop {
     struct buf in_buf;           /* accepted, not yet written: at most the stdin window */
     uint64_t in_accepted, in_written;
     struct fop_ack *acks, **acks_tail;
+    unsigned nacks;              /* at most ACKS_MAX (agent.h) */
     bool in_eof;                 /* the client sent eof: close after in_buf */
     bool in_stopped;             /* the helper stopped reading */
     /* output: the helper's frames */
@@ -55,6 +56,10 @@ struct fop {
     bool out_eof, paused;
     bool oneshot;                /* answered by one ok or error (stat, mkdir, ...) */
     bool terminal;               /* the last frame for the request went out */
+    /* a helper that makes no progress is killed (--helper-idle-ms), as is a
+     * cancelled one (FOP_CANCEL_GRACE_S after its connection closed) */
+    ev_timer idle_w, cancel_w;
+    ev_tstamp last_progress;     /* a byte from or to it, or its client holding it back */
 };
 
 static const struct {
@@ -69,6 +74,8 @@ static const struct {
 static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void fop_in_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void fop_child_cb(struct ev_loop *loop, ev_child *w, int revents);
+static void fop_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void fop_cancel_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* --- request parsing --------------------------------------------------------- */
 
@@ -290,6 +297,13 @@ static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, i
         ev_io_init(&f->in_w, fop_in_cb, in_fd, EV_WRITE);
         f->in_w.data = f;
     }
+    f->last_progress = ev_now(a->loop);
+    ev_tstamp check = a->cfg.helper_idle_ms / 1000. / FOP_IDLE_CHECKS;
+    ev_timer_init(&f->idle_w, fop_idle_cb, check, check);
+    f->idle_w.data = f;
+    ev_timer_start(a->loop, &f->idle_w);
+    ev_timer_init(&f->cancel_w, fop_cancel_cb, FOP_CANCEL_GRACE_S, 0.);
+    f->cancel_w.data = f;
     f->next = a->fops;
     if (a->fops)
         a->fops->prev = f;
@@ -430,6 +444,7 @@ static void fop_acks_settle(struct fop *f, const char *code, const char *msg)
     while (f->acks && (code || f->acks->upto <= f->in_written)) {
         struct fop_ack *k = f->acks;
         f->acks = k->next;
+        f->nacks--;
         fop_ack_reply(f, k->req_id, code, msg);
         free(k);
     }
@@ -465,6 +480,8 @@ static void fop_close_output(struct fop *f)
 
 static void fop_free(struct fop *f)
 {
+    ev_timer_stop(f->a->loop, &f->idle_w);
+    ev_timer_stop(f->a->loop, &f->cancel_w);
     while (f->acks) {
         struct fop_ack *k = f->acks;
         f->acks = k->next;
@@ -510,13 +527,48 @@ static void fop_maybe_done(struct fop *f)
     fop_free(f);
 }
 
+static void fop_kill(struct fop *f)
+{
+    if (!f->reaped)
+        kill(f->pid, SIGKILL);          /* reaped by fop_child_cb, the one reaper */
+}
+
+/* Idle: neither a byte from it nor one taken by it for --helper-idle-ms, while
+ * nothing on the client's side held it back (a congested connection, an
+ * upload or write waiting for chunks). A helper stuck in the kernel (a hung
+ * file system) would otherwise keep one of the FOP_MAX slots forever. */
+static void fop_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct fop *f = w->data;
+    ev_tstamp now = ev_now(loop);
+    bool waiting_input = f->has_input && f->in_fd >= 0 && buf_size(&f->in_buf) == 0 && !f->in_eof;
+    if (f->reaped || f->paused || waiting_input) {
+        f->last_progress = now;
+        return;
+    }
+    ev_tstamp idle = f->a->cfg.helper_idle_ms / 1000.;
+    if (now - f->last_progress < idle)
+        return;
+    log_warn("request %llu: file helper %d made no progress for %.1f s; killing it",
+             (unsigned long long)f->id, (int)f->pid, idle);
+    ev_timer_stop(loop, w);
+    fop_kill(f);
+}
+
+static void fop_cancel_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    fop_kill(w->data);
+}
+
 /* A frame the helper wrote that the protocol does not allow: stop it. */
 static void fop_broken(struct fop *f, const char *why)
 {
     log_err("request %llu: file helper %d: %s; killing it", (unsigned long long)f->id,
             (int)f->pid, why);
-    if (!f->reaped)
-        kill(f->pid, SIGKILL);
+    fop_kill(f);
     fop_close_output(f);
 }
 
@@ -570,6 +622,7 @@ static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents)
         }
         ssize_t n = read(f->out_fd, buf_reserve(&f->obuf, FOP_READ_CHUNK), FOP_READ_CHUNK);
         if (n > 0) {
+            f->last_progress = ev_now(f->a->loop);
             buf_commit(&f->obuf, (size_t)n);
             fop_relay(f);
             continue;
@@ -612,6 +665,7 @@ static void fop_in_flush(struct fop *f)
     while (buf_size(&f->in_buf) > 0) {
         ssize_t n = write(f->in_fd, buf_ptr(&f->in_buf), buf_size(&f->in_buf));
         if (n > 0) {
+            f->last_progress = ev_now(f->a->loop);
             buf_consume(&f->in_buf, (size_t)n);
             f->in_written += (uint64_t)n;
             continue;
@@ -671,6 +725,9 @@ int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the window of %u unacknowledged bytes", n,
                        c->a->cfg.stdin_window);
+    if (f->nacks >= ACKS_MAX)
+        return err_set(e, 0, "window_exceeded", "%u chunks wait for their acknowledgement",
+                       f->nacks);
     buf_append(&f->in_buf, data, n);
     f->in_accepted += n;
     f->in_eof = eof;
@@ -679,6 +736,7 @@ int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
     k->upto = f->in_accepted;
     *f->acks_tail = k;
     f->acks_tail = &k->next;
+    f->nacks++;
     fop_in_flush(f);
     return 0;
 }
@@ -693,7 +751,15 @@ void fop_conn_closed(struct agent *a, struct conn *c)
             continue;
         f->conn = NULL;
         c->streams--;
-        fop_close_input(f, false);       /* no eof byte: the helper sees a cancellation */
+        /* nobody wants its result: an upload or write sees the cancellation
+         * (input closed without the eof byte) and gets FOP_CANCEL_GRACE_S to
+         * remove its temporary file; any other helper is killed now, whatever
+         * it is blocked in. */
+        if (f->has_input)
+            ev_timer_start(a->loop, &f->cancel_w);
+        else
+            fop_kill(f);
+        fop_close_input(f, false);
         fop_acks_settle(f, "stopped", "");
         fop_close_output(f);             /* a helper still writing gets EPIPE and ends */
         fop_maybe_done(f);
@@ -704,8 +770,7 @@ void fop_free_all(struct agent *a)
 {
     while (a->fops) {
         struct fop *f = a->fops;
-        if (!f->reaped)
-            kill(f->pid, SIGKILL);
+        fop_kill(f);
         ev_child_stop(a->loop, &f->child_w);
         f->conn = NULL;
         fop_close_input(f, false);

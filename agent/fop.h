@@ -28,6 +28,8 @@
 #include "msg.h"
 
 #define FOP_MAX 64                      /* file operations running at once */
+#define FOP_IDLE_CHECKS 20               /* --helper-idle-ms is checked this often per period */
+#define FOP_CANCEL_GRACE_S 5.           /* a cancelled upload/write's time to clean up */
 #define FOP_READ_CHUNK (64u << 10)      /* one read of a helper's frames */
 #define FOP_READS_PER_CB 4
 #define FOP_PIPE_SIZE (1u << 20)        /* F_SETPIPE_SZ of the data pipes (best effort) */

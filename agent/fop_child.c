@@ -304,6 +304,26 @@ static __attribute__((noreturn)) void op_ls(void)
 
 /* --- mkdir, remove, rename, chmod ------------------------------------------------ */
 
+/* mkdir(2) drops setuid/setgid (Linux keeps only the sticky bit): set them
+ * on the directory just made, through a descriptor of it. By name, a user who
+ * can write in the parent could swap the fresh name for a symlink and have
+ * root chmod the symlink's target. O_NOFOLLOW refuses a symlink; a directory
+ * owned by someone else is not the one we made. */
+static void mkdir_special_bits(const char *path, mode_t mode)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        fio_fail_sys("open the new directory", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        fio_fail_sys("stat", path);
+    if (st.st_uid != geteuid())
+        fio_fail(EAGAIN, NULL, path, "%.300s was replaced while being created", path);
+    if (fchmod(fd, mode) < 0)
+        fio_fail_sys("chmod", path);
+    close(fd);
+}
+
 static __attribute__((noreturn)) void op_mkdir(void)
 {
     const char *path = fio_job->path;
@@ -315,8 +335,8 @@ static __attribute__((noreturn)) void op_mkdir(void)
         struct stat st;
         if (!(fio_job->parents && errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
             fio_fail_sys("mkdir", path);
-    } else if (fio_job->mode & 07000 && chmod(path, fio_job->mode) < 0) {
-        fio_fail_sys("chmod", path);        /* mkdir(2) may drop the special bits */
+    } else if (fio_job->mode & 07000) {
+        mkdir_special_bits(path, fio_job->mode);
     }
     fio_ok();
     _exit(0);

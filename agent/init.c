@@ -24,6 +24,7 @@
 
 #include "agent.h"
 #include "cmd.h"
+#include "conn.h"
 #include "listen.h"
 #include "log.h"
 
@@ -302,6 +303,34 @@ static void init_power_off(struct agent *a)
     ev_timer_start(a->loop, &a->init.phase_w);
 }
 
+/* Every connection has written what it was owed (or cannot take it). */
+static bool init_flushed(const struct agent *a)
+{
+    for (const struct conn *c = a->conns; c; c = c->next)
+        if (!c->broken && (buf_size(&c->out) > 0 || c->readers))
+            return false;
+    return true;
+}
+
+static void init_down(struct agent *a);
+
+/* Before sync and power-off: the last exits and replies reach the clients,
+ * for at most INIT_FLUSH_S. */
+static void init_flush(struct agent *a)
+{
+    struct init_state *st = &a->init;
+    st->phase = INIT_FLUSH;
+    if (init_flushed(a)) {
+        init_down(a);
+        return;
+    }
+    log_info("shutdown: letting connections take their output (at most %.0f ms)",
+             INIT_FLUSH_S * 1000);
+    ev_timer_stop(a->loop, &st->phase_w);
+    ev_timer_set(&st->phase_w, INIT_FLUSH_S, 0.);
+    ev_timer_start(a->loop, &st->phase_w);
+}
+
 static void init_down(struct agent *a)
 {
     struct init_state *st = &a->init;
@@ -333,7 +362,7 @@ static void init_kill(struct agent *a)
     ev_timer_set(&st->phase_w, INIT_FINAL_S, 0.);
     ev_timer_start(a->loop, &st->phase_w);
     if (a->ncmds_running == 0)
-        init_down(a);
+        init_flush(a);
 }
 
 static void init_phase_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -345,6 +374,11 @@ static void init_phase_cb(struct ev_loop *loop, ev_timer *w, int revents)
     case INIT_GRACE: init_kill(a); break;
     case INIT_KILLED:
         log_warn("shutdown: %u commands not reported after SIGKILL", a->ncmds_running);
+        init_flush(a);
+        break;
+    case INIT_FLUSH:
+        log_warn("shutdown: connections still owed output after %.0f ms; going on",
+                 INIT_FLUSH_S * 1000);
         init_down(a);
         break;
     case INIT_DOWN: init_power_off(a); break;
@@ -358,12 +392,17 @@ static void init_idle_cb(struct ev_loop *loop, ev_check *w, int revents)
     (void)loop;
     (void)revents;
     struct agent *a = w->data;
+    if (a->init.phase == INIT_FLUSH) {
+        if (init_flushed(a))
+            init_down(a);
+        return;
+    }
     if (a->ncmds_running != 0)
         return;
     if (a->init.phase == INIT_GRACE)
         init_kill(a);
     else if (a->init.phase == INIT_KILLED)
-        init_down(a);
+        init_flush(a);
 }
 
 void init_shutdown(struct agent *a, const char *why)

@@ -5,7 +5,9 @@
  *   - SIGTERM, SIGINT and SIGPWR start a graceful shutdown (so does the
  *     `shutdown` request, in every mode): SIGTERM to every
  *     command's tree, --grace-ms for them to exit (the loop keeps serving and
- *     reaping), SIGKILL to what is left, sync, then power off as PID 1
+ *     reaping), SIGKILL to what is left, up to INIT_FLUSH_S for every
+ *     connection to take its pending output (exits, replies), sync, then
+ *     power off as PID 1
  *     (reboot(RB_POWER_OFF)) or exit 0 with --init when not PID 1.
  * As PID 1 without --no-mount ("system duties") it also mounts what is
  * missing of /proc, /sys, /dev, /dev/pts, /dev/shm, /run, /tmp and
@@ -26,11 +28,12 @@
 #include "err.h"
 
 #define INIT_RETRY_S 1.0       /* failed listeners are retried this often (PID 1) */
-#define INIT_FINAL_S 1.0       /* after SIGKILL, at most this long for exits to go out */
+#define INIT_FINAL_S 1.0       /* after SIGKILL, at most this long for exits to be reported */
+#define INIT_FLUSH_S 2.0       /* then at most this long for connections to take their output */
 
 struct agent;
 
-enum init_phase { INIT_RUNNING, INIT_GRACE, INIT_KILLED, INIT_DOWN };
+enum init_phase { INIT_RUNNING, INIT_GRACE, INIT_KILLED, INIT_FLUSH, INIT_DOWN };
 
 struct init_state {
     bool on;                   /* init mode: PID 1 or --init */

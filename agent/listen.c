@@ -69,14 +69,35 @@ static int lsn_unix(struct listener *l, const char *path, struct sa_err *e)
     l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (l->fd < 0)
         return err_sys(e, errno, "socket");
-    mode_t old = umask(0177);          /* the socket file is born 0600 */
+    /* The socket file is born 0600: Linux gives it the socket inode's mode
+     * (fchmod before bind) less the umask. Never a chmod by name afterwards:
+     * the name could be a symlink someone swapped in by then. */
+    if (fchmod(l->fd, 0600) < 0)
+        return err_sys(e, errno, "fchmod the socket for %s", path);
+    mode_t old = umask(0177);
     int r = sock_bind_listen(l->fd, (struct sockaddr *)&sun, sizeof sun, l->addr, e);
     umask(old);
     if (r < 0)
         return -1;
     l->unlink_path = xstrdup(path);
-    if (chmod(path, 0600) < 0)
-        return err_sys(e, errno, "chmod %s", path);
+    return 0;
+}
+
+/* TCP has no peer identity: any process in the VM that reaches the port is
+ * a peer. So a tcp: listener needs the token, unless the operator said
+ * --insecure-tcp (then the log says so, and every hello). */
+static int lsn_tcp_auth(struct agent *a, const char *spec, struct sa_err *e)
+{
+    if (a->cfg.token_len > 0)
+        return 0;
+    if (!a->cfg.insecure_tcp)
+        return err_set(e, EPERM, NULL,
+                       "tcp:%s without a token: any process in the VM could connect and run "
+                       "commands as root; give --token-file, or --insecure-tcp to accept that",
+                       spec);
+    log_warn("INSECURE: tcp:%s serves WITHOUT A TOKEN (--insecure-tcp): every process that "
+             "reaches it can run commands as root", spec);
+    a->insecure_tcp = true;
     return 0;
 }
 
@@ -161,7 +182,7 @@ int lsn_open(struct agent *a, const char *addr, struct sa_err *e)
     if (strncmp(addr, "unix:", 5) == 0)
         r = lsn_unix(l, addr + 5, e);
     else if (strncmp(addr, "tcp:", 4) == 0)
-        r = lsn_tcp(l, addr + 4, a->cfg.tcp_any, e);
+        r = lsn_tcp_auth(a, addr + 4, e) < 0 ? -1 : lsn_tcp(l, addr + 4, a->cfg.tcp_any, e);
     else if (strncmp(addr, "vsock:", 6) == 0)
         r = lsn_vsock(l, addr + 6, e);
     else
@@ -252,6 +273,10 @@ static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
             if (l->starved) {
                 log_info("accept on %s: resumed", l->addr);
                 l->starved = false;
+            }
+            if (l->a->nconns >= l->a->cfg.max_connections) {
+                conn_refuse(l->a, fd, peer);
+                continue;
             }
             conn_accept(l->a, fd, peer);
             continue;

@@ -48,8 +48,10 @@ void rd_close(struct reader *r)
     conn->streams--;
     bool follow = r->follow;
     free(r);
-    if (follow)
+    if (follow) {
         cmd_maybe_resume(c);     /* it may have been what held the pipes */
+        cmd_share_freed(c->a);
+    }
     conn_idle_check(conn);
 }
 
@@ -145,8 +147,10 @@ void rd_pump(struct reader *r)
             return;          /* finished and freed; it kicked the connection */
     }
     conn_kick(conn);
-    if (follow && r->pos != before)
+    if (follow && r->pos != before) {
         cmd_maybe_resume(c);
+        cmd_share_freed(c->a);
+    }
 }
 
 void rd_pump_cmd(struct cmd *c)

@@ -106,9 +106,11 @@ static int req_list(struct conn *c, const struct wire_req *r, const msgpack_obje
                     struct sa_err *e)
 {
     bool running = false;
-    if (wire_opt_bool(m, "running", &running, e) < 0)
+    uint64_t cursor = 0, limit = 0;
+    if (wire_opt_bool(m, "running", &running, e) < 0 ||
+        wire_opt_uint(m, "cursor", &cursor, e) < 0 || wire_opt_uint(m, "limit", &limit, e) < 0)
         return -1;
-    cmd_list(c, r->id, running);
+    cmd_list(c, r->id, running, cursor, limit);
     return 0;
 }
 

@@ -225,6 +225,8 @@ bool xfer_has_zstd(void)
 
 struct fixup {
     char *path;             /* cleaned, relative to the destination */
+    dev_t dev;              /* the directory seen when its entry was handled: */
+    ino_t ino;              /* its metadata goes to that one only */
     mode_t mode;
     bool has_mtime, chown, existed;
     struct timespec mtime;
@@ -436,6 +438,48 @@ static int with_tmp_name(struct xctx *c, char *tmp, size_t n, int (*mk)(void *, 
     return -1;
 }
 
+/* --- acting on what we created, never again by name ---
+ * A user who can write in a directory where root extracts can swap a name we
+ * just created for a symlink or a file of theirs (inotify, then
+ * renameat2(RENAME_EXCHANGE)). So a fresh node or symlink is opened O_PATH
+ * without following it, checked to be what we made (type, owner: us, device
+ * number), and changed only through that descriptor. */
+
+/* The fresh name in dirfd, opened O_PATH|O_NOFOLLOW: -1 with errno; EAGAIN
+ * when it is not what we made. */
+static int open_made(int dirfd, const char *name, mode_t type, dev_t rdev)
+{
+    int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || (st.st_mode & S_IFMT) != type || st.st_uid != geteuid() ||
+        ((type == S_IFCHR || type == S_IFBLK) && st.st_rdev != rdev)) {
+        close(fd);
+        errno = EAGAIN;
+        return -1;
+    }
+    return fd;
+}
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
+
+/* chmod through an O_PATH descriptor (fchmod refuses those): fchmodat2 with
+ * AT_EMPTY_PATH (Linux 6.6), else the descriptor's /proc/self/fd magic link,
+ * which names the inode itself, not a path that could be swapped. */
+static int path_fd_chmod(int fd, mode_t mode)
+{
+    if (syscall(SYS_fchmodat2, fd, "", mode, AT_EMPTY_PATH) == 0)
+        return 0;
+    if (errno != ENOSYS && errno != EINVAL)
+        return -1;
+    char proc[32];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return chmod(proc, mode);
+}
+
 static mode_t entry_mode(const struct xctx *c, struct archive_entry *ent, mode_t dflt)
 {
     mode_t m = archive_entry_perm(ent) & 07777;
@@ -597,6 +641,11 @@ static int apply_fixup(struct xctx *c, const struct fixup *f)
 {
     int fd cleanup_close = beneath_open(c->dest, f->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0);
     int e = errno;
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev != f->dev || st.st_ino != f->ino)) {
+        e = ELOOP;      /* another directory now: not the one the entry made or named */
+        close(steal_fd(&fd));
+    }
     if (fd >= 0) {
         e = 0;
         if (f->chown && fchown(fd, f->uid, f->gid) < 0)
@@ -624,10 +673,10 @@ static int do_dir(struct xctx *c, struct archive_entry *ent, const char *path, c
     if (pfd < 0)
         return entry_errno(c, errno, path, "open parent of");
     bool existed = false;
+    struct stat st;
     if (mkdirat(pfd, leaf, 0700) < 0) {
         if (errno != EEXIST)
             return entry_errno(c, errno, path, "mkdir");
-        struct stat st;
         if (fstatat(pfd, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0)
             return entry_errno(c, errno, path, "stat");
         if (S_ISDIR(st.st_mode)) {
@@ -639,9 +688,18 @@ static int do_dir(struct xctx *c, struct archive_entry *ent, const char *path, c
             placed(c, path);
         }
     }
+    /* the fixup is for this directory only (checked again by dev/ino); one
+     * we made must still be ours: the name may have been swapped already */
+    if (!existed && (fstatat(pfd, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode) ||
+                     st.st_uid != geteuid())) {
+        refuse(c->r, path, "replaced while being created");
+        return 0;
+    }
     c->r->entries++;
     struct fixup f = {
         .path = xstrdup(path),
+        .dev = st.st_dev,
+        .ino = st.st_ino,
         .mode = entry_mode(c, ent, 0755),
         .has_mtime = archive_entry_mtime_is_set(ent),
         .chown = want_owner(c),
@@ -709,16 +767,21 @@ static int do_symlink(struct xctx *c, struct archive_entry *ent, const char *pat
     struct mk_link_arg m = { .target = target };
     if (with_tmp_name(c, tmp, sizeof tmp, mk_symlink, &m, pfd) < 0)
         return entry_errno(c, errno, path, "symlink");
+    int fd cleanup_close = open_made(pfd, tmp, S_IFLNK, 0);
+    if (fd < 0) {
+        refuse(c->r, path, "replaced while being created");
+        return 0;
+    }
     if (want_owner(c) &&
-        fchownat(pfd, tmp, (uid_t)archive_entry_uid(ent), (gid_t)archive_entry_gid(ent),
-                 AT_SYMLINK_NOFOLLOW) < 0) {
+        fchownat(fd, "", (uid_t)archive_entry_uid(ent), (gid_t)archive_entry_gid(ent),
+                 AT_EMPTY_PATH) < 0) {
         int e = errno;
         unlinkat(pfd, tmp, 0);
         return entry_errno(c, e, path, "chown");
     }
     struct timespec ts[2];
     entry_times(ent, ts);
-    (void)utimensat(pfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
+    (void)utimensat(fd, "", ts, AT_EMPTY_PATH);     /* the link itself (Linux 5.8+; else none) */
     return commit_tmp(c, pfd, tmp, leaf, path);
 }
 
@@ -796,12 +859,18 @@ static int do_node(struct xctx *c, struct archive_entry *ent, const char *path, 
     struct mk_link_arg m = { .mode = type | 0600, .rdev = archive_entry_rdev(ent) };
     if (with_tmp_name(c, tmp, sizeof tmp, mk_node, &m, pfd) < 0)
         return entry_errno(c, errno, path, "mknod");
+    /* O_PATH: opening a device for real could have effects (a tape rewinds) */
+    int fd cleanup_close = open_made(pfd, tmp, type, m.rdev);
+    if (fd < 0) {
+        refuse(c->r, path, "replaced while being created");
+        return 0;
+    }
     int e = 0;
     if (want_owner(c) &&
-        fchownat(pfd, tmp, (uid_t)archive_entry_uid(ent), (gid_t)archive_entry_gid(ent),
-                 AT_SYMLINK_NOFOLLOW) < 0)
+        fchownat(fd, "", (uid_t)archive_entry_uid(ent), (gid_t)archive_entry_gid(ent),
+                 AT_EMPTY_PATH) < 0)
         e = errno;
-    if (!e && fchmodat(pfd, tmp, mode, 0) < 0)     /* our fresh node, not a symlink */
+    if (!e && path_fd_chmod(fd, mode) < 0)
         e = errno;
     if (e) {
         unlinkat(pfd, tmp, 0);
@@ -809,7 +878,7 @@ static int do_node(struct xctx *c, struct archive_entry *ent, const char *path, 
     }
     struct timespec ts[2];
     entry_times(ent, ts);
-    (void)utimensat(pfd, tmp, ts, AT_SYMLINK_NOFOLLOW);
+    (void)utimensat(fd, "", ts, AT_EMPTY_PATH);
     return commit_tmp(c, pfd, tmp, leaf, path);
 }
 
@@ -997,7 +1066,11 @@ static int pack_header(struct pctx *p, const char *aname, const struct stat *st,
 
 static int pack_file(struct pctx *p, int dfd, const char *name, const char *aname)
 {
-    int fd cleanup_close = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+    /* O_NONBLOCK: the name was a regular file at fstatat, but a user may
+     * have swapped a FIFO in since, and opening a FIFO without a writer
+     * would block forever. The type is checked again on the descriptor. */
+    int fd cleanup_close = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC |
+                                                 O_NONBLOCK);
     if (fd < 0)
         return pack_fail_errno(p, errno, aname, "open");
     struct stat st;
@@ -1005,6 +1078,9 @@ static int pack_file(struct pctx *p, int dfd, const char *name, const char *anam
         return pack_fail_errno(p, errno, aname, "stat");
     if (!S_ISREG(st.st_mode))
         return pack_fail_errno(p, EAGAIN, aname, "changed while packing:");
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+        return pack_fail_errno(p, errno, aname, "open");
     if (pack_header(p, aname, &st, NULL) < 0)
         return -1;
     /* exactly st_size bytes: a file that grows is cut, one that shrinks is

@@ -1686,17 +1686,29 @@ static void ps_table(struct buf *b, struct ps_row *rows, size_t n)
     }
 }
 
-/* The table for the records of a list reply. */
-static void ps_render(struct buf *b, const msgpack_object *list, uint64_t now_ms)
+/* The rows of every page, rendered once all have come (column widths). */
+struct ps_rows {
+    struct ps_row *v;
+    size_t n, cap;
+};
+
+static void ps_add(struct ps_rows *rs, const msgpack_object *list, uint64_t now_ms)
 {
-    uint32_t n = list->via.array.size;
-    struct ps_row *rows = xcalloc(n + 1, sizeof *rows);
-    for (uint32_t i = 0; i < n; i++)
-        ps_fill(&rows[i], &list->via.array.ptr[i], now_ms);
-    ps_table(b, rows, n);
-    for (uint32_t i = 0; i < n; i++)
-        buf_free(&rows[i].cmd);
-    free(rows);
+    for (uint32_t i = 0; i < list->via.array.size; i++) {
+        if (rs->n == rs->cap) {
+            rs->cap = rs->cap ? 2 * rs->cap : 64;
+            rs->v = xrealloc(rs->v, rs->cap * sizeof *rs->v);
+        }
+        memset(&rs->v[rs->n], 0, sizeof *rs->v);
+        ps_fill(&rs->v[rs->n++], &list->via.array.ptr[i], now_ms);
+    }
+}
+
+static void ps_rows_free(struct ps_rows *rs)
+{
+    for (size_t i = 0; i < rs->n; i++)
+        buf_free(&rs->v[i].cmd);
+    free(rs->v);
 }
 
 /* The agent's clock, ms since the epoch (ping), so that running commands'
@@ -1712,12 +1724,16 @@ static int agent_time(struct client *c, uint64_t *now_ms, struct sa_err *e)
     return rc;
 }
 
-static int ps_list(struct client *c, const struct ps_opts *o, msgpack_object *reply,
-                   struct sa_err *e)
+/* One page of `list` (PROTOCOL.md "get, list, wait"): records with ids below
+ * cursor (0: from the newest). */
+static int ps_list(struct client *c, const struct ps_opts *o, uint64_t cursor,
+                   msgpack_object *reply, struct sa_err *e)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "list", 1);
+    uint64_t id = client_begin(c, &w, "list", cursor ? 2 : 1);
     wire_kv_bool(&w, "running", !o->all);
+    if (cursor)
+        wire_kv_uint(&w, "cursor", cursor);
     if (client_end(c, &w, e) < 0)
         return -1;
     int rc = client_call(c, id, addr_timeout_from_env(), reply, e);
@@ -1740,21 +1756,35 @@ static int cmd_ps(const char *addr, int argc, char **argv)
     struct client *c = connect_cap(addr, "lifecycle", "ps", &rc);
     if (!c)
         return rc;
-    if ((!o.json && (rc = agent_time(c, &now_ms, &e)) != 0) ||
-        (rc = ps_list(c, &o, &reply, &e)) != 0) {
+    if (!o.json && (rc = agent_time(c, &now_ms, &e)) != 0) {
         rc = call_failed("ps", rc, &e);
         client_free(c);
         return rc;
     }
-    const msgpack_object *list = wire_get(&reply, "commands");
+    struct ps_rows rows = {0};
+    uint64_t cursor = 0;
+    bool more = true;
     buf_init(&b);
-    if (!o.json)
-        ps_render(&b, list, now_ms);
-    for (uint32_t i = 0; o.json && i < list->via.array.size; i++) {
-        json_write(&b, &list->via.array.ptr[i]);
-        buf_append(&b, "\n", 1);
+    while (more) {                       /* every page, newest first */
+        if ((rc = ps_list(c, &o, cursor, &reply, &e)) != 0) {
+            rc = call_failed("ps", rc, &e);
+            goto out;
+        }
+        const msgpack_object *list = wire_get(&reply, "commands");
+        if (!o.json)
+            ps_add(&rows, list, now_ms);
+        for (uint32_t i = 0; o.json && i < list->via.array.size; i++) {
+            json_write(&b, &list->via.array.ptr[i]);
+            buf_append(&b, "\n", 1);
+        }
+        more = wire_obj_bool(wire_get(&reply, "more"), &more) && more &&
+               wire_obj_uint(wire_get(&reply, "cursor"), &cursor) && cursor > 0;
     }
+    if (!o.json)
+        ps_table(&b, rows.v, rows.n);
     rc = out_flush(&b, "ps");
+out:
+    ps_rows_free(&rows);
     buf_free(&b);
     client_free(c);
     return rc;

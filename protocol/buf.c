@@ -9,12 +9,14 @@ void buf_init(struct buf *b)
 {
     b->data = NULL;
     b->head = b->len = b->cap = 0;
+    b->frame_max = 0;
 }
 
 void buf_free(struct buf *b)
 {
     free(b->data);
-    buf_init(b);
+    b->data = NULL;
+    b->head = b->len = b->cap = 0;
 }
 
 uint8_t *buf_reserve(struct buf *b, size_t n)

@@ -17,6 +17,9 @@ struct buf {
     size_t head;
     size_t len;
     size_t cap;
+    size_t frame_max;   /* wire_end: frames closed here are at most this long
+                           (0: unchecked); asserted in debug builds. Kept by
+                           buf_free and buf_reset. */
 };
 
 void buf_init(struct buf *b);

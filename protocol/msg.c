@@ -143,7 +143,7 @@ int wire_parse_exec(const msgpack_object *map, msgpack_zone *z, struct wire_exec
 void wire_msg_hello(struct buf *b, const struct wire_hello *h)
 {
     struct wire_enc w;
-    wire_begin(&w, b, 12);
+    wire_begin(&w, b, 13);
     wire_kv_str(&w, "type", "hello");
     wire_kv_uint(&w, "protocol", WIRE_PROTOCOL_VERSION);
     wire_kv_str(&w, "agent", h->agent);
@@ -162,6 +162,7 @@ void wire_msg_hello(struct buf *b, const struct wire_hello *h)
     wire_kv_uint(&w, "stdin_window", h->stdin_window);
     wire_kv_uint(&w, "generation", h->generation);
     wire_kv_bool(&w, "auth_required", h->auth_required);
+    wire_kv_bool(&w, "insecure_tcp", h->insecure_tcp);
     wire_end(&w);
 }
 

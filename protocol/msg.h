@@ -53,6 +53,7 @@ struct wire_hello {
     uint32_t stdin_window;
     uint64_t generation;
     bool auth_required;
+    bool insecure_tcp;        /* a tcp: listener serves without a token (--insecure-tcp) */
 };
 void wire_msg_hello(struct buf *b, const struct wire_hello *h);
 

@@ -1,5 +1,6 @@
 #include "wire.h"
 
+#include <assert.h>
 #include <string.h>
 
 int wire_frame_peek(const uint8_t *p, size_t n, uint32_t max_frame, uint32_t *payload_len,
@@ -346,6 +347,8 @@ void wire_begin(struct wire_enc *w, struct buf *b, uint32_t nkeys)
 void wire_end(struct wire_enc *w)
 {
     size_t len = buf_size(w->b) - w->start - WIRE_HDR_LEN;
+    /* no reply or event may exceed the peer's max_frame (PROTOCOL.md §1) */
+    assert(w->b->frame_max == 0 || len <= w->b->frame_max);
     uint8_t *h = buf_ptr(w->b) + w->start;
     h[0] = (uint8_t)(len >> 24);
     h[1] = (uint8_t)(len >> 16);

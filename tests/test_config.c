@@ -3,6 +3,7 @@
  * (cfg_apply_cmdline) with their precedence — flags win over the config
  * file, which wins over sandbox_agent.* keys, which win over the defaults —
  * and the peer allow-lists (cfg_vsock_cid_allowed, cfg_uid_allowed). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,71 @@ static void cmdline_keys_override_defaults(void)
     CHECK(strcmp(c.user, "bob") == 0);
     CHECK(strcmp(c.hostname, "vm7") == 0);
     CHECK(c.token_inline && strcmp(c.token_inline, "s3cret") == 0);
+    cfg_free(&c);
+}
+
+/* A token from the kernel command line is readable by every user in
+ * /proc/cmdline: loading it says so, loudly, in the log (issue 12 item 2);
+ * a token file does not. */
+static bool token_load_logs(const char *inline_token, const char *file, char *out, size_t cap)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+        return false;
+    log_set_kmsg(p[1]);                 /* the sink owns p[1] */
+    struct cfg c;
+    struct sa_err e;
+    bool ok = PARSE(&c, &e, NULL) == 0;
+    c.token_inline = inline_token;
+    c.token_file = file;
+    ok = ok && cfg_load_token(&c, &e) == 0;
+    log_set_kmsg(-1);
+    ssize_t n = read(p[0], out, cap - 1);
+    out[n > 0 ? n : 0] = '\0';
+    close(p[0]);
+    cfg_free(&c);
+    return ok;
+}
+
+static void a_cmdline_token_is_loaded_with_a_loud_warning(void)
+{
+    char log[4096];
+    CHECK(token_load_logs("s3cret", NULL, log, sizeof log));
+    CHECK(strstr(log, "KERNEL COMMAND LINE") && strstr(log, "/proc/cmdline"));
+    char path[] = "/tmp/sa-test-token-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, "filetoken\n", 10) == 10);
+    close(fd);
+    CHECK(token_load_logs("s3cret", path, log, sizeof log));
+    CHECK(strstr(log, "KERNEL COMMAND LINE") == NULL);
+    unlink(path);
+}
+
+/* The limits (issue 12): defaults finite, from flags, the config file and
+ * the kernel command line, flags first; out-of-range values refused. */
+static void limits_from_every_source(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(c.max_connections == 1024 && c.max_commands == 4096 && c.keep_exited == 4096);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_connections=7 sandbox_agent.max_commands=8 "
+                                "sandbox_agent.keep_exited=9", &e) == 0);
+    CHECK(c.max_connections == 7 && c.max_commands == 8 && c.keep_exited == 9);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_commands=0", &e) < 0 && c.max_commands == 8);
+    cfg_free(&c);
+
+    CHECK(PARSE(&c, &e, "--max-commands", "3", NULL) == 0);
+    const char file[] = "max-commands = 5\nmax-connections = 6\nkeep-exited = 65536\n";
+    CHECK(cfg_apply_file(&c, file, sizeof file - 1, "f", &e) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.max_commands=9 sandbox_agent.max_connections=9",
+                            &e) == 0);
+    CHECK(c.max_commands == 3 && c.max_connections == 6 && c.keep_exited == 65536);
+    cfg_free(&c);
+
+    CHECK(PARSE(&c, &e, "--max-connections", "65537", NULL) < 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--keep-exited", "0", NULL) < 0);
     cfg_free(&c);
 }
 
@@ -431,6 +497,54 @@ static void config_flag_reads_the_file_and_flags_still_win(void)
     cfg_free(&c);
 }
 
+/* Issue 12: a tcp: listener without a token needs --insecure-tcp; the same
+ * switch in the config file and on the kernel command line (a flag wins);
+ * a root-only token file can be named on the kernel command line. */
+static void insecure_tcp_and_token_file_from_every_source(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(!c.insecure_tcp && !c.token_file);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--insecure-tcp", NULL) == 0 && c.insecure_tcp);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.insecure_tcp=0", &e) == 0 && c.insecure_tcp);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(FILE_TEXT(&c, &e, "insecure-tcp = true\n") == 0 && c.insecure_tcp);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.insecure_tcp=1 "
+                                "sandbox_agent.token_file=/etc/sandbox-agent/token", &e) == 0);
+    CHECK(c.insecure_tcp && !c.tcp_any);
+    CHECK(c.token_file && strcmp(c.token_file, "/etc/sandbox-agent/token") == 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--token-file", "/flag", NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.token_file=/cmdline", &e) == 0);
+    CHECK(strcmp(c.token_file, "/flag") == 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.insecure_tcp=maybe", &e) < 0 && !c.insecure_tcp);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.token_file=", &e) < 0 && !c.token_file);
+    cfg_free(&c);
+}
+
+/* The file helpers' idle deadline: 10 minutes by default, bounded. */
+static void helper_idle_ms_default_and_bounds(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0 && c.helper_idle_ms == 600000);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--helper-idle-ms", "2000", NULL) == 0 && c.helper_idle_ms == 2000);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, "--helper-idle-ms", "999", NULL) < 0);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(FILE_TEXT(&c, &e, "helper-idle-ms = 5000\n") == 0 && c.helper_idle_ms == 5000);
+    cfg_free(&c);
+}
+
 int main(void)
 {
     static const struct check_test tests[] = {
@@ -439,6 +553,8 @@ int main(void)
         T(upload_caps_as_flags_and_defaults),
         T(tunnel_settings_from_every_source),
         T(cmdline_keys_override_defaults),
+        T(a_cmdline_token_is_loaded_with_a_loud_warning),
+        T(limits_from_every_source),
         T(cmdline_modules_net_and_tcp_any),
         T(flags_win_over_the_cmdline),
         T(cmdline_without_keys_changes_nothing),
@@ -452,6 +568,8 @@ int main(void)
         T(precedence_flags_then_file_then_cmdline_then_defaults),
         T(config_file_errors_name_the_line),
         T(config_flag_reads_the_file_and_flags_still_win),
+        T(insecure_tcp_and_token_file_from_every_source),
+        T(helper_idle_ms_default_and_bounds),
     };
     return check_run(tests, sizeof tests / sizeof tests[0]);
 }

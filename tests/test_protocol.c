@@ -1356,7 +1356,7 @@ static void msg_hello_round_trips(void)
     wire_msg_hello(&f.b, &h);
     CHECK(fx_decode_frame(&f) == 0);
     const msgpack_object *m = &f.root;
-    CHECK(m->via.map.size == 12);
+    CHECK(m->via.map.size == 13);
     CHECK(str_field_is(m, "type", "hello"));
     CHECK(uint_field_is(m, "protocol", WIRE_PROTOCOL_VERSION));
     CHECK(str_field_is(m, "agent", "sandbox-agent 0.1.0"));
@@ -1373,6 +1373,7 @@ static void msg_hello_round_trips(void)
     CHECK(uint_field_is(m, "stdin_window", 65536));
     CHECK(uint_field_is(m, "generation", 3));
     CHECK(bool_field_is(m, "auth_required", false));
+    CHECK(bool_field_is(m, "insecure_tcp", false));
 
     /* no capabilities at all is an empty array */
     const char *const no_caps[] = { NULL };

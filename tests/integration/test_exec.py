@@ -480,7 +480,7 @@ class AgentCommandLine(unittest.TestCase):
 
     def test_tcp_loopback_and_unix_listeners_together(self):
         port = free_tcp_port()
-        a = Agent(["--listen", "tcp:127.0.0.1:%d" % port]).start()
+        a = Agent(["--listen", "tcp:127.0.0.1:%d" % port, "--insecure-tcp"]).start()
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=T(10))
             with Client(sock=s) as c:

@@ -19,8 +19,9 @@ it from the host with sandboxctl (docs/testing.md, "The VM boot test").
    gives eth0 QEMU's user-network address (`sandbox_agent.net=`).
 3. qemu-system-x86_64 under TCG, virtio-net on QEMU's user network with a
    hostfwd to the agent's TCP listener, which the kernel command line opens
-   (`sandbox_agent.listen=tcp:10.0.2.15:7071` and
-   `sandbox_agent.insecure_tcp_any_address=1`).
+   (`sandbox_agent.listen=tcp:10.0.2.15:7071`,
+   `sandbox_agent.insecure_tcp_any_address=1` and, since the test has no
+   token, `sandbox_agent.insecure_tcp=1`).
 4. From the host: wait for the hello (timed from QEMU's start), check PID 1 is
    the agent, run commands (user, sudo, stdin, exit codes), read the agent's
    RSS inside the guest, upload and download a tree (the `files` capability
@@ -419,7 +420,7 @@ def main():
     console = os.path.join(o.work, "console.log")
     append = ("console=ttyS0 panic=-1 loglevel=7 printk.devkmsg=on "
               "sandbox_agent.listen=tcp:%s:%d sandbox_agent.hostname=vmtest "
-              "sandbox_agent.insecure_tcp_any_address=1 "
+              "sandbox_agent.insecure_tcp_any_address=1 sandbox_agent.insecure_tcp=1 "
               "sandbox_agent.modules=%s sandbox_agent.net=eth0,%s/24,10.0.2.2"
               % (GUEST_IP, AGENT_PORT, ",".join("/lib/modules/%s.ko" % m for m in MODULES),
                  GUEST_IP))
