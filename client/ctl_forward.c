@@ -346,7 +346,8 @@ static int fwd_loop(const struct fwd_ctx *x, struct fwd_spec *specs, int n, int 
 
 static int fwd_ports(const struct fwd_ctx *x, int argc, char **argv)
 {
-    struct fwd_spec specs[FWD_MAX_SPECS];
+    /* static: relay threads still use them while the process exits */
+    static struct fwd_spec specs[FWD_MAX_SPECS];
     int n = argc - optind;
     if (n < 1)
         return usage_error("forward: give [BIND:]LOCAL_PORT:GUEST_PORT (or --stdio GUEST_PORT)");
@@ -422,7 +423,8 @@ int cmd_forward(const char *addr, int argc, char **argv)
         { "guest-host", required_argument, NULL, OPT_GHOST },
         { NULL, 0, NULL, 0 },
     };
-    struct fwd_ctx x = {.addr = addr};
+    static struct fwd_ctx x;           /* static: see fwd_ports */
+    x.addr = addr;
     bool stdio = false;
     int ch, rc;
     optind = 0;

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 from agentlib import (ASAN, CTL_BIN, MiB, AgentTestCase, T, pack, wait_until,
@@ -316,6 +317,29 @@ class Protocol(TunnelCase):
         self.assertEqual(frames[0]["id"], 3)
         self.assertTunnelsClose()
         self.assertStillServes()
+
+    def test_a_pending_connect_blocks_nothing_and_times_out(self):
+        # a listener with a full accept queue: the kernel drops further SYNs,
+        # so a connect to it stays in progress
+        lsock = socket.socket()
+        self.addCleanup(lsock.close)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)
+        filler = socket.create_connection(lsock.getsockname(), timeout=T(5))
+        self.addCleanup(filler.close)
+        c = self.agent.client()
+        self.addCleanup(c.close)
+        t0 = time.monotonic()
+        c.send({"type": "connect", "id": 5, "port": lsock.getsockname()[1]})
+        with self.agent.client() as other:
+            other.ping(timeout=T(2))
+            self.assertLess(time.monotonic() - t0, T(2), "the loop answered while connecting")
+            self.assertEqual(self.stats()["tunnels_open"], 1, "a connecting tunnel counts")
+        reply = c.recv(timeout=T(20))
+        self.assertErrorReply(reply, "ETIMEDOUT")
+        self.assertGreaterEqual(time.monotonic() - t0, 9.5, "the 10 s connect deadline")
+        self.assertEqual(c.expect_closed(), [])
+        self.assertTunnelsClose()
 
     def test_bad_requests_are_refused_and_close_the_connection(self):
         for fields, code in (({}, "bad_request"), ({"port": 0}, "bad_request"),
