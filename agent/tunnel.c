@@ -36,6 +36,7 @@ struct tunnel {
     struct conn *conn;         /* while connecting: the connection that asked */
     uint64_t req_id;
     uint64_t serial;           /* the connection's, for the log */
+    bool half_close;           /* false: an EOF ends the whole tunnel once written */
     int cfd, sfd;              /* the agent connection; the guest TCP connection */
     ev_io connect_w;           /* sfd writable: the connect finished */
     ev_timer timeout;
@@ -242,6 +243,12 @@ static int tun_pump(struct tun_dir *d)
         return -1;
     }
     if (d->eof && !d->shut && tun_pending(d) == 0) {
+        if (!t->half_close) {          /* a transport that cannot carry half-closes */
+            log_debug("tunnel %llu (%s): EOF; closing both sides (half_close false)",
+                      (unsigned long long)t->serial, t->where);
+            tun_free(t);
+            return -1;
+        }
         shutdown(d->to, SHUT_WR);      /* pass the half-close on */
         d->shut = true;
     }
@@ -435,7 +442,9 @@ static int tun_start(struct conn *c, const struct wire_req *r, const msgpack_obj
     struct sockaddr_storage ss;
     socklen_t len = 0;
     char where[sizeof ((struct tunnel *)0)->where];
-    if (tun_target(a, m, &ss, &len, where, sizeof where, e) < 0)
+    bool half_close = true;
+    if (wire_opt_bool(m, "half_close", &half_close, e) < 0 ||
+        tun_target(a, m, &ss, &len, where, sizeof where, e) < 0)
         return -1;
     cleanup_close int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -446,6 +455,7 @@ static int tun_start(struct conn *c, const struct wire_req *r, const msgpack_obj
     t->conn = c;
     t->req_id = r->id;
     t->serial = c->serial;
+    t->half_close = half_close;
     t->sfd = steal_fd(&fd);
     snprintf(t->where, sizeof t->where, "%s", where);
     /* writable at once when the connect already finished */

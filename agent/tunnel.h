@@ -20,7 +20,9 @@
  * tunnels (connecting ones included) are open at once (`too_many` beyond).
  *
  * Ends: EOF on one side becomes shutdown(SHUT_WR) on the other once the
- * buffer is written; the tunnel closes when both directions are shut. A
+ * buffer is written; the tunnel closes when both directions are shut (with
+ * `half_close: false`, the first EOF closes both once written: for
+ * transports that drop half-closes, such as Firecracker's hybrid vsock). A
  * read or write error on either side (ECONNRESET, EPIPE) closes both at once
  * (buffered bytes are dropped).
  */

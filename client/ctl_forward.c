@@ -72,10 +72,16 @@ static int fwd_open(const struct fwd_ctx *x, unsigned gport, struct buf *rest, i
     }
     struct wire_enc w;
     msgpack_object reply;
-    uint64_t id = client_begin(c, &w, "connect", x->ghost ? 2 : 1);
+    /* Firecracker's hybrid vsock makes a host's EOF a full shutdown of the
+     * guest's end and never passes the guest's on: over fc:, an EOF from
+     * either side ends the tunnel (else a server's close would not reach us) */
+    bool fc = strncmp(x->addr, "fc:", 3) == 0;
+    uint64_t id = client_begin(c, &w, "connect", 1 + (x->ghost != NULL) + fc);
     wire_kv_uint(&w, "port", gport);
     if (x->ghost)
         wire_kv_str(&w, "host", x->ghost);
+    if (fc)
+        wire_kv_bool(&w, "half_close", false);
     int r = client_end(c, &w, e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, e);
     if (r != 0) {
         *rc = r > 0 ? EXIT_FAILED : EXIT_CONN;

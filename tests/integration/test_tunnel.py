@@ -23,6 +23,7 @@ import threading
 import time
 import unittest
 
+from test_cli import FakeFirecracker
 from agentlib import (ASAN, CTL_BIN, MiB, AgentTestCase, T, pack, wait_until,
                       free_tcp_port)
 
@@ -183,11 +184,11 @@ def ws_echo_handler(s):
 # --------------------------------------------------------------------------
 # the client side
 
-def open_tunnel(agent, port, host=None, pipelined=b""):
+def open_tunnel(agent, port, host=None, pipelined=b"", **fields):
     """A raw `connect` on a fresh agent connection: (reply, sock, first bytes).
     sock is blocking once the reply arrived."""
     c = agent.client()
-    req = {"type": "connect", "id": 7, "port": port}
+    req = dict({"type": "connect", "id": 7, "port": port}, **fields)
     if host is not None:
         req["host"] = host
     c.send_raw(pack(req) + pipelined)
@@ -415,6 +416,21 @@ class Protocol(TunnelCase):
             wait_until(lambda: "got" in seen, T(10), what="the server saw our EOF")
         self.assertEqual(seen["got"], b"after the server's EOF")
         self.assertTunnelsClose()
+
+    def test_half_close_false_ends_the_tunnel_at_the_first_eof(self):
+        def server(s):
+            s.sendall(b"bye")                   # and close: EOF towards the host
+        srv = self.server(server)
+        reply, sock, rest = open_tunnel(self.agent, srv.port, half_close=False)
+        with sock:
+            self.assertEqual(reply, {"type": "ok", "id": 7})
+            # we keep our sending side open: only half_close false closes the tunnel
+            self.assertEqual(rest + recv_all(sock), b"bye")
+            self.assertTunnelsClose()
+            with self.assertRaises(OSError, msg="the agent closed its end entirely"):
+                for _ in range(50):
+                    sock.sendall(b"x" * 65536)
+                    time.sleep(0.01)
 
     def test_a_host_that_stops_reading_leaves_the_agent_bounded(self):
         sent = [0]
@@ -752,6 +768,25 @@ class CtlForward(TunnelCase):
             s.shutdown(socket.SHUT_WR)
             wait_until(lambda: "late" in seen, T(10), what="the server to see our bytes and EOF")
         self.assertEqual(seen["late"], b"still talking")
+
+    def test_over_firecracker_vsock_a_server_close_ends_the_tunnel(self):
+        # Firecracker's hybrid vsock never passes a guest's half-close to the
+        # host, so over fc: forward asks for half_close false: the server's
+        # close must close the host's connection although the host still sends
+        path = os.path.join(self.agent.tmp, "fc.sock")
+        fc = FakeFirecracker(path, self.agent.sock_path, refuse=0)
+        self.addCleanup(fc.close)
+        srv = self.server(lambda s: s.sendall(b"served"))
+        argv = [CTL_BIN, "-c", "fc:%s:1024" % path, "forward", "0:%d" % srv.port]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        self.addCleanup(p.stdout.close)
+        self.addCleanup(p.stderr.close)
+        port = int(p.stdout.readline().split()[1].rsplit(b":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=T(20)) as s:
+            self.assertEqual(recv_all(s), b"served")
+            self.assertTunnelsClose()
 
     def test_stdio_relays_stdin_and_stdout(self):
         def upper(s):
