@@ -193,6 +193,13 @@ def open_tunnel(agent, port, host=None, pipelined=b"", **fields):
         req["host"] = host
     c.send_raw(pack(req) + pipelined)
     reply = c.recv()
+    sock, rest = take_socket(c)
+    return reply, sock, rest
+
+
+def take_socket(c):
+    """The socket of Client c after its last frame (now a tunnel), blocking,
+    and the bytes c had already read past that frame."""
     rest = bytes(c.inbuf[c.inpos:])
     sock = c.sock
     c.sel.unregister(sock)
@@ -200,7 +207,7 @@ def open_tunnel(agent, port, host=None, pipelined=b"", **fields):
     c.sock = None
     sock.setblocking(True)
     sock.settimeout(T(60))
-    return reply, sock, rest
+    return sock, rest
 
 
 class Forward:
@@ -304,6 +311,27 @@ class Protocol(TunnelCase):
             self.assertEqual(rest + recv_all(sock), b"bye",
                              "nothing but the server's bytes follows the ok (no pong)")
         self.assertEqual(got, [ping + b"raw bytes"])
+
+    def test_replies_to_earlier_requests_come_before_the_ok(self):
+        srv = self.server(lambda s: s.sendall(b"after"))
+        c = self.agent.client()
+        c.send_raw(pack({"type": "ping", "id": 1}) + pack({"type": "stats", "id": 2}) +
+                   pack({"type": "connect", "id": 3, "port": srv.port}))
+        self.assertEqual([c.recv()["id"] for _ in range(3)], [1, 2, 3])
+        sock, rest = take_socket(c)
+        with sock:
+            self.assertEqual(rest + recv_all(sock), b"after")
+
+    def test_kill_on_disconnect_commands_of_the_connection_die_at_the_hand_over(self):
+        srv = self.server(lambda s: recv_all(s))
+        c = self.agent.client()
+        r = c.ok("exec", argv=["sleep", "60"], detached=True, kill_on_disconnect=True, stdin="null")
+        c.send({"type": "connect", "id": 9, "port": srv.port})
+        self.assertEqual(c.recv(), {"type": "ok", "id": 9})
+        with self.agent.client() as other:
+            w = other.ok("wait", cmd=r["cmd"], timeout=T(10))
+        self.assertEqual(w["signal"], 9, "killed as when its connection closes")
+        c.close()
 
     def test_refused_connect_is_an_error_before_any_ok_and_the_connection_closes(self):
         port = free_tcp_port()             # nothing listens there
