@@ -16,6 +16,8 @@
  *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
  *              defaults, clock, entropy,                 for `stats`
  *              restore, stats reply, shutdown
+ *   tunnel.c   `connect`: TCP connections in the guest relayed over the
+ *              agent connection that asked
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H
@@ -31,6 +33,7 @@
 #include "ident.h"
 #include "init.h"
 #include "notify.h"
+#include "tunnel.h"
 #include "wire.h"
 
 /* Per connection: stop reading requests (and the pipes of commands that
@@ -120,6 +123,7 @@ struct agent {
     struct fop *fops;             /* file operations' helpers (fop.h) */
     char *xfer_helper;            /* the archive helper's path, once needed */
     unsigned nfops;
+    struct tunnels tunnels;       /* `connect` (tunnel.h) */
     ev_signal sigterm, sigint;    /* not in init mode: init.sig instead */
     struct init_state init;       /* PID-1 mode */
     struct notify notify;         /* $NOTIFY_SOCKET: READY=1, STOPPING=1 */

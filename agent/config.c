@@ -46,6 +46,11 @@ static const char usage[] =
     "                         too_many (1..65536, default 4096)\n"
     "  --keep-exited N        exited commands remembered, the oldest exit forgotten\n"
     "                         first (1..65536, default 4096)\n"
+    "  --tunnel off|loopback|any\n"
+    "                         what a `connect` request (a tunnel to a TCP port in the\n"
+    "                         guest) may reach: nothing, loopback addresses, or\n"
+    "                         loopback and the guest's own addresses (default any)\n"
+    "  --max-tunnels N        tunnels open at once (1..65536, default 128)\n"
     "  --token-file PATH      require every connection to present the token in PATH\n"
     "                         (1..4096 bytes, one trailing newline stripped) with an\n"
     "                         `auth` request before any other request; a tcp:\n"
@@ -73,7 +78,7 @@ static const char usage[] =
     "  --init                 init mode even when not PID 1: kernel command line\n"
     "                         (sandbox_agent.listen=, .workdir=, .user=, .hostname=,\n"
     "                         .token=, .token_file=, .vsock_allow_cid=,\n"
-    "                         .insecure_tcp=; flags and --config win),\n"
+    "                         .insecure_tcp=, .tunnel=; flags and --config win),\n"
     "                         graceful shutdown on SIGTERM/SIGINT/SIGPWR, then exit 0\n"
     "  --no-mount             as PID 1: skip the system duties (mounts, hostname,\n"
     "                         loopback, /dev/kmsg logging), e.g. in a PID namespace\n"
@@ -102,6 +107,8 @@ static const struct option cfg_opts[] = {
     {"max-connections", required_argument, NULL, CFG_O_MAXCONN},
     {"max-commands", required_argument, NULL, CFG_O_MAXCMDS},
     {"keep-exited", required_argument, NULL, CFG_O_KEEPEXITED},
+    {"tunnel", required_argument, NULL, CFG_O_TUNNEL},
+    {"max-tunnels", required_argument, NULL, CFG_O_MAXTUNNELS},
     {"token-file", required_argument, NULL, CFG_O_TOKEN},
     {"init", no_argument, NULL, CFG_O_INIT},
     {"no-mount", no_argument, NULL, CFG_O_NOMOUNT},
@@ -232,14 +239,28 @@ static int cfg_set_num(struct cfg *c, int o, const char *arg, struct sa_err *e)
         if (parse_u32(arg, 0, 600000, &c->grace_ms) < 0)
             return err_set(e, EINVAL, NULL, "--grace-ms: expected 0..600000");
         break;
-    case CFG_O_MAXCONN: case CFG_O_MAXCMDS: case CFG_O_KEEPEXITED: {
+    case CFG_O_MAXCONN: case CFG_O_MAXCMDS: case CFG_O_KEEPEXITED: case CFG_O_MAXTUNNELS: {
         uint32_t *v = o == CFG_O_MAXCONN ? &c->max_connections
-                    : o == CFG_O_MAXCMDS ? &c->max_commands : &c->keep_exited;
+                    : o == CFG_O_MAXCMDS ? &c->max_commands
+                    : o == CFG_O_MAXTUNNELS ? &c->max_tunnels : &c->keep_exited;
         if (parse_u32(arg, 1, CFG_LIMIT_MAX, v) < 0)
             return err_set(e, EINVAL, NULL, "expected 1..%u", CFG_LIMIT_MAX);
         break;
     }
     }
+    return 0;
+}
+
+static int cfg_set_tunnel(struct cfg *c, const char *arg, struct sa_err *e)
+{
+    if (strcmp(arg, "off") == 0)
+        c->tunnel = CFG_TUNNEL_OFF;
+    else if (strcmp(arg, "loopback") == 0)
+        c->tunnel = CFG_TUNNEL_LOOPBACK;
+    else if (strcmp(arg, "any") == 0)
+        c->tunnel = CFG_TUNNEL_ANY;
+    else
+        return err_set(e, EINVAL, NULL, "--tunnel: expected off, loopback or any");
     return 0;
 }
 
@@ -265,6 +286,7 @@ static int cfg_set(struct cfg *c, int o, const char *arg, struct sa_err *e)
         return 0;
     case CFG_O_ALLOWUID: return cfg_add_id(c->allow_uids, &c->nallow_uids, arg, "--allow-uid", e);
     case CFG_O_VSOCKCID: return cfg_add_cid(c, arg, e);
+    case CFG_O_TUNNEL: return cfg_set_tunnel(c, arg, e);
     case CFG_O_DEV: case CFG_O_TCPANY: case CFG_O_INIT: case CFG_O_NOMOUNT:
     case CFG_O_VERBOSE: case CFG_O_QUIET: case CFG_O_INSECURETCP:
         return cfg_set_bool(c, o, arg, e);
@@ -292,6 +314,8 @@ static void cfg_defaults(struct cfg *c)
     c->max_connections = CFG_DEFAULT_MAX_CONNECTIONS;
     c->max_commands = CFG_DEFAULT_MAX_COMMANDS;
     c->keep_exited = CFG_DEFAULT_KEEP_EXITED;
+    c->tunnel = CFG_TUNNEL_ANY;
+    c->max_tunnels = CFG_DEFAULT_MAX_TUNNELS;
 }
 
 /* After flags and the config file: the defaults of the lists, the checks. */
@@ -561,6 +585,11 @@ static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, unsi
             *(o == CFG_O_TCPANY ? &c->tcp_any : &c->insecure_tcp) = val[0] == '1' || val[0] == 't';
         return 0;
     }
+    if (strcmp(key, "tunnel") == 0) {
+        if (c->flags_set & CFG_BIT(CFG_O_TUNNEL))
+            return 0;
+        return cfg_set(c, CFG_O_TUNNEL, val, e) < 0 ? err_wrap(e, "sandbox_agent.%s", key) : 0;
+    }
     if (strcmp(key, "token_file") == 0) {
         if (!*val)
             return err_set(e, EINVAL, NULL, "sandbox_agent.token_file is empty");
@@ -570,7 +599,8 @@ static int cfg_cmdline_key(struct cfg *c, const char *key, const char *val, unsi
     }
     int lim = strcmp(key, "max_connections") == 0 ? CFG_O_MAXCONN
             : strcmp(key, "max_commands") == 0 ? CFG_O_MAXCMDS
-            : strcmp(key, "keep_exited") == 0 ? CFG_O_KEEPEXITED : 0;
+            : strcmp(key, "keep_exited") == 0 ? CFG_O_KEEPEXITED
+            : strcmp(key, "max_tunnels") == 0 ? CFG_O_MAXTUNNELS : 0;
     if (lim) {
         if (c->flags_set & CFG_BIT(lim))
             return 0;

@@ -26,11 +26,15 @@
 #define CFG_DEFAULT_MAX_CONNECTIONS 1024   /* open connections (too_many beyond) */
 #define CFG_DEFAULT_MAX_COMMANDS 4096      /* running commands (too_many beyond) */
 #define CFG_DEFAULT_KEEP_EXITED 4096      /* exited commands remembered */
-#define CFG_LIMIT_MAX 65536                /* ceiling of the three count settings */
+#define CFG_DEFAULT_MAX_TUNNELS 128        /* tunnels open or connecting (tunnel.h) */
+#define CFG_LIMIT_MAX 65536                /* ceiling of the count settings */
 #define CFG_MAX_ALLOW 16         /* --allow-uid and --vsock-allow-cid entries (each) */
 #define CFG_HOST_CID 2           /* VMADDR_CID_HOST: the default vsock allow-list */
 #define CFG_FILE_MAX (64u << 10) /* --config: bytes of the file */
 #define CFG_LINE_MAX 4096        /* --config: bytes of one line, newline included */
+
+/* --tunnel: what a `connect` may reach (tunnel.c). */
+enum cfg_tunnel { CFG_TUNNEL_OFF, CFG_TUNNEL_LOOPBACK, CFG_TUNNEL_ANY };
 
 /* The settings, as getopt values and as config file keys (their long names). */
 enum cfg_opt {
@@ -39,7 +43,8 @@ enum cfg_opt {
     CFG_O_NOMOUNT, CFG_O_HOSTNAME, CFG_O_GRACE, CFG_O_ALLOWUID, CFG_O_VSOCKCID, CFG_O_CONFIG,
     CFG_O_VERBOSE, CFG_O_QUIET, CFG_O_UPBYTES, CFG_O_UPENTRIES, CFG_O_XFERHELPER,
     CFG_O_INSECURETCP, CFG_O_HELPERIDLE, CFG_O_MAXCONN, CFG_O_MAXCMDS, CFG_O_KEEPEXITED,
-    CFG_O_LAST = CFG_O_KEEPEXITED,      /* keep last: the range getopt accepts */
+    CFG_O_TUNNEL, CFG_O_MAXTUNNELS,
+    CFG_O_LAST = CFG_O_MAXTUNNELS,      /* keep last: the range getopt accepts */
 };
 #define CFG_BIT(o) (1u << ((o) - CFG_O_LISTEN))
 
@@ -72,6 +77,8 @@ struct cfg {
     uint32_t keep_exited;     /* --keep-exited: exited commands remembered */
     const char *xfer_helper;     /* --xfer-helper, or NULL: beside the agent (fop.h) */
     uint32_t helper_idle_ms;     /* a file helper without progress this long is killed */
+    enum cfg_tunnel tunnel;      /* --tunnel: off, loopback, any (loopback + own addresses) */
+    uint32_t max_tunnels;        /* --max-tunnels: open at once */
     int log_level;
     const char *token_file;   /* --token-file, or NULL: no token */
     char token[CFG_TOKEN_MAX];/* its content (trailing newline stripped), once loaded */
@@ -120,8 +127,8 @@ int cfg_load_token(struct cfg *c, struct sa_err *e);
 /* Apply the kernel command line's sandbox_agent.* keys (listen and
  * vsock_allow_cid, repeatable; workdir, user, hostname, token, token_file,
  * insecure_tcp) to a parsed
- * cfg, also max_connections, max_commands and keep_exited,
- * except for what flags or the config file set (flags > config file >
+ * cfg, also max_connections, max_commands, keep_exited, tunnel and
+ * max_tunnels, except for what flags or the config file set (flags > config file >
  * kernel command line > defaults), and the cmdline-only keys modules, net
  * and insecure_tcp_any_address. Pure: no I/O but log warnings.
  * Words are separated by blanks, no quoting; other words and unknown

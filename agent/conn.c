@@ -14,6 +14,7 @@
 #include "log.h"
 #include "msg.h"
 #include "request.h"
+#include "tunnel.h"
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -31,6 +32,8 @@ static void conn_send_hello(struct conn *c)
         caps[n++] = base[i];
     if (a->cg.enabled)
         caps[n++] = "cgroup";
+    if (a->cfg.tunnel != CFG_TUNNEL_OFF)
+        caps[n++] = "tunnel";
     if (SA_HAVE_ZSTD)                   /* the linked libarchive reads zstd (CMakeLists.txt) */
         caps[n++] = "zstd";
     caps[n] = NULL;
@@ -102,11 +105,13 @@ void conn_close(struct conn *c)
     cmd_conn_closed(a, c);
     fop_conn_closed(a, c);
     guest_conn_closed(a, c);
+    tunnel_conn_closed(a, c);
     ev_io_stop(a->loop, &c->rio);
     ev_io_stop(a->loop, &c->wio);
     ev_timer_stop(a->loop, &c->linger);
     ev_timer_stop(a->loop, &c->reap);
-    close(c->fd);
+    if (c->fd >= 0)           /* -1: handed over (conn_detach) */
+        close(c->fd);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -117,6 +122,24 @@ void conn_close(struct conn *c)
     buf_free(&c->in);
     buf_free(&c->out);
     free(c);
+}
+
+void conn_stop_frames(struct conn *c)
+{
+    c->no_frames = true;
+    ev_io_stop(c->a->loop, &c->rio);
+}
+
+int conn_detach(struct conn *c, struct buf *in, struct buf *out)
+{
+    int fd = c->fd;
+    *in = c->in;
+    *out = c->out;
+    buf_init(&c->in);
+    buf_init(&c->out);
+    c->fd = -1;
+    conn_close(c);
+    return fd;
 }
 
 void conn_close_all(struct agent *a)
@@ -270,7 +293,7 @@ static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void conn_process(struct conn *c)
 {
     struct agent *a = c->a;
-    while (!c->closing && !c->broken && !conn_congested(c)) {
+    while (!c->closing && !c->broken && !c->no_frames && !conn_congested(c)) {
         uint32_t len;
         struct sa_err e;
         int r = wire_frame_peek(buf_ptr(&c->in), buf_size(&c->in), a->cfg.max_frame, &len, &e);
@@ -300,12 +323,15 @@ static bool conn_peer_gone(const struct conn *c)
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct conn *c = w->data;
+    if (c->no_frames) {        /* a tunnel's bytes wait in the socket for tunnel.c */
+        ev_io_stop(loop, w);
+        return;
+    }
     conn_process(c);                 /* frames left from a congested spell first */
     for (int i = 0; i < CONN_READS_PER_CB && !c->closing && !c->broken && !c->rpaused &&
-                    !c->rd_eof && !conn_congested(c); i++) {
+                    !c->rd_eof && !conn_congested(c) && !c->no_frames; i++) {
         ssize_t n = read(c->fd, buf_reserve(&c->in, CONN_READ_CHUNK), CONN_READ_CHUNK);
         if (n > 0) {
             buf_commit(&c->in, (size_t)n);

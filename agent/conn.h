@@ -44,6 +44,7 @@ struct conn {
     bool rpaused;              /* request reading paused: out above CONN_OUT_HIGH */
     bool rd_eof;               /* the client half-closed: finish streams, then close */
     bool starved;              /* a reader stopped for lack of room: pump it when writable */
+    bool no_frames;            /* after `connect`: read no more frames (tunnel.c) */
     bool authed;               /* may make requests: token presented, or none configured */
     bool auth_refused;         /* a request was refused for lack of auth (logged once) */
     unsigned streams;          /* readers and waiters answering on this connection */
@@ -68,6 +69,11 @@ void conn_fail(struct conn *c, const struct sa_err *e);
  * built, is written (or after CONN_LINGER_S). */
 void conn_close_soon(struct conn *c);
 void conn_close(struct conn *c);
+/* Tunnels (tunnel.c): read no more frames from c; what follows stays in c->in. */
+void conn_stop_frames(struct conn *c);
+/* Hand c's socket over and free c (as a close: its streams end): returns the
+ * fd; *in gets the bytes read and not processed, *out those not written. */
+int conn_detach(struct conn *c, struct buf *in, struct buf *out);
 void conn_close_all(struct agent *a);
 
 #endif

@@ -385,7 +385,7 @@ int guest_stats(struct conn *c, const struct wire_req *r, const msgpack_object *
     struct stats_sys s;
     stats_system(a->workdir, &s);
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 16);
+    wire_begin(&w, conn_out(c), 16 + TUNNEL_STATS_KEYS);
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", r->id);
     wire_kv_uint(&w, "uptime_ms", s.uptime_ms);
@@ -404,6 +404,7 @@ int guest_stats(struct conn *c, const struct wire_req *r, const msgpack_object *
     wire_kv_uint(&w, "connections", a->nconns);
     wire_kv_uint(&w, "log_bytes", a->log_bytes);
     wire_kv_uint(&w, "generation", a->generation);
+    tunnel_stats(&w, a);
     guest_stats_cmds(&w, a);
     wire_end(&w);
     return 0;

@@ -160,6 +160,7 @@ static void agent_free(struct agent *a)
     lsn_close_all(a);
     cmd_kill_all(a, SIGKILL);
     conn_close_all(a);
+    tunnel_close_all(a);
     fop_free_all(a);
     cmd_free_all(a);
     if (a->loop) {

@@ -11,6 +11,7 @@
 #include "guest.h"
 #include "log.h"
 #include "msg.h"
+#include "tunnel.h"
 
 typedef int (*req_fn)(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                       struct sa_err *e);
@@ -195,6 +196,7 @@ static const struct {
     {"restored", guest_restored},
     {"stats", guest_stats},
     {"shutdown", guest_shutdown},
+    {"connect", tunnel_request},
 };
 
 static int req_dispatch(struct conn *c, const struct wire_req *r, const msgpack_object *m,

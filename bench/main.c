@@ -95,6 +95,9 @@ static const struct {
     {"release", bench_release, "release ADDR           release every exited command (logs, records)"},
     {"floor-cps", bench_floor_cps, "floor-cps N THREADS    the floor from THREADS threads, commands/s"},
     {"tree", bench_tree, "tree DIR N             a node_modules-like tree of N files"},
+    {"tunnel", bench_tunnel, "tunnel ADDR BYTES      BYTES to a TCP sink, direct and through connect, MiB/s"},
+    {"tunnel-rtt", bench_tunnel_rtt, "tunnel-rtt ADDR N      N HTTP round trips, direct and through connect\n"
+                                     "                         (p50, p99)"},
 };
 
 int main(int argc, char **argv)

@@ -220,6 +220,20 @@ int client_connect(const char *addr, int timeout_ms, struct client **out, struct
     return 0;
 }
 
+int client_detach(struct client *c, struct buf *rest)
+{
+    if (c->in_done) {
+        buf_consume(&c->in, c->in_done);
+        c->in_done = 0;
+    }
+    *rest = c->in;
+    buf_init(&c->in);
+    int fd = c->fd;
+    c->fd = -1;
+    client_free(c);
+    return fd;
+}
+
 /* --- sending -------------------------------------------------------------- */
 
 uint64_t client_begin(struct client *c, struct wire_enc *w, const char *type, uint32_t nfields)

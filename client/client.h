@@ -57,6 +57,10 @@ int client_connect(const char *addr, int timeout_ms, struct client **out, struct
 /* The same over a stream that is already connected; takes fd in all cases. */
 int client_open_fd(int fd, int timeout_ms, struct client **out, struct sa_err *e);
 void client_free(struct client *c);
+/* Take the socket over and free c (after `connect`'s ok the stream is raw
+ * bytes): returns the fd (non-blocking, close-on-exec); *rest gets the bytes
+ * already received past the last message handed out, the stream's start. */
+int client_detach(struct client *c, struct buf *rest);
 
 int client_fd(const struct client *c);
 const struct client_hello *client_hello(const struct client *c);

@@ -31,6 +31,8 @@ int write_full(int fd, const void *p, size_t n);
 int need_addr(const char *addr);
 /* Connect (and authenticate when asked); exits EXIT_CONN on failure. */
 struct client *connect_or_die(const char *addr);
+/* The same, returning -1 with e instead of exiting (thread-safe). */
+int ctl_connect(const char *addr, struct client **out, struct sa_err *e);
 /* Connect and check for capability cap: NULL with *rc set when there is no
  * address or the agent lacks it; exits EXIT_CONN when connecting fails. */
 struct client *connect_cap(const char *addr, const char *cap, const char *what, int *rc);
@@ -54,5 +56,8 @@ int cmd_mkdir(const char *addr, int argc, char **argv);
 int cmd_rm(const char *addr, int argc, char **argv);
 int cmd_mv(const char *addr, int argc, char **argv);
 int cmd_chmod(const char *addr, int argc, char **argv);
+
+/* ctl_forward.c */
+int cmd_forward(const char *addr, int argc, char **argv);
 
 #endif

@@ -10,6 +10,8 @@
  *   sandboxctl [-c ADDR] upload|download|get|put|stat|ls|mkdir|rm|mv|chmod ...
  *                        (files: ctl_files.c)
  *   sandboxctl [-c ADDR] stats [--json]
+ *   sandboxctl [-c ADDR] forward [BIND:]LOCAL_PORT:GUEST_PORT... | --stdio GUEST_PORT
+ *                        (tunnels: ctl_forward.c)
  *   sandboxctl encode      JSON lines on stdin -> frames on stdout
  *   sandboxctl decode      frames on stdin -> JSON lines on stdout
  *
@@ -102,6 +104,15 @@ static const char usage_text[] =
     "  rm [-r] [-f] PATH...\n"
     "  mv [-n] FROM TO            rename (-n: fail if TO exists)\n"
     "  chmod MODE PATH...         MODE in octal\n"
+    "\n"
+    "ports (the agent's `tunnel` capability):\n"
+    "  forward [OPTIONS] [BIND:]LOCAL_PORT:GUEST_PORT...\n"
+    "                             listen on BIND:LOCAL_PORT (default 127.0.0.1; port 0:\n"
+    "                             any free one, printed) and relay each connection to\n"
+    "                             GUEST_PORT inside the sandbox, until SIGINT/SIGTERM\n"
+    "      --guest-host IP        the address connected to in the guest (default\n"
+    "                             127.0.0.1)\n"
+    "  forward --stdio GUEST_PORT relay stdin/stdout to GUEST_PORT (ssh ProxyCommand)\n"
     "\n"
     "  encode                     JSON objects (one per line) on stdin -> frames on stdout\n"
     "  decode                     frames on stdin -> JSON objects (one per line) on stdout\n"
@@ -204,24 +215,33 @@ int need_addr(const char *addr)
 /* --token-file, or $SANDBOX_AGENT_TOKEN_FILE: presented when the agent asks. */
 static const char *token_file;
 
+int ctl_connect(const char *addr, struct client **out, struct sa_err *e)
+{
+    struct client *c;
+    if (client_connect(addr, -1, &c, e) < 0)
+        return -1;
+    if (client_hello(c)->auth_required) {
+        char token[4096 + 2];
+        size_t len = 0;
+        int r = (token_file && client_read_token(token_file, token, sizeof token, &len, e) < 0) ||
+                client_auth(c, token, len, e) < 0;
+        explicit_bzero(token, sizeof token);
+        if (r) {
+            client_free(c);
+            return -1;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
 struct client *connect_or_die(const char *addr)
 {
     struct client *c;
     struct sa_err e;
-    if (client_connect(addr, -1, &c, &e) < 0) {
+    if (ctl_connect(addr, &c, &e) < 0) {
         warnmsg("%s", e.msg);
         exit(EXIT_CONN);
-    }
-    if (client_hello(c)->auth_required) {
-        char token[4096 + 2];
-        size_t len = 0;
-        if ((token_file && client_read_token(token_file, token, sizeof token, &len, &e) < 0) ||
-            client_auth(c, token, len, &e) < 0) {
-            explicit_bzero(token, sizeof token);
-            warnmsg("%s", e.msg);
-            exit(EXIT_CONN);
-        }
-        explicit_bzero(token, sizeof token);
     }
     return c;
 }
@@ -1839,6 +1859,12 @@ static void stats_render(struct buf *b, const msgpack_object *r)
                stats_u(r, "connections"), t2, stats_u(r, "generation"));
     stats_printf(b, "commands    %" PRIu64 " running, %" PRIu64 " exited\n",
                stats_u(r, "commands_running"), stats_u(r, "commands_exited"));
+    if (wire_get(r, "tunnels_open")) {           /* agents with the tunnel capability */
+        stats_fmt_bytes(stats_u(r, "tunnel_bytes_in"), t1, sizeof t1);
+        stats_fmt_bytes(stats_u(r, "tunnel_bytes_out"), t2, sizeof t2);
+        stats_printf(b, "tunnels     %" PRIu64 " open, %" PRIu64 " total, %s in, %s out\n",
+                     stats_u(r, "tunnels_open"), stats_u(r, "tunnels_total"), t1, t2);
+    }
     const msgpack_object *l = wire_get(r, "commands");
     if (!l || l->type != MSGPACK_OBJECT_ARRAY || l->via.array.size == 0)
         return;
@@ -1963,6 +1989,7 @@ int main(int argc, char **argv)
         { "upload", cmd_upload }, { "download", cmd_download }, { "get", cmd_fget },
         { "put", cmd_put }, { "stat", cmd_stat }, { "ls", cmd_ls }, { "mkdir", cmd_mkdir },
         { "rm", cmd_rm }, { "mv", cmd_mv }, { "chmod", cmd_chmod },
+        { "forward", cmd_forward },
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(cmd, cmds[i].name) == 0)

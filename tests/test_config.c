@@ -55,6 +55,36 @@ static void upload_caps_as_flags_and_defaults(void)
     CHECK(PARSE(&c, &e, "--upload-max-entries", "4294967297", NULL) < 0);
 }
 
+/* --tunnel and --max-tunnels: flags, config file, kernel command line, in
+ * that order of precedence; bad values refused. */
+static void tunnel_settings_from_every_source(void)
+{
+    struct cfg c;
+    struct sa_err e;
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(c.tunnel == CFG_TUNNEL_ANY && c.max_tunnels == 128);
+    CHECK(PARSE(&c, &e, "--tunnel", "off", "--max-tunnels", "3", NULL) == 0);
+    CHECK(c.tunnel == CFG_TUNNEL_OFF && c.max_tunnels == 3);
+    CHECK(PARSE(&c, &e, "--tunnel", "everything", NULL) < 0);
+    CHECK(PARSE(&c, &e, "--max-tunnels", "0", NULL) < 0);
+    CHECK(PARSE(&c, &e, "--max-tunnels", "65537", NULL) < 0);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    const char *f = "tunnel = loopback\nmax-tunnels = 9\n";
+    CHECK(cfg_apply_file(&c, f, strlen(f), "agent.conf", &e) == 0);
+    CHECK(c.tunnel == CFG_TUNNEL_LOOPBACK && c.max_tunnels == 9);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.tunnel=off sandbox_agent.max_tunnels=7", &e) == 0);
+    CHECK(c.tunnel == CFG_TUNNEL_LOOPBACK && c.max_tunnels == 9);   /* the file wins */
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.tunnel=loopback sandbox_agent.max_tunnels=7", &e) == 0);
+    CHECK(c.tunnel == CFG_TUNNEL_LOOPBACK && c.max_tunnels == 7);
+    cfg_free(&c);
+    CHECK(PARSE(&c, &e, NULL) == 0);
+    CHECK(cfg_apply_cmdline(&c, "sandbox_agent.tunnel=maybe", &e) < 0);
+    CHECK(c.tunnel == CFG_TUNNEL_ANY);
+    cfg_free(&c);
+}
+
 static void cmdline_keys_override_defaults(void)
 {
     struct cfg c;
@@ -521,6 +551,7 @@ int main(void)
 #define T(f) CHECK_TEST(f)
         T(init_flags_have_defaults_and_parse),
         T(upload_caps_as_flags_and_defaults),
+        T(tunnel_settings_from_every_source),
         T(cmdline_keys_override_defaults),
         T(a_cmdline_token_is_loaded_with_a_loud_warning),
         T(limits_from_every_source),

@@ -343,6 +343,50 @@ def check_files(ctl, hello, tmp):
                        "download%s: %s intact" % (" -z" if gz else "", rel))
 
 
+def check_tunnel(ctl, guest_port=8080):
+    """A server inside the VM (busybox httpd on the guest's loopback only)
+    reached from the host through the agent's `connect` tunnel with
+    `sandboxctl forward` (issue 14): one HTTP response, byte-exact."""
+    import http.client
+    body = b"hello through the tunnel\n"
+    # in the workdir (/vercel/sandbox)
+    ctl("exec", "--", "sh", "-c", "mkdir -p www && printf 'hello through the tunnel\\n' > www/index.html")
+    httpd = ctl("exec", "--detach", "--", "busybox", "httpd", "-f", "-p",
+                "127.0.0.1:%d" % guest_port, "-h", "www").stdout.decode().strip()
+    fwd = subprocess.Popen([ctl.ctl, "-c", ctl.addr, "forward", "0:%d" % guest_port],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = fwd.stdout.readline().decode().strip()
+        if not line.startswith("forwarding "):
+            raise Failure("sandboxctl forward printed %r: %s" % (line, fwd.stderr.read().decode()))
+        port = int(line.split()[1].rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30        # httpd may still be starting: refused, retried
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+                conn.request("GET", "/index.html")
+                r = conn.getresponse()
+                status, got = r.status, r.read()
+                conn.close()
+                break
+            except (OSError, http.client.HTTPException) as e:
+                if time.monotonic() > deadline:
+                    raise Failure("no HTTP response through the tunnel: %r" % (e,))
+                time.sleep(0.5)
+        expect(status == 200 and got == body, "an HTTP request through sandboxctl forward reached "
+               "busybox httpd on the guest's 127.0.0.1:%d (%s)" % (guest_port, line))
+    finally:
+        fwd.terminate()
+        try:
+            fwd.wait(10)
+        except subprocess.TimeoutExpired:
+            fwd.kill()
+            fwd.wait()
+        fwd.stdout.close()
+        fwd.stderr.close()
+    ctl("kill", httpd)
+
+
 def shutdown(port, qemu, timeout):
     with connect(port, 10) as c:
         c.ok("shutdown", timeout=10)
@@ -398,6 +442,7 @@ def main():
         rss_kib = check_commands(ctl)
         stats = ctl("stats").stdout.decode()
         check_files(ctl, hello, tmp)
+        check_tunnel(ctl)
         d = ctl("exec", "--detach", "--", "sleep", "1000")   # the shutdown must end it
         expect(d.stdout.strip().isdigit(), "a detached command runs during the shutdown")
         shutdown(port, qemu, max(5, min(60, deadline - time.monotonic())))
