@@ -379,6 +379,8 @@ static enum MHD_Result first_call(struct gw *gw, struct req *q, struct MHD_Conne
                                   const char *url, const char *method)
 {
     char id[GW_ID_MAX];
+    if (gw->verbose)
+        gw_log("%s %.200s", method, url);
     if (!auth_ok(gw, conn)) {
         q->responded = true;
         return http_err(conn, 401, "unauthorized", "missing or wrong bearer token");
