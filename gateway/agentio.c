@@ -17,10 +17,11 @@ int agent_open(struct gw *gw, const struct sess *s, struct client **out, struct 
     if (client_connect(s->addr, gw->connect_timeout_ms, &c, e) < 0)
         return err_wrap(e, "agent %s", s->addr);
     const struct client_hello *h = client_hello(c);
-    if (h->max_frame > GW_AGENT_MAX_FRAME || h->max_frame < WIRE_MAX_FRAME_MIN) {
+    uint32_t max_frame = h->max_frame;
+    if (max_frame > GW_AGENT_MAX_FRAME || max_frame < WIRE_MAX_FRAME_MIN) {
         client_free(c);
         return err_set(e, 0, "bad_agent", "agent %s: max_frame %u out of range", s->addr,
-                       h->max_frame);
+                       max_frame);
     }
     if (h->auth_required && client_auth(c, s->token, s->token_len, e) < 0) {
         client_free(c);
