@@ -268,10 +268,7 @@ static enum MHD_Result nd_start(struct route *r, struct client *c, uint64_t rid,
 {
     struct nd *d = xcalloc(1, sizeof *d);
     d->gw = r->gw;
-    d->s = r->sess;
-    pthread_mutex_lock(&r->gw->lock);
-    d->s->refs++;
-    pthread_mutex_unlock(&r->gw->lock);
+    d->s = sess_ref(r->gw, r->sess);
     d->c = c;
     d->rid = rid;
     d->cmd = r->cmd;
@@ -533,10 +530,7 @@ enum MHD_Result api_cmd_get(struct route *r)
     }
     struct waiter *wt = xcalloc(1, sizeof *wt);
     wt->gw = r->gw;
-    wt->s = r->sess;
-    pthread_mutex_lock(&r->gw->lock);
-    wt->s->refs++;
-    pthread_mutex_unlock(&r->gw->lock);
+    wt->s = sess_ref(r->gw, r->sess);
     wt->c = c;
     wt->wid = wid;
     wt->command = cmd;

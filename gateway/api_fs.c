@@ -44,24 +44,49 @@ static int path_arg(struct route *r, char *out, size_t n, struct jerr *je)
 
 /* --- mkdir ------------------------------------------------------------------ */
 
-enum MHD_Result api_fs_mkdir(struct route *r)
+/* Send {type, path} for a {path, cwd?} body and wait for the reply: 0 with
+ * *out the open connection and *id the request, else the reply already queued
+ * in *fail. */
+static int path_request(struct route *r, const char *type, struct client **out, uint64_t *id,
+                        enum MHD_Result *fail)
 {
     char path[GW_PATH_MAX];
     struct jerr je;
-    if (path_arg(r, path, sizeof path, &je) < 0)
-        return http_err(r->conn, 400, "bad_request", "%s", je.msg);
-    struct client *c;
     struct sa_err e;
     msgpack_object reply;
-    if (agent_open(r->gw, r->sess, &c, &e) < 0)
-        return http_agent_err(r->conn, &e);
+    struct client *c;
+    if (path_arg(r, path, sizeof path, &je) < 0) {
+        *fail = http_err(r->conn, 400, "bad_request", "%s", je.msg);
+        return -1;
+    }
+    if (agent_open(r->gw, r->sess, &c, &e) < 0) {
+        *fail = http_agent_err(r->conn, &e);
+        return -1;
+    }
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "mkdir", 1);
+    *id = client_begin(c, &w, type, 1);
     wire_kv_str(&w, "path", path);
-    int rc = client_end(c, &w, &e) < 0 ? -1 : agent_call(r->gw, r->sess, c, id, &reply, &e);
+    int rc = client_end(c, &w, &e) < 0 ? -1 : agent_call(r->gw, r->sess, c, *id, &reply, &e);
+    if (rc != 0) {
+        client_free(c);
+        if (rc == 1 && strcmp(e.code, "ENOENT") == 0 && strcmp(type, "read") == 0)
+            *fail = http_err(r->conn, 404, "file_not_found", "%s", e.msg);
+        else
+            *fail = http_agent_err(r->conn, &e);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+enum MHD_Result api_fs_mkdir(struct route *r)
+{
+    struct client *c;
+    uint64_t id;
+    enum MHD_Result fail;
+    if (path_request(r, "mkdir", &c, &id, &fail) < 0)
+        return fail;
     client_free(c);
-    if (rc != 0)
-        return http_agent_err(r->conn, &e);
     return http_json(r->conn, 200, json_object());
 }
 
@@ -124,31 +149,14 @@ static void rd_free(void *cls)
 
 enum MHD_Result api_fs_read(struct route *r)
 {
-    char path[GW_PATH_MAX];
-    struct jerr je;
-    if (path_arg(r, path, sizeof path, &je) < 0)
-        return http_err(r->conn, 400, "bad_request", "%s", je.msg);
     struct client *c;
-    struct sa_err e;
-    msgpack_object reply;
-    if (agent_open(r->gw, r->sess, &c, &e) < 0)
-        return http_agent_err(r->conn, &e);
-    struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "read", 1);
-    wire_kv_str(&w, "path", path);
-    int rc = client_end(c, &w, &e) < 0 ? -1 : agent_call(r->gw, r->sess, c, id, &reply, &e);
-    if (rc != 0) {
-        client_free(c);
-        if (rc == 1 && strcmp(e.code, "ENOENT") == 0)
-            return http_err(r->conn, 404, "file_not_found", "%s", e.msg);
-        return http_agent_err(r->conn, &e);
-    }
+    uint64_t id;
+    enum MHD_Result fail;
+    if (path_request(r, "read", &c, &id, &fail) < 0)
+        return fail;
     struct rd *d = xcalloc(1, sizeof *d);
     d->gw = r->gw;
-    d->s = r->sess;
-    pthread_mutex_lock(&r->gw->lock);
-    d->s->refs++;
-    pthread_mutex_unlock(&r->gw->lock);
+    d->s = sess_ref(r->gw, r->sess);
     d->c = c;
     d->rid = id;
     return http_stream(r->conn, "application/octet-stream", rd_read, d, rd_free);
@@ -258,10 +266,7 @@ struct upload *upload_begin(struct gw *gw, struct sess *s, const char *cwd, stru
     const struct client_hello *h = client_hello(c);
     struct upload *u = xcalloc(1, sizeof *u);
     u->gw = gw;
-    u->s = s;
-    pthread_mutex_lock(&gw->lock);
-    s->refs++;
-    pthread_mutex_unlock(&gw->lock);
+    u->s = sess_ref(gw, s);
     u->c = c;
     u->uid = id;
     u->window = h->stdin_window;

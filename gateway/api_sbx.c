@@ -302,62 +302,86 @@ enum MHD_Result api_sandbox_get(struct route *r)
     return http_json(r->conn, 200, reply);
 }
 
-static int list_window(struct route *r, int64_t *limit, int64_t *start)
+/* One page of a list, newest first: ?limit (1..LIST_LIMIT_MAX, default 50)
+ * and ?cursor (the position where the previous page stopped). */
+struct pager {
+    int64_t limit, start, seen, next;
+    json_t *items;
+};
+
+static int pager_init(struct route *r, struct pager *p)
 {
     const char *l = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit");
     const char *c = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "cursor");
     char *end;
-    *limit = 50;
-    *start = 0;
+    *p = (struct pager){ .limit = 50, .next = -1 };
     if (l) {
-        *limit = strtoll(l, &end, 10);
-        if (*end || *limit < 1 || *limit > LIST_LIMIT_MAX)
+        p->limit = strtoll(l, &end, 10);
+        if (*end || p->limit < 1 || p->limit > LIST_LIMIT_MAX)
             return -1;
     }
     if (c) {
-        *start = strtoll(c, &end, 10);
-        if (*end || *start < 0)
+        p->start = strtoll(c, &end, 10);
+        if (*end || p->start < 0)
             return -1;
     }
+    p->items = json_array();
     return 0;
 }
 
-static json_t *pagination(size_t count, int64_t next)
+/* 1: the next matching item belongs on the page; 0: skip it; -1: the page is full. */
+static int pager_step(struct pager *p)
 {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%lld", (long long)next);
-    return json_pack("{s:I, s:o}", "count", (json_int_t)count, "next",
-                     next >= 0 ? json_string(buf) : json_null());
+    if (p->seen < p->start) {
+        p->seen++;
+        return 0;
+    }
+    if ((int64_t)json_array_size(p->items) < p->limit) {
+        p->seen++;
+        return 1;
+    }
+    p->next = p->seen;
+    return -1;
+}
+
+static enum MHD_Result pager_reply(struct route *r, struct pager *p, const char *key)
+{
+    char next[32];
+    snprintf(next, sizeof next, "%lld", (long long)p->next);
+    size_t n = json_array_size(p->items);
+    return http_json(r->conn, 200,
+                     json_pack("{s:o, s:{s:I, s:o}}", key, p->items, "pagination", "count",
+                               (json_int_t)n, "next",
+                               p->next >= 0 ? json_string(next) : json_null()));
+}
+
+static enum MHD_Result pager_bad(struct route *r)
+{
+    return http_err(r->conn, 400, "bad_request",
+                    "'limit' must be 1..%d and 'cursor' a cursor from a previous page",
+                    LIST_LIMIT_MAX);
 }
 
 enum MHD_Result api_sandbox_list(struct route *r)
 {
     struct gw *gw = r->gw;
-    int64_t limit, start;
-    if (list_window(r, &limit, &start) < 0)
-        return http_err(r->conn, 400, "bad_request",
-                        "'limit' must be 1..%d and 'cursor' a cursor from a previous page",
-                        LIST_LIMIT_MAX);
+    struct pager pg;
+    if (pager_init(r, &pg) < 0)
+        return pager_bad(r);
     const char *prefix = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "namePrefix");
-    json_t *arr = json_array();
-    int64_t seen = 0, next = -1;
     pthread_mutex_lock(&gw->lock);
     for (size_t i = gw->nsbx; i-- > 0;) {     /* newest first */
         struct sbx *b = gw->sbx[i];
         if (prefix && strncmp(b->name, prefix, strlen(prefix)) != 0)
             continue;
-        if (seen >= start && (int64_t)json_array_size(arr) < limit)
-            json_array_append_new(arr, sbx_json(gw, b));
-        else if (seen >= start) {
-            next = seen;
+        int k = pager_step(&pg);
+        if (k < 0)
             break;
-        }
-        seen++;
+        if (k > 0)
+            json_array_append_new(pg.items, sbx_json(gw, b));
     }
     pthread_mutex_unlock(&gw->lock);
-    size_t n = json_array_size(arr);
-    return http_json(r->conn, 200,
-                     json_pack("{s:o, s:o}", "sandboxes", arr, "pagination", pagination(n, next)));
+    return pager_reply(r, &pg, "sandboxes");
 }
 
 enum MHD_Result api_sandbox_delete(struct route *r)
@@ -400,31 +424,23 @@ enum MHD_Result api_session_get(struct route *r)
 enum MHD_Result api_session_list(struct route *r)
 {
     struct gw *gw = r->gw;
-    int64_t limit, start;
-    if (list_window(r, &limit, &start) < 0)
-        return http_err(r->conn, 400, "bad_request",
-                        "'limit' must be 1..%d and 'cursor' a cursor from a previous page",
-                        LIST_LIMIT_MAX);
+    struct pager pg;
+    if (pager_init(r, &pg) < 0)
+        return pager_bad(r);
     const char *name = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "name");
-    json_t *arr = json_array();
-    int64_t seen = 0, next = -1;
     pthread_mutex_lock(&gw->lock);
     for (size_t i = gw->nsess; i-- > 0;) {
         struct sess *s = gw->sess[i];
         if (name && strcmp(s->sandbox, name) != 0)
             continue;
-        if (seen >= start && (int64_t)json_array_size(arr) < limit)
-            json_array_append_new(arr, sess_json(gw, s));
-        else if (seen >= start) {
-            next = seen;
+        int k = pager_step(&pg);
+        if (k < 0)
             break;
-        }
-        seen++;
+        if (k > 0)
+            json_array_append_new(pg.items, sess_json(gw, s));
     }
     pthread_mutex_unlock(&gw->lock);
-    size_t n = json_array_size(arr);
-    return http_json(r->conn, 200,
-                     json_pack("{s:o, s:o}", "sessions", arr, "pagination", pagination(n, next)));
+    return pager_reply(r, &pg, "sessions");
 }
 
 enum MHD_Result api_stop(struct route *r)

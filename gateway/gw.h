@@ -107,6 +107,7 @@ int64_t gw_now_ms(void);
 int state_open(struct gw *gw, struct sa_err *e);
 int state_save(struct gw *gw);                  /* under gw->lock */
 struct sess *sess_get(struct gw *gw, const char *id);      /* +1 ref, or NULL */
+struct sess *sess_ref(struct gw *gw, struct sess *s);     /* +1 ref, returns s */
 void sess_put(struct gw *gw, struct sess *s);
 struct sbx *sbx_find(struct gw *gw, const char *name);     /* under gw->lock */
 bool sess_live(const struct sess *s);           /* running, gateway not stopping */

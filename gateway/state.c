@@ -67,6 +67,14 @@ struct sess *sess_get(struct gw *gw, const char *id)
     return r;
 }
 
+struct sess *sess_ref(struct gw *gw, struct sess *s)
+{
+    pthread_mutex_lock(&gw->lock);
+    s->refs++;
+    pthread_mutex_unlock(&gw->lock);
+    return s;
+}
+
 void sess_put(struct gw *gw, struct sess *s)
 {
     if (!s)
