@@ -7,6 +7,7 @@
  * session or a stopping gateway ends every blocked request.
  */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 #include "gw.h"
@@ -44,11 +45,23 @@ static bool should_give_up(struct gw *gw, const struct sess *s, struct sa_err *e
     return false;
 }
 
-int agent_recv(struct gw *gw, const struct sess *s, struct client *c, msgpack_object *msg,
-               struct sa_err *e)
+/* The HTTP client behind a streamed response hung up: nobody will read what
+ * the agent sends (a silent command would otherwise hold the thread and its
+ * agent connection until it exits). */
+static bool client_gone(int hfd, struct sa_err *e)
+{
+    struct pollfd p = { .fd = hfd, .events = POLLRDHUP };
+    if (hfd < 0 || poll(&p, 1, 0) <= 0 || !(p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
+        return false;
+    err_set(e, 0, "client_gone", "the HTTP client hung up");
+    return true;
+}
+
+int agent_recv_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd,
+                     msgpack_object *msg, struct sa_err *e)
 {
     for (;;) {
-        if (should_give_up(gw, s, e))
+        if (should_give_up(gw, s, e) || client_gone(hfd, e))
             return -1;
         if (client_recv(c, GW_POLL_MS, msg, e) == 0)
             return should_give_up(gw, s, e) ? -1 : 0;
@@ -57,13 +70,19 @@ int agent_recv(struct gw *gw, const struct sess *s, struct client *c, msgpack_ob
     }
 }
 
-int agent_call(struct gw *gw, const struct sess *s, struct client *c, uint64_t id,
-               msgpack_object *reply, struct sa_err *e)
+int agent_recv(struct gw *gw, const struct sess *s, struct client *c, msgpack_object *msg,
+               struct sa_err *e)
+{
+    return agent_recv_watch(gw, s, c, -1, msg, e);
+}
+
+int agent_call_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd, uint64_t id,
+                     msgpack_object *reply, struct sa_err *e)
 {
     if (client_flush_all(c, gw->connect_timeout_ms, e) < 0)
         return -1;
     for (;;) {
-        if (agent_recv(gw, s, c, reply, e) < 0)
+        if (agent_recv_watch(gw, s, c, hfd, reply, e) < 0)
             return -1;
         if (!client_msg_id(reply, id))
             continue;
@@ -74,6 +93,12 @@ int agent_call(struct gw *gw, const struct sess *s, struct client *c, uint64_t i
             return 1;
         }
     }
+}
+
+int agent_call(struct gw *gw, const struct sess *s, struct client *c, uint64_t id,
+               msgpack_object *reply, struct sa_err *e)
+{
+    return agent_call_watch(gw, s, c, -1, id, reply, e);
 }
 
 int agent_cmd_call(struct gw *gw, const struct sess *s, struct client *c, const char *type,

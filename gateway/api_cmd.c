@@ -103,6 +103,7 @@ struct nd {
     struct gw *gw;
     struct sess *s;
     struct client *c;
+    int hfd;                    /* the HTTP client's socket, watched for hang-ups */
     uint64_t rid, cmd;
     json_t *command;            /* the last line of a waiting /cmd; NULL for /logs */
     struct buf out, scratch;
@@ -111,7 +112,7 @@ struct nd {
     int cur_stream;
     struct u8tail tail[2];
     uint64_t next_off[2];
-    bool done;
+    bool done, gone;
 };
 
 static const char *const STREAM_NAMES[2] = { "stdout", "stderr" };
@@ -197,7 +198,11 @@ static void nd_next(struct nd *d)
 {
     msgpack_object m;
     struct sa_err e;
-    if (agent_recv(d->gw, d->s, d->c, &m, &e) < 0) {
+    if (agent_recv_watch(d->gw, d->s, d->c, d->hfd, &m, &e) < 0) {
+        if (strcmp(e.code, "client_gone") == 0) {
+            d->gone = true;
+            return;
+        }
         flush_tails(d);
         if (strcmp(e.code, "sandbox_stopped") == 0)
             put_error(d, "sandbox_stopped", e.msg);
@@ -238,6 +243,8 @@ static ssize_t nd_read(void *cls, uint64_t pos, char *out, size_t max)
             buf_consume(&d->out, n);
             return (ssize_t)n;
         }
+        if (d->gone)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         if (d->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
         if (d->curn > 0) {
@@ -270,6 +277,7 @@ static enum MHD_Result nd_start(struct route *r, struct client *c, uint64_t rid,
     d->gw = r->gw;
     d->s = sess_ref(r->gw, r->sess);
     d->c = c;
+    d->hfd = http_fd(r->conn);
     d->rid = rid;
     d->cmd = r->cmd;
     d->command = command;
@@ -456,6 +464,7 @@ struct waiter {
     struct gw *gw;
     struct sess *s;
     struct client *c;
+    int hfd;
     uint64_t wid;
     json_t *command;
     struct buf out;
@@ -474,7 +483,9 @@ static ssize_t waiter_read(void *cls, uint64_t pos, char *out, size_t max)
     if (w->phase == 1) {
         msgpack_object m;
         struct sa_err e;
-        int rc = agent_call(w->gw, w->s, w->c, w->wid, &m, &e);
+        int rc = agent_call_watch(w->gw, w->s, w->c, w->hfd, w->wid, &m, &e);
+        if (rc < 0 && strcmp(e.code, "client_gone") == 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
         json_t *j;
         if (rc == 0 && record_exit(w->command, &m) == 0)
             j = json_pack("{s:O}", "command", w->command);
@@ -532,6 +543,7 @@ enum MHD_Result api_cmd_get(struct route *r)
     wt->gw = r->gw;
     wt->s = sess_ref(r->gw, r->sess);
     wt->c = c;
+    wt->hfd = http_fd(r->conn);
     wt->wid = wid;
     wt->command = cmd;
     buf_init(&wt->out);

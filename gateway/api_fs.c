@@ -96,6 +96,7 @@ struct rd {
     struct gw *gw;
     struct sess *s;
     struct client *c;
+    int hfd;
     uint64_t rid, got;
     const uint8_t *cur;
     size_t curn;
@@ -121,7 +122,7 @@ static ssize_t rd_read(void *cls, uint64_t pos, char *out, size_t max)
         uint64_t off;
         const char *data;
         size_t n;
-        if (agent_recv(d->gw, d->s, d->c, &m, &e) < 0)
+        if (agent_recv_watch(d->gw, d->s, d->c, d->hfd, &m, &e) < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
         if (!client_msg_id(&m, d->rid))
             continue;
@@ -158,6 +159,7 @@ enum MHD_Result api_fs_read(struct route *r)
     d->gw = r->gw;
     d->s = sess_ref(r->gw, r->sess);
     d->c = c;
+    d->hfd = http_fd(r->conn);
     d->rid = id;
     return http_stream(r->conn, "application/octet-stream", rd_read, d, rd_free);
 }

@@ -140,6 +140,14 @@ int agent_call(struct gw *gw, const struct sess *s, struct client *c, uint64_t i
  * stops (e->code "sandbox_stopped") or the gateway shuts down. */
 int agent_recv(struct gw *gw, const struct sess *s, struct client *c, msgpack_object *msg,
                struct sa_err *e);
+/* The same, also giving up (code "client_gone") when the HTTP client on
+ * socket hfd hangs up: for streamed responses. */
+int agent_recv_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd,
+                     msgpack_object *msg, struct sa_err *e);
+int agent_call_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd, uint64_t id,
+                     msgpack_object *reply, struct sa_err *e);
+/* The socket of an HTTP connection, for agent_*_watch; -1 if unknown. */
+int http_fd(struct MHD_Connection *c);
 /* A one-field request {type, cmd} and its reply. */
 int agent_cmd_call(struct gw *gw, const struct sess *s, struct client *c, const char *type,
                    uint64_t cmd, msgpack_object *reply, struct sa_err *e);

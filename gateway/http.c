@@ -113,6 +113,13 @@ enum MHD_Result http_stream(struct MHD_Connection *c, const char *ctype,
     return rc;
 }
 
+int http_fd(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return i ? i->connect_fd : -1;
+}
+
 /* --- request JSON fields ----------------------------------------------------- */
 
 int j_opt_str(json_t *o, const char *k, const char **v, size_t max, struct jerr *je)

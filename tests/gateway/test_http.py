@@ -280,6 +280,33 @@ class HttpTest(gwlib.GatewayCase):
             s.close()
         self.gw.json("POST", self.base + f"/cmd/{big['id']}/kill", {"signal": 9})
 
+    def gateway_threads(self):
+        with open(f"/proc/{self.gw.proc.pid}/status") as f:
+            return int(next(l for l in f if l.startswith("Threads:")).split()[1])
+
+    def test_a_client_that_hangs_up_frees_its_stream(self):
+        cmd = self.run_cmd("sleep", ["100"])      # silent: nothing would reveal the hang-up
+
+        def settled():      # threads of earlier requests end asynchronously
+            a = self.gateway_threads()
+            time.sleep(0.3)
+            return a if a == self.gateway_threads() else None
+        before = gwlib.wait_for(settled, 10, "the gateway's threads to settle")
+        socks = []
+        for path in [f"/cmd/{cmd['id']}/logs", f"/cmd/{cmd['id']}?wait=true"] * 10:
+            s = socket.create_connection(("127.0.0.1", self.gw.port))
+            s.sendall((f"GET {self.base}{path} HTTP/1.1\r\nHost: x\r\n"
+                       f"Authorization: Bearer {gwlib.TOKEN}\r\n\r\n").encode())
+            s.settimeout(10 * SCALE)
+            self.assertIn(b" 200 ", s.recv(100))
+            socks.append(s)
+        self.assertGreaterEqual(self.gateway_threads(), before + 20)
+        for s in socks:
+            s.close()
+        gwlib.wait_for(lambda: self.gateway_threads() <= before + 2, 10,
+                       "the threads of hung-up streams to end")
+        self.gw.json("POST", self.base + f"/cmd/{cmd['id']}/kill", {"signal": 9})
+
     # --- session life --------------------------------------------------------------------
 
     def test_stop_ends_open_streams_with_sandbox_stopped(self):
