@@ -90,8 +90,9 @@ class Pool:
 
 
 class Gateway:
-    def __init__(self, tmp, pool_addrs, extra=(), state_dir=None):
+    def __init__(self, tmp, pool_addrs, extra=(), state_dir=None, env=None):
         self.tmp = tmp
+        self.env = env or {}
         self.token_file = os.path.join(tmp, "token")
         with open(self.token_file, "w") as f:
             f.write(TOKEN + "\n")
@@ -106,7 +107,7 @@ class Gateway:
     def start(self):
         self.log = os.path.join(self.tmp, f"gateway.{time.monotonic_ns()}.stderr")
         err = open(self.log, "wb")
-        env = dict(os.environ)
+        env = dict(os.environ, **self.env)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                      env=env)
@@ -172,6 +173,20 @@ class Gateway:
 
     def sess(self, sid):
         return f"/v2/sandboxes/sessions/{sid}"
+
+
+LOCAL_PROVISIONER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                 "gateway", "provisioners", "local")
+
+
+def local_provisioner_gateway(tmp):
+    """A gateway whose sessions come from gateway/provisioners/local: one agent
+    per session, as root, the sandbox user as default user."""
+    run = os.path.join(tmp, "run")
+    os.mkdir(run, 0o755)
+    env = {"SANDBOX_GATEWAY_RUN": run, "SANDBOX_AGENT": AGENT_BIN,
+           "SANDBOX_GATEWAY_USER": sandbox_user().pw_name}
+    return Gateway(tmp, [], ("--provisioner", os.path.abspath(LOCAL_PROVISIONER)), env=env)
 
 
 class GatewayCase(unittest.TestCase):

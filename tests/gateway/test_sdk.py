@@ -1,5 +1,7 @@
 """The unmodified @vercel/sandbox SDK (3.5.0, installed with npm by this test
-into $SA_GW_NODE_DIR, a cache under the build dir) driving sandbox-gateway:
+into $SA_GW_NODE_DIR, a cache under the build dir) driving sandbox-gateway
+with the local provisioner (one agent per session, as root, the sandbox user
+as default user):
 each test runs one scenario of sdk_scenarios.mjs, which asserts on what the
 SDK returns (create with env, attached and detached commands, logs, wait,
 replay, kill, timeouts, sudo, cwd, concurrency, 3 MB and unicode output,
@@ -9,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import unittest
 
 import gwlib
@@ -38,8 +41,23 @@ def setUpModule():
     install_sdk()
 
 
-class SdkTest(gwlib.GatewayCase):
-    pool_size = 3
+class SdkTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root: the agents drop privileges to the sandbox user")
+        if not gwlib.GATEWAY_BIN or not gwlib.AGENT_BIN:
+            raise unittest.SkipTest("SA_GATEWAY and SA_AGENT must name the binaries")
+        cls.tmp = tempfile.mkdtemp(prefix="gwsdk-")
+        os.chmod(cls.tmp, 0o755)
+        cls.gw = gwlib.local_provisioner_gateway(cls.tmp)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.gw.stop()
+        finally:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def scenario(self, name):
         env = dict(os.environ, SDK_DIR=NODE_DIR, GW_URL=f"http://127.0.0.1:{self.gw.port}",
