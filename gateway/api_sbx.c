@@ -268,6 +268,11 @@ enum MHD_Result api_sandbox_get(struct route *r)
         pthread_mutex_unlock(&gw->lock);
         return http_json(r->conn, 200, reply);
     }
+    if (!want_resume) {     /* its session was forgotten (GW_SESSIONS_MAX) */
+        pthread_mutex_unlock(&gw->lock);
+        return http_err(r->conn, 410, "sandbox_stopped",
+                        "the sandbox '%.128s' has no running session; resume it", r->name);
+    }
     json_t *params = json_incref(b->params);
     char name[GW_NAME_MAX];
     snprintf(name, sizeof name, "%s", b->name);
