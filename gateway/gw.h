@@ -35,7 +35,7 @@
 #define GW_NAME_MAX 128                 /* sandbox names */
 #define GW_PATH_MAX 4096
 #define GW_BODY_MAX_DEFAULT (1u << 20)  /* JSON request bodies */
-#define GW_AGENT_MAX_FRAME (4u << 20)   /* refuse agents announcing more */
+#define GW_AGENT_MAX_FRAME (1u << 20)   /* refuse agents announcing more (the default) */
 #define GW_LINE_RAW 16384               /* raw output bytes per NDJSON line */
 #define GW_POLL_MS 200                  /* how often a blocked stream checks for stop */
 #define GW_SESSIONS_MAX 4096            /* sessions remembered (oldest stopped dropped) */
