@@ -15,8 +15,11 @@
 int agent_open(struct gw *gw, const struct sess *s, struct client **out, struct sa_err *e)
 {
     struct client *c;
-    if (client_connect(s->addr, gw->connect_timeout_ms, &c, e) < 0)
-        return err_wrap(e, "agent %s", s->addr);
+    if (client_connect(s->addr, gw->connect_timeout_ms, &c, e) < 0) {
+        err_wrap(e, "agent %s", s->addr);
+        e->code = "agent_unreachable";  /* never the socket's ENOENT: that is no 404 */
+        return -1;
+    }
     const struct client_hello *h = client_hello(c);
     uint32_t max_frame = h->max_frame;
     if (max_frame > GW_AGENT_MAX_FRAME || max_frame < WIRE_MAX_FRAME_MIN) {
@@ -26,7 +29,9 @@ int agent_open(struct gw *gw, const struct sess *s, struct client **out, struct 
     }
     if (h->auth_required && client_auth(c, s->token, s->token_len, e) < 0) {
         client_free(c);
-        return err_wrap(e, "agent %s", s->addr);
+        err_wrap(e, "agent %s", s->addr);
+        e->code = "agent_auth";
+        return -1;
     }
     *out = c;
     return 0;

@@ -101,7 +101,7 @@ static int session_hello(struct gw *gw, struct sess *s, struct sa_err *e)
     /* a booting VM may not listen yet: retry until the provisioning deadline */
     while (agent_open(gw, s, &c, e) < 0) {
         if (gw_now_ms() >= deadline || atomic_load(&gw->stopping) ||
-            strcmp(e->code, "auth_required") == 0 || strcmp(e->code, "bad_agent") == 0)
+            strcmp(e->code, "agent_auth") == 0 || strcmp(e->code, "bad_agent") == 0)
             return -1;
         usleep(100 * 1000);
     }
@@ -115,7 +115,9 @@ static int session_hello(struct gw *gw, struct sess *s, struct sa_err *e)
         if (!j)
             rc = err_set(e, 0, "bad_agent", "agent %s: workdir is not UTF-8", s->addr);
         json_decref(j);
+        pthread_mutex_lock(&gw->lock);      /* s is in the table already */
         memcpy(s->cwd, wd, n + 1);
+        pthread_mutex_unlock(&gw->lock);
     }
     client_free(c);
     return rc;

@@ -14,7 +14,6 @@
  *     decode zone (bounded by GW_AGENT_MAX_FRAME, PROTOCOL.md §1).
  */
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <string.h>
@@ -90,8 +89,8 @@ enum MHD_Result http_agent_err(struct MHD_Connection *c, const struct sa_err *e)
     else if (strcmp(code, "closed") == 0 || strcmp(code, "sandbox_stream_closed") == 0 ||
              strcmp(code, "bad_agent") == 0 || strcmp(code, "bad_frame") == 0 ||
              strcmp(code, "frame_too_large") == 0 || strcmp(code, "internal") == 0 ||
-             strcmp(code, "auth_required") == 0 || e->errnum == ECONNREFUSED ||
-             strcmp(code, "ECONNREFUSED") == 0 || strcmp(code, "ETIMEDOUT") == 0)
+             strcmp(code, "agent_unreachable") == 0 || strcmp(code, "agent_auth") == 0 ||
+             strcmp(code, "ETIMEDOUT") == 0)
         st = 502;
     return http_err(c, st, code, "%s", e->msg);
 }

@@ -204,6 +204,23 @@ class HostileAgentTest(unittest.TestCase):
         finally:
             gw3.stop()
 
+    def test_a_vanished_agent_is_502_never_404(self):
+        gone = FakeAgent(os.path.join(self.tmp, "gone.sock"))
+        gw = gwlib.Gateway(self.tmp, ["unix:" + gone.path],
+                           state_dir=os.path.join(self.tmp, "state-gone"))
+        try:
+            sid = gw.create()[0]
+            gone.close()
+            os.unlink(gone.path)        # connecting now fails with ENOENT
+            base = gw.sess(sid)
+            for method, path, body in [("GET", "/cmd/cmd_1", None),
+                                       ("POST", "/fs/read", {"path": "x"}),
+                                       ("POST", "/cmd", {"command": "ls"})]:
+                st, j = gw.json(method, base + path, body)
+                self.assertEqual((st, j["error"]["code"]), (502, "agent_unreachable"), path)
+        finally:
+            gw.stop()
+
 
 if __name__ == "__main__":
     unittest.main()
