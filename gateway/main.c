@@ -5,11 +5,14 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "addr.h"
 #include "gw.h"
+
+#define FD_RESERVE 64       /* listener, state dir, provisioner pipes, logs */
 
 static const char USAGE[] =
     "NAME\n"
@@ -47,7 +50,8 @@ static const char USAGE[] =
     "                           first answer after create (default 60)\n"
     "    --connect-timeout S    bound on connecting to an agent (default 10)\n"
     "    --max-connections N    concurrent HTTP connections, each with its own\n"
-    "                           thread (default 1024)\n"
+    "                           thread (default 1024; lowered to fit the\n"
+    "                           descriptor limit, raised to its hard value)\n"
     "    --max-body BYTES       JSON request bodies (default 1048576; fs/write\n"
     "                           bodies are streamed, never bounded or buffered)\n"
     "    --idle-timeout S       close HTTP connections idle this long (default 600)\n"
@@ -204,6 +208,25 @@ static int parse_args(struct gw *gw, int argc, char **argv)
     return 0;
 }
 
+/* Each HTTP connection holds its socket and, while it works, an agent
+ * connection: raise the descriptor limit to the hard one and keep
+ * --max-connections within it. */
+static void fit_fd_limit(struct gw *gw)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rlim_t need = (rlim_t)gw->max_conns * 2 + FD_RESERVE;
+    if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
+        gw->max_conns = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)((rl.rlim_cur - FD_RESERVE) / 2) : 1;
+        gw_log("the descriptor limit (%llu) allows %u connections: --max-connections lowered",
+               (unsigned long long)rl.rlim_cur, gw->max_conns);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static struct gw gw = {
@@ -214,6 +237,7 @@ int main(int argc, char **argv)
     int rc = parse_args(&gw, argc, argv);
     if (rc != 0)
         return rc;
+    fit_fd_limit(&gw);
     pthread_mutex_init(&gw.lock, NULL);
     signal(SIGPIPE, SIG_IGN);
     /* SIGTERM/SIGINT are taken with sigwait: block them before any thread exists */
