@@ -70,14 +70,13 @@ static void drain(int fd, struct prun *r, bool is_err)
     }
 }
 
-/* Run the program; 0 when it exited with status 0 in time. */
-static int prov_run(struct gw *gw, struct prun *r, const char *input, struct sa_err *e)
+/* Start `PROVISIONER what sid` in its own process group with pipes on its
+ * stdin (in), stdout (out), stderr (err); the parent's ends are non-blocking. */
+static int prov_spawn(struct gw *gw, struct prun *r, int in[2], int out[2], int err[2],
+                      pid_t *pid, struct sa_err *e)
 {
-    int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 }, rc = -1;
-    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
-        err_sys(e, errno, "pipe");
-        goto fail_pipes;
-    }
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0)
+        return err_sys(e, errno, "pipe");
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
@@ -85,82 +84,90 @@ static int prov_run(struct gw *gw, struct prun *r, const char *input, struct sa_
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     posix_spawnattr_t at;
     posix_spawnattr_init(&at);
-    sigset_t none;
+    sigset_t none, def;
     sigemptyset(&none);
-    posix_spawnattr_setsigmask(&at, &none);
-    sigset_t def;
     sigemptyset(&def);
-    sigaddset(&def, SIGPIPE);
+    sigaddset(&def, SIGPIPE);       /* the gateway ignores it; the program should not */
+    posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setsigdefault(&at, &def);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                       POSIX_SPAWN_SETPGROUP);
     posix_spawnattr_setpgroup(&at, 0);
     char *argv[] = { (char *)gw->provisioner, (char *)r->what, (char *)r->sid, NULL };
-    pid_t pid;
-    rc = posix_spawn(&pid, gw->provisioner, &fa, &at, argv, environ);
+    int rc = posix_spawn(pid, gw->provisioner, &fa, &at, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(in[0]);
     close(out[1]);
     close(err[1]);
     in[0] = out[1] = err[1] = -1;
-    if (rc != 0) {
-        rc = err_sys(e, rc, "provisioner %s", gw->provisioner);
-        goto fail_pipes;
-    }
+    if (rc != 0)
+        return err_sys(e, rc, "provisioner %s", gw->provisioner);
     fcntl(in[1], F_SETFL, O_NONBLOCK);
     fcntl(out[0], F_SETFL, O_NONBLOCK);
     fcntl(err[0], F_SETFL, O_NONBLOCK);
+    return 0;
+}
+
+/* Feed input, collect stdout and stderr, until the program exits or the
+ * deadline (then SIGKILL to its group). *status as from waitpid. */
+static int prov_wait(struct gw *gw, struct prun *r, pid_t pid, int *in, int out, int err,
+                     const char *input, int *status, struct sa_err *e)
+{
     size_t inlen = input ? strlen(input) : 0, inoff = 0;
-    if (inlen == 0) {
-        close(in[1]);
-        in[1] = -1;
-    }
     int64_t deadline = gw_now_ms() + gw->prov_timeout_ms;
-    int status = 0;
-    bool exited = false;
-    while (!exited) {
+    for (;;) {
+        if (*in >= 0 && inoff == inlen) {
+            close(*in);
+            *in = -1;
+        }
         int64_t left = deadline - gw_now_ms();
         if (left <= 0) {
             kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            err_set(e, ETIMEDOUT, "provisioner_timeout", "provisioner %s %s: no exit after %d ms",
-                    r->what, r->sid, gw->prov_timeout_ms);
-            rc = -1;
-            goto done;
+            waitpid(pid, status, 0);
+            return err_set(e, ETIMEDOUT, "provisioner_timeout",
+                           "provisioner %s %s: no exit after %d ms", r->what, r->sid,
+                           gw->prov_timeout_ms);
         }
-        struct pollfd p[3] = { { .fd = in[1], .events = POLLOUT },
-                               { .fd = out[0], .events = POLLIN },
-                               { .fd = err[0], .events = POLLIN } };
+        struct pollfd p[3] = { { .fd = *in, .events = POLLOUT },
+                               { .fd = out, .events = POLLIN },
+                               { .fd = err, .events = POLLIN } };
         poll(p, 3, left < 50 ? (int)left : 50);
-        if (in[1] >= 0 && (p[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
-            ssize_t k = write(in[1], input + inoff, inlen - inoff);
+        if (*in >= 0 && (p[0].revents & (POLLOUT | POLLERR | POLLHUP))) {
+            ssize_t k = write(*in, input + inoff, inlen - inoff);
             if (k > 0)
                 inoff += (size_t)k;
-            if ((k < 0 && errno != EAGAIN && errno != EINTR) || inoff == inlen) {
-                close(in[1]);
-                in[1] = -1;
-            }
+            else if (errno != EAGAIN && errno != EINTR)
+                inoff = inlen;          /* it will not read its input: stop offering it */
         }
         if (p[1].revents)
-            drain(out[0], r, false);
+            drain(out, r, false);
         if (p[2].revents)
-            drain(err[0], r, true);
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        exited = w == pid;
+            drain(err, r, true);
+        /* its exit, not its pipes' EOF: an agent it left running may hold them */
+        if (waitpid(pid, status, WNOHANG) == pid)
+            break;
     }
-    drain(out[0], r, false);
-    drain(err[0], r, true);
-    rc = 0;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        rc = err_set(e, 0, "provisioner_failed", "provisioner %s %s: %s %d", r->what, r->sid,
-                     WIFEXITED(status) ? "exit status" : "killed by signal",
-                     WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    drain(out, r, false);
+    drain(err, r, true);
+    if (!WIFEXITED(*status) || WEXITSTATUS(*status) != 0)
+        return err_set(e, 0, "provisioner_failed", "provisioner %s %s: %s %d", r->what, r->sid,
+                       WIFEXITED(*status) ? "exit status" : "killed by signal",
+                       WIFEXITED(*status) ? WEXITSTATUS(*status) : WTERMSIG(*status));
+    return 0;
+}
+
+/* Run the program; 0 when it exited with status 0 in time. */
+static int prov_run(struct gw *gw, struct prun *r, const char *input, struct sa_err *e)
+{
+    int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 }, status = 0;
+    pid_t pid;
+    int rc = prov_spawn(gw, r, in, out, err, &pid, e);
+    if (rc == 0) {
+        rc = prov_wait(gw, r, pid, &in[1], out[0], err[0], input, &status, e);
+        log_stderr(r, "", 0, true);
     }
-done:
-    log_stderr(r, "", 0, true);
-fail_pipes:
     for (int i = 0; i < 2; i++) {
         if (in[i] >= 0)
             close(in[i]);
