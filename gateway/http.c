@@ -4,7 +4,8 @@
  * with an internal poll thread), so a handler, or a streamed response's
  * reader callback, may block on its agent connection: it holds up only its
  * own HTTP connection. Bounds:
- *   - connections: --max-connections (MHD_OPTION_CONNECTION_LIMIT);
+ *   - connections: --max-connections (MHD_OPTION_CONNECTION_LIMIT), one
+ *     thread each with a THREAD_STACK stack;
  *   - per connection, MHD's own buffer: CONN_MEMORY (headers, and the pieces
  *     of a request body it hands over);
  *   - a JSON request body: --max-body (413 beyond), accumulated here;
@@ -21,6 +22,7 @@
 #include "gw.h"
 
 #define CONN_MEMORY (128u * 1024)
+#define THREAD_STACK (1u << 20)     /* per connection thread; nothing here is deep */
 #define STREAM_BLOCK (32u * 1024)
 #define SEGS_MAX 8
 
@@ -483,7 +485,8 @@ int http_start(struct gw *gw, struct sa_err *e)
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_CONNECTION_LIMIT, gw->max_conns, MHD_OPTION_CONNECTION_TIMEOUT,
         gw->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, gw,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, gw, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)THREAD_STACK,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!gw->mhd)
