@@ -241,25 +241,49 @@ class HttpTest(gwlib.GatewayCase):
     # --- concurrency and flow control ---------------------------------------------------
 
     def test_200_concurrent_streams(self):
-        cmd = self.run_cmd("sh", ["-c", "sleep 2; echo done"])
-        results, errors = [], []
+        """160 /logs followers, 20 waiting GET ?wait=true, 15 waiting POST /cmd
+        and 5 uploads, all open at once."""
+        cmd = self.run_cmd("sh", ["-c", "sleep 3; echo done"])
+        cwd = self.created["session"]["cwd"]
+        results, errors = {}, []
 
-        def follow():
+        def logs(i):
+            st, r, payload = self.gw.http("GET", self.base + f"/cmd/{cmd['id']}/logs", timeout=120)
+            results[i] = (st, ndjson(payload)) == (200, [{"stream": "stdout", "data": "done\n"}])
+
+        def get_wait(i):
+            st, j = self.gw.json("GET", self.base + f"/cmd/{cmd['id']}?wait=true", timeout=120)
+            results[i] = (st, j["command"]["exitCode"]) == (200, 0)
+
+        def run_wait(i):
+            st, r, payload = self.gw.http("POST", self.base + "/cmd",
+                                          {"command": "sh", "args": ["-c", f"sleep 2; echo {i}"],
+                                           "wait": True}, timeout=120)
+            lines = ndjson(payload)
+            results[i] = st == 200 and lines[1]["data"] == f"{i}\n" and lines[-1]["command"]["exitCode"] == 0
+
+        def upload(i):
+            st, j = self.gw.json("POST", self.base + "/fs/write",
+                                 raw=tar_gz({f"up{i}.bin": bytes([i]) * 300000}),
+                                 headers={"x-cwd": cwd}, timeout=120)
+            results[i] = st == 200
+
+        def guarded(fn, i):
             try:
-                st, r, payload = self.gw.http("GET", self.base + f"/cmd/{cmd['id']}/logs", timeout=120)
-                results.append((st, payload))
+                fn(i)
             except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(repr(e))
-        threads = [threading.Thread(target=follow) for _ in range(200)]
+                errors.append(f"{fn.__name__} {i}: {e!r}")
+        kinds = [logs] * 160 + [get_wait] * 20 + [run_wait] * 15 + [upload] * 5
+        threads = [threading.Thread(target=guarded, args=(fn, i)) for i, fn in enumerate(kinds)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(180 * SCALE)
         self.assertEqual(errors, [])
+        self.assertEqual(sorted(i for i, ok in results.items() if not ok), [])
         self.assertEqual(len(results), 200)
-        for st, payload in results:
-            self.assertEqual(st, 200)
-            self.assertEqual(ndjson(payload), [{"stream": "stdout", "data": "done\n"}])
+        st, _, payload = self.gw.http("POST", self.base + "/fs/read", {"path": "up199.bin"})
+        self.assertEqual(payload, bytes([199]) * 300000)
 
     def test_a_client_that_stops_reading_stalls_only_itself(self):
         big = self.run_cmd("sh", ["-c", "head -c 200000000 /dev/zero | tr '\\0' a"])
