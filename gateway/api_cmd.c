@@ -28,12 +28,9 @@ static json_t *command_json(const struct sess *s, uint64_t cmd, json_t *argv, js
     json_t *args = json_array();
     for (size_t i = 1; i < json_array_size(argv); i++)
         json_array_append(args, json_array_get(argv, i));
-    json_t *j = json_pack("{s:s, s:o, s:o, s:O, s:s, s:n, s:I}", "id", id, "name", name, "args",
-                          args, "cwd", cwd ? cwd : json_string(""), "sessionId", s->id,
-                          "exitCode", "startedAt", (json_int_t)started);
-    if (!cwd)
-        json_decref(json_object_get(j, "cwd"));
-    return j;
+    return json_pack("{s:s, s:o, s:o, s:O, s:s, s:n, s:I}", "id", id, "name", name, "args",
+                     args, "cwd", cwd, "sessionId", s->id, "exitCode", "startedAt",
+                     (json_int_t)started);
 }
 
 static void command_exit(json_t *cmd, int64_t code, int64_t duration)
@@ -399,6 +396,12 @@ enum MHD_Result api_cmd_run(struct route *r)
     int rc = agent_call(r->gw, r->sess, c, id, &reply, &e);
     if (rc != 0) {
         client_free(c);
+        /* the exec went out: it may have started, and a 5xx would make the
+         * SDK send it again */
+        if (rc < 0 && strcmp(e.code, "sandbox_stopped") != 0)
+            return http_err(r->conn, 424, "agent_lost",
+                            "the agent went away after the command was sent (it may have "
+                            "started): %s", e.msg);
         if (rc < 0)
             return http_agent_err(r->conn, &e);
         /* a spawn failure: a 4xx, never retried by the SDK */

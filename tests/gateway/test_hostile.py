@@ -81,7 +81,9 @@ class FakeAgent:
         t, i, b = m["type"], m.get("id"), self.behaviour
         rec = {"cmd": 7, "argv": ["echo", b"\xff\xfe"], "cwd": "/fake", "user": "nobody",
                "pid": 1, "started_ms": 1, "state": "running"}
-        if t == "exec":
+        if t == "exec" and b == "drop":
+            c.close()                   # the exec went out; no answer ever comes
+        elif t == "exec":
             self.send(c, {"type": "ok", "id": i, "cmd": 7, "pid": 1, "started_ms": 1, "cwd": "/fake"})
             out = {"type": "output", "id": i, "cmd": 7, "stream": "stdout", "offset": 0, "pos": 0,
                    "data": b"hi\n"}
@@ -166,6 +168,14 @@ class HostileAgentTest(unittest.TestCase):
             self.assertFalse(any("command" in x and x["command"]["exitCode"] is not None
                                  for x in lines), b)
             self.real_still_works()
+
+    def test_an_exec_without_answer_is_4xx_so_the_sdk_does_not_run_it_twice(self):
+        self.fake.behaviour = "drop"
+        for wait in (False, True):
+            st, j = self.gw.json("POST", self.gw.sess(self.fake_sid) + "/cmd",
+                                 {"command": "echo", "wait": wait})
+            self.assertEqual((st, j["error"]["code"]), (424, "agent_lost"))
+        self.real_still_works()
 
     def test_bad_records_and_reads(self):
         self.fake.behaviour = "ok"
