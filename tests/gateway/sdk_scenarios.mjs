@@ -33,6 +33,12 @@ const scenarios = {
       assert.equal(await r.stdout(), "override kept\n", "per-command env wins");
       const again = await Sandbox.get({ ...creds, name: sbx.name });
       assert.equal(again.currentSession().sessionId, sbx.currentSession().sessionId);
+      const before = sbx.currentSession().timeout;
+      await sbx.extendTimeout(60000);
+      assert.equal(sbx.currentSession().timeout, before + 60000);
+      const sessions = await sbx.listSessions();
+      assert.deepEqual(sessions.sessions.map((s) => s.id), [sbx.currentSession().sessionId]);
+      await assert.rejects(sbx.snapshot(), /not_supported|not supported/);
     } finally { await sbx.stop(); }
   },
 
