@@ -308,6 +308,8 @@ static void release_last(struct client *c)
 int client_read(struct client *c, struct sa_err *e)
 {
     release_last(c);
+    if (buf_size(&c->in) >= WIRE_HDR_LEN + (size_t)c->max_frame)
+        return 1;   /* a whole frame is there: client_next first, the agent can wait */
     for (;;) {
         uint8_t *p = buf_reserve(&c->in, CLIENT_READ_CHUNK);
         ssize_t n = read(c->fd, p, CLIENT_READ_CHUNK);
@@ -323,6 +325,11 @@ int client_read(struct client *c, struct sa_err *e)
             return 1;
         return err_set(e, errno, "closed", "receive from the agent: %s", strerror(errno));
     }
+}
+
+size_t client_buffered(const struct client *c)
+{
+    return buf_size(&c->in) - c->in_done;
 }
 
 int client_next(struct client *c, msgpack_object *msg, struct sa_err *e)

@@ -89,8 +89,13 @@ int client_flush_all(struct client *c, int timeout_ms, struct sa_err *e);
 
 /* --- receiving ----------------------------------------------------------- */
 /* One read(2) of at most CLIENT_READ_CHUNK bytes. 1 while the connection is
- * open (whether or not bytes arrived), 0 at end of stream, -1 on error. */
+ * open (whether or not bytes arrived), 0 at end of stream, -1 on error.
+ * Nothing is read while a whole frame of max_frame bytes is buffered (call
+ * client_next), so at most WIRE_HDR_LEN + max_frame + CLIENT_READ_CHUNK
+ * bytes are ever buffered, however fast the agent sends. */
 int client_read(struct client *c, struct sa_err *e);
+/* Bytes received and not yet handed out by client_next. */
+size_t client_buffered(const struct client *c);
 /* The next complete buffered frame: 1 and *msg set, 0 when more bytes are
  * needed, -1 on an oversize or malformed frame (the stream is then lost). */
 int client_next(struct client *c, msgpack_object *msg, struct sa_err *e);

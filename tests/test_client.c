@@ -824,6 +824,39 @@ static void test_hostile_flood_does_not_outlast_the_call_timeout(void)
     buf_free(&b);
 }
 
+static void test_hostile_reads_stop_at_one_whole_frame(void)
+{
+    struct buf b;
+    struct client *c = NULL;
+    struct sa_err e;
+    int peer = -1;
+    buf_init(&b);
+    hello_frame(&b, 4096);
+    CHECK(open_with(&b, &c, &peer, &e) == 0);
+    if (c) {
+        /* the agent sends as fast as the socket takes it (without the
+         * bound, 100 reads buffer ~100 x 64 KiB); a caller that keeps
+         * calling client_read without client_next buffers at most one
+         * whole frame and one read more, and the agent waits */
+        fcntl(peer, F_SETFL, O_NONBLOCK);
+        while (buf_size(&b) < 32768)
+            wire_msg_output(&b, 999, 1, WIRE_STDOUT, 0, 0, "x", 1);
+        size_t pos = 0;
+        for (int i = 0; i < 100; i++) {
+            ssize_t n;      /* the batch again and again, cut wherever the socket is full */
+            while ((n = write(peer, buf_ptr(&b) + pos, buf_size(&b) - pos)) > 0)
+                pos = (pos + (size_t)n) % buf_size(&b);
+            CHECK(client_read(c, &e) == 1);
+        }
+        CHECK(client_buffered(c) <= WIRE_HDR_LEN + 4096 + CLIENT_READ_CHUNK);
+        msgpack_object m;
+        CHECK(client_next(c, &m, &e) == 1 && client_msg_is(&m, "output"));
+        client_free(c);
+    }
+    close(peer);
+    buf_free(&b);
+}
+
 static void test_hostile_silent_agent_does_not_hang_auth(void)
 {
     struct buf b;
@@ -1082,6 +1115,7 @@ int main(void)
         CHECK_TEST(test_hostile_max_frame_is_capped_by_the_host),
         CHECK_TEST(test_hostile_hello_strings_are_bounded),
         CHECK_TEST(test_hostile_flood_does_not_outlast_the_call_timeout),
+        CHECK_TEST(test_hostile_reads_stop_at_one_whole_frame),
         CHECK_TEST(test_hostile_silent_agent_does_not_hang_auth),
         CHECK_TEST(test_hostile_error_text_is_printable),
         CHECK_TEST(test_signal_parse),

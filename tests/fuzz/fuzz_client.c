@@ -22,7 +22,8 @@
  *     struct sa_err, holds no control character;
  *   - client_call returns only the reply to its own id;
  *   - what json_write prints of a message parses back as JSON;
- *   - the connection never ends with a timeout: all bytes are there at once.
+ *   - the connection never ends with a timeout: all bytes are there at once;
+ *   - client_read never buffers more than one whole frame and one read.
  *
  * Build with -DSA_FUZZ=ON (clang); the seed corpus is tests/fuzz/corpus/client/
  * (tests/fuzz/make_client_corpus.py writes it).
@@ -162,6 +163,8 @@ static void drain(struct client *c)
                 check_err(&e);
             return;
         }
+        INVARIANT(client_buffered(c) <=
+                  WIRE_HDR_LEN + client_hello(c)->max_frame + CLIENT_READ_CHUNK);
         msgpack_object m;
         int got;
         while ((got = client_next(c, &m, &e)) == 1)
