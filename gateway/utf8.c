@@ -54,7 +54,8 @@ static size_t finish_tail(struct u8tail *t, const uint8_t *p, size_t n, bool fin
     uint8_t tmp[4];
     size_t have = t->n, take = n < 4 - have ? n : 4 - have;
     memcpy(tmp, t->b, have);
-    memcpy(tmp + have, p, take);
+    if (take > 0)                   /* p may be NULL: a final flush */
+        memcpy(tmp + have, p, take);
     int r = seq(tmp, have + take);
     if (r == 0) {               /* still incomplete: every byte of p was taken */
         if (final) {

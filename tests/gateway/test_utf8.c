@@ -22,7 +22,8 @@ static int cleaned_is(const char *s, size_t n, size_t step, const char *want)
     }
     if (n == 0)
         utf8_clean(&t, NULL, 0, true, &out);
-    int ok = buf_size(&out) == strlen(want) && memcmp(buf_ptr(&out), want, strlen(want)) == 0;
+    int ok = buf_size(&out) == strlen(want) &&
+             (buf_size(&out) == 0 || memcmp(buf_ptr(&out), want, strlen(want)) == 0);
     if (!ok)
         printf("    step %zu: got %zu bytes, want %zu\n", step, buf_size(&out), strlen(want));
     buf_free(&out);
@@ -76,6 +77,18 @@ static void empty_input_is_empty(void)
     CHECK(cleaned_is("", 0, 1, ""));
 }
 
+/* The streams flush a held-back tail with no new bytes (NULL, 0). */
+static void a_final_flush_without_bytes_ends_the_tail(void)
+{
+    struct u8tail t = { .n = 0 };
+    struct buf out;
+    buf_init(&out);
+    utf8_clean(&t, (const uint8_t *)"x\xe4\xb8", 3, false, &out);
+    utf8_clean(&t, NULL, 0, true, &out);
+    CHECK(t.n == 0 && buf_size(&out) == 4 && memcmp(buf_ptr(&out), "x" R, 4) == 0);
+    buf_free(&out);
+}
+
 int main(int argc, char **argv)
 {
     static const struct check_test tests[] = {
@@ -84,6 +97,7 @@ int main(int argc, char **argv)
         CHECK_TEST(an_incomplete_character_at_the_end_is_one_fffd),
         CHECK_TEST(nothing_is_held_beyond_three_bytes),
         CHECK_TEST(empty_input_is_empty),
+        CHECK_TEST(a_final_flush_without_bytes_ends_the_tail),
     };
     return check_run_only(tests, sizeof tests / sizeof *tests, argc > 1 ? argv[1] : NULL);
 }
