@@ -70,8 +70,10 @@ int agent_recv_watch(struct gw *gw, const struct sess *s, struct client *c, int 
             return -1;
         if (client_recv(c, GW_POLL_MS, msg, e) == 0)
             return should_give_up(gw, s, e) ? -1 : 0;
-        if (strcmp(e->code, "ETIMEDOUT") != 0)
+        if (strcmp(e->code, "ETIMEDOUT") != 0) {
+            should_give_up(gw, s, e);   /* a stop's provisioner may have closed it */
             return -1;
+        }
     }
 }
 

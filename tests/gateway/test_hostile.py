@@ -28,6 +28,7 @@ class FakeAgent:
                       "user": "nobody", "workdir": "/fake", "dev": False, "max_frame": 1 << 20,
                       "stdin_window": 1 << 20, "generation": 0, "auth_required": False}
         self.hello.update(hello_extra or {})
+        self.conns = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
         self.sock.listen(64)
@@ -65,6 +66,7 @@ class FakeAgent:
         return msgpack.unpackb(body, raw=False)
 
     def serve(self, c):
+        self.conns.append(c)
         try:
             self.send(c, self.hello)
             while True:
@@ -112,6 +114,12 @@ class FakeAgent:
             self.send(c, {"type": "ok", "id": i, "size": 10})
             self.send(c, {"type": "data", "id": i, "offset": 0, "data": b"abc"})
             self.send(c, {"type": "data", "id": i, "offset": 99, "data": b"def"})
+        elif t == "list" and b == "die_on_stop":
+            for other in self.conns:    # as an agent killed by the stop would
+                try:
+                    other.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         elif t in ("list",):
             self.send(c, {"type": "ok", "id": i, "commands": [{"cmd": "x"}, 5]})
         else:
@@ -213,6 +221,26 @@ class HostileAgentTest(unittest.TestCase):
             self.assertIn("workdir", j["error"]["message"])
         finally:
             gw3.stop()
+
+    def test_streams_cut_by_a_stop_end_with_sandbox_stopped(self):
+        dying = FakeAgent(os.path.join(self.tmp, "dying.sock"))
+        dying.behaviour = "die_on_stop"     # exec: ok, then silence
+        gw = gwlib.Gateway(self.tmp, ["unix:" + dying.path],
+                           state_dir=os.path.join(self.tmp, "state-dying"))
+        try:
+            sid = gw.create()[0]
+            got = {}
+            t = threading.Thread(target=lambda: got.update(r=gw.http(
+                "POST", gw.sess(sid) + "/cmd", {"command": "sleep", "wait": True})))
+            t.start()
+            gwlib.wait_for(lambda: len(dying.conns) >= 2, 10, "the stream's agent connection")
+            gw.json("POST", gw.sess(sid) + "/stop")
+            t.join(30)
+            last = json.loads(got["r"][2].splitlines()[-1])
+            self.assertEqual(last["data"]["code"], "sandbox_stopped")
+        finally:
+            gw.stop()
+            dying.close()
 
     def test_a_vanished_agent_is_502_never_404(self):
         gone = FakeAgent(os.path.join(self.tmp, "gone.sock"))
