@@ -95,6 +95,7 @@ struct gw {
     struct sbx **sbx;
     size_t nsbx, capsbx;
     atomic_bool stopping;
+    atomic_int active;          /* requests in progress (http.c) */
     pthread_t reaper;
     struct MHD_Daemon *mhd;
 };
@@ -167,6 +168,9 @@ void utf8_clean(struct u8tail *t, const uint8_t *p, size_t n, bool final, struct
 /* --- http.c ---------------------------------------------------------------- */
 struct req;     /* one HTTP request */
 int http_start(struct gw *gw, struct sa_err *e);
+/* Stop accepting, let open requests end (streams end with an error line
+ * within GW_POLL_MS once gw->stopping is set), then stop the daemon. */
+void http_stop(struct gw *gw);
 /* Reply helpers: each queues a response; MHD_YES/MHD_NO for the handler. */
 enum MHD_Result http_json(struct MHD_Connection *c, unsigned status, json_t *body); /* steals */
 enum MHD_Result http_err(struct MHD_Connection *c, unsigned status, const char *code,

@@ -18,6 +18,7 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gw.h"
 
@@ -25,6 +26,7 @@
 #define THREAD_STACK (1u << 20)     /* per connection thread; nothing here is deep */
 #define STREAM_BLOCK (32u * 1024)
 #define SEGS_MAX 8
+#define SHUTDOWN_GRACE_MS 3000      /* for open requests to end cleanly */
 
 struct req {
     struct gw *gw;
@@ -417,6 +419,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
     if (!q) {
         q = xcalloc(1, sizeof *q);
         q->gw = gw;
+        atomic_fetch_add(&gw->active, 1);
         buf_init(&q->body);
         *con_cls = q;
         return first_call(gw, q, conn, url, method);
@@ -455,6 +458,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (q->up)
         upload_free(q->up);
     buf_free(&q->body);
+    atomic_fetch_sub(&q->gw->active, 1);
     free(q);
     *con_cls = NULL;
 }
@@ -477,7 +481,7 @@ int http_start(struct gw *gw, struct sa_err *e)
     if (rc != 0)
         return err_set(e, 0, "bad_listen", "--listen %s: %s", gw->listen_host, gai_strerror(rc));
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     gw->mhd = MHD_start_daemon(
@@ -493,4 +497,16 @@ int http_start(struct gw *gw, struct sa_err *e)
         return err_set(e, 0, "bad_listen", "cannot listen on %s:%u", gw->listen_host,
                        gw->listen_port);
     return 0;
+}
+
+void http_stop(struct gw *gw)
+{
+    MHD_socket listener = MHD_quiesce_daemon(gw->mhd);     /* now ours to close */
+    atomic_store(&gw->stopping, true);
+    int64_t deadline = gw_now_ms() + SHUTDOWN_GRACE_MS;
+    while (atomic_load(&gw->active) > 0 && gw_now_ms() < deadline)
+        usleep(20 * 1000);
+    MHD_stop_daemon(gw->mhd);
+    if (listener != MHD_INVALID_SOCKET)
+        close(listener);
 }

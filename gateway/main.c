@@ -257,8 +257,7 @@ int main(int argc, char **argv)
     while (sigwait(&stop, &sig) != 0)
         ;
     gw_log("signal %d: shutting down", sig);
-    atomic_store(&gw.stopping, true);
-    MHD_stop_daemon(gw.mhd);
+    http_stop(&gw);
     pthread_join(gw.reaper, NULL);
     pthread_mutex_lock(&gw.lock);
     state_save(&gw);

@@ -381,7 +381,16 @@ class RestartTest(gwlib.GatewayCase):
         base = self.gw.sess(sid)
         cmd = self.gw.json("POST", base + "/cmd",
                            {"command": "sh", "args": ["-c", "echo before; sleep 3; echo $K after"]})[1]["command"]
-        self.gw.stop()
+        got = {}
+        follower = threading.Thread(target=lambda: got.update(r=self.gw.http(
+            "GET", base + f"/cmd/{cmd['id']}/logs", timeout=60)))
+        follower.start()
+        time.sleep(0.5 * SCALE)
+        self.gw.stop()      # open streams end, the gateway exits 0 (checked by stop)
+        follower.join(30)
+        lines = ndjson(got["r"][2])
+        self.assertEqual(lines[0], {"stream": "stdout", "data": "before\n"})
+        self.assertEqual(lines[-1]["data"]["code"], "sandbox_stream_closed")
         st = os.stat(os.path.join(self.gw.state_dir, "state.json"))
         self.assertEqual(st.st_mode & 0o777, 0o600)
         self.gw.start()
