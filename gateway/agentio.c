@@ -62,7 +62,7 @@ static bool client_gone(int hfd, struct sa_err *e)
     return true;
 }
 
-int agent_recv_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd,
+static int agent_recv_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd,
                      msgpack_object *msg, struct sa_err *e)
 {
     for (;;) {
@@ -83,7 +83,7 @@ int agent_recv(struct gw *gw, const struct sess *s, struct client *c, msgpack_ob
     return agent_recv_watch(gw, s, c, -1, msg, e);
 }
 
-int agent_call_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd, uint64_t id,
+static int agent_call_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd, uint64_t id,
                      msgpack_object *reply, struct sa_err *e)
 {
     if (client_flush_all(c, gw->connect_timeout_ms, e) < 0)
@@ -132,4 +132,28 @@ json_t *agent_json_str(const msgpack_object *o, size_t max)
     json_t *j = json_stringn_nocheck(b.data ? (const char *)buf_ptr(&b) : "", buf_size(&b));
     buf_free(&b);
     return j;
+}
+
+void astream_init(struct agent_stream *a, struct route *r, struct client *c)
+{
+    a->gw = r->gw;
+    a->s = sess_ref(r->gw, r->sess);
+    a->c = c;
+    a->hfd = http_fd(r->conn);
+}
+
+void astream_free(struct agent_stream *a)
+{
+    client_free(a->c);
+    sess_put(a->gw, a->s);
+}
+
+int astream_recv(struct agent_stream *a, msgpack_object *msg, struct sa_err *e)
+{
+    return agent_recv_watch(a->gw, a->s, a->c, a->hfd, msg, e);
+}
+
+int astream_call(struct agent_stream *a, uint64_t id, msgpack_object *reply, struct sa_err *e)
+{
+    return agent_call_watch(a->gw, a->s, a->c, a->hfd, id, reply, e);
 }

@@ -97,10 +97,7 @@ static enum MHD_Result bad_agent(struct route *r, const char *what)
 /* --- NDJSON streams --------------------------------------------------------- */
 
 struct nd {
-    struct gw *gw;
-    struct sess *s;
-    struct client *c;
-    int hfd;                    /* the HTTP client's socket, watched for hang-ups */
+    struct agent_stream a;
     uint64_t rid, cmd;
     json_t *command;            /* the last line of a waiting /cmd; NULL for /logs */
     struct buf out, scratch;
@@ -195,7 +192,7 @@ static void nd_next(struct nd *d)
 {
     msgpack_object m;
     struct sa_err e;
-    if (agent_recv_watch(d->gw, d->s, d->c, d->hfd, &m, &e) < 0) {
+    if (astream_recv(&d->a, &m, &e) < 0) {
         if (strcmp(e.code, "client_gone") == 0) {
             d->gone = true;
             return;
@@ -258,8 +255,7 @@ static ssize_t nd_read(void *cls, uint64_t pos, char *out, size_t max)
 static void nd_free(void *cls)
 {
     struct nd *d = cls;
-    client_free(d->c);
-    sess_put(d->gw, d->s);
+    astream_free(&d->a);
     json_decref(d->command);
     buf_free(&d->out);
     buf_free(&d->scratch);
@@ -271,10 +267,7 @@ static enum MHD_Result nd_start(struct route *r, struct client *c, uint64_t rid,
                                 json_t *command)
 {
     struct nd *d = xcalloc(1, sizeof *d);
-    d->gw = r->gw;
-    d->s = sess_ref(r->gw, r->sess);
-    d->c = c;
-    d->hfd = http_fd(r->conn);
+    astream_init(&d->a, r, c);
     d->rid = rid;
     d->cmd = r->cmd;
     d->command = command;
@@ -464,10 +457,7 @@ static int get_record(struct route *r, struct client *c, json_t **out, enum MHD_
  * HTTP client gives up on headers after 300 s), a space (JSON allows leading
  * whitespace), then the Command when the agent's wait answers. */
 struct waiter {
-    struct gw *gw;
-    struct sess *s;
-    struct client *c;
-    int hfd;
+    struct agent_stream a;
     uint64_t wid;
     json_t *command;
     struct buf out;
@@ -486,7 +476,7 @@ static ssize_t waiter_read(void *cls, uint64_t pos, char *out, size_t max)
     if (w->phase == 1) {
         msgpack_object m;
         struct sa_err e;
-        int rc = agent_call_watch(w->gw, w->s, w->c, w->hfd, w->wid, &m, &e);
+        int rc = astream_call(&w->a, w->wid, &m, &e);
         if (rc < 0 && strcmp(e.code, "client_gone") == 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
         json_t *j;
@@ -513,8 +503,7 @@ static ssize_t waiter_read(void *cls, uint64_t pos, char *out, size_t max)
 static void waiter_free(void *cls)
 {
     struct waiter *w = cls;
-    client_free(w->c);
-    sess_put(w->gw, w->s);
+    astream_free(&w->a);
     json_decref(w->command);
     buf_free(&w->out);
     free(w);
@@ -543,10 +532,7 @@ enum MHD_Result api_cmd_get(struct route *r)
         return http_agent_err(r->conn, &e);
     }
     struct waiter *wt = xcalloc(1, sizeof *wt);
-    wt->gw = r->gw;
-    wt->s = sess_ref(r->gw, r->sess);
-    wt->c = c;
-    wt->hfd = http_fd(r->conn);
+    astream_init(&wt->a, r, c);
     wt->wid = wid;
     wt->command = cmd;
     buf_init(&wt->out);

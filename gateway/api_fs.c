@@ -93,10 +93,7 @@ enum MHD_Result api_fs_mkdir(struct route *r)
 /* --- read ------------------------------------------------------------------- */
 
 struct rd {
-    struct gw *gw;
-    struct sess *s;
-    struct client *c;
-    int hfd;
+    struct agent_stream a;
     uint64_t rid, got;
     const uint8_t *cur;
     size_t curn;
@@ -122,7 +119,7 @@ static ssize_t rd_read(void *cls, uint64_t pos, char *out, size_t max)
         uint64_t off;
         const char *data;
         size_t n;
-        if (agent_recv_watch(d->gw, d->s, d->c, d->hfd, &m, &e) < 0)
+        if (astream_recv(&d->a, &m, &e) < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
         if (!client_msg_id(&m, d->rid))
             continue;
@@ -143,8 +140,7 @@ static ssize_t rd_read(void *cls, uint64_t pos, char *out, size_t max)
 static void rd_free(void *cls)
 {
     struct rd *d = cls;
-    client_free(d->c);
-    sess_put(d->gw, d->s);
+    astream_free(&d->a);
     free(d);
 }
 
@@ -156,10 +152,7 @@ enum MHD_Result api_fs_read(struct route *r)
     if (path_request(r, "read", &c, &id, &fail) < 0)
         return fail;
     struct rd *d = xcalloc(1, sizeof *d);
-    d->gw = r->gw;
-    d->s = sess_ref(r->gw, r->sess);
-    d->c = c;
-    d->hfd = http_fd(r->conn);
+    astream_init(&d->a, r, c);
     d->rid = id;
     return http_stream(r->conn, "application/octet-stream", rd_read, d, rd_free);
 }

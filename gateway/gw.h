@@ -141,13 +141,7 @@ int agent_call(struct gw *gw, const struct sess *s, struct client *c, uint64_t i
  * stops (e->code "sandbox_stopped") or the gateway shuts down. */
 int agent_recv(struct gw *gw, const struct sess *s, struct client *c, msgpack_object *msg,
                struct sa_err *e);
-/* The same, also giving up (code "client_gone") when the HTTP client on
- * socket hfd hangs up: for streamed responses. */
-int agent_recv_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd,
-                     msgpack_object *msg, struct sa_err *e);
-int agent_call_watch(struct gw *gw, const struct sess *s, struct client *c, int hfd, uint64_t id,
-                     msgpack_object *reply, struct sa_err *e);
-/* The socket of an HTTP connection, for agent_*_watch; -1 if unknown. */
+/* The socket of an HTTP connection (for struct agent_stream); -1 if unknown. */
 int http_fd(struct MHD_Connection *c);
 /* A one-field request {type, cmd} and its reply. */
 int agent_cmd_call(struct gw *gw, const struct sess *s, struct client *c, const char *type,
@@ -155,6 +149,22 @@ int agent_cmd_call(struct gw *gw, const struct sess *s, struct client *c, const 
 /* A str field from an agent message as valid UTF-8 JSON (invalid bytes become
  * U+FFFD), at most max bytes; NULL when absent or not a str. */
 json_t *agent_json_str(const msgpack_object *o, size_t max);
+
+/* What every streamed response holds: a reference to its session, its own
+ * agent connection, and the HTTP client's socket. astream_recv/astream_call
+ * are agent_recv/agent_call that also give up (code "client_gone") when the
+ * HTTP client hangs up. */
+struct agent_stream {
+    struct gw *gw;
+    struct sess *s;
+    struct client *c;
+    int hfd;
+};
+struct route;
+void astream_init(struct agent_stream *a, struct route *r, struct client *c);  /* takes c */
+void astream_free(struct agent_stream *a);
+int astream_recv(struct agent_stream *a, msgpack_object *msg, struct sa_err *e);
+int astream_call(struct agent_stream *a, uint64_t id, msgpack_object *reply, struct sa_err *e);
 
 /* --- utf8.c ---------------------------------------------------------------- */
 struct u8tail {

@@ -175,6 +175,17 @@ class Gateway:
         return f"/v2/sandboxes/sessions/{sid}"
 
 
+def need_root_and_tmp(prefix):
+    """Skip (visibly) unless root with both binaries; a fresh 0755 temp dir."""
+    if os.geteuid() != 0:
+        raise unittest.SkipTest("needs root: the agents drop privileges to the sandbox user")
+    if not GATEWAY_BIN or not AGENT_BIN:
+        raise unittest.SkipTest("SA_GATEWAY and SA_AGENT must name the binaries")
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)
+    return tmp
+
+
 LOCAL_PROVISIONER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                  "gateway", "provisioners", "local")
 
@@ -195,12 +206,7 @@ class GatewayCase(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root: the agents drop privileges to the sandbox user")
-        if not GATEWAY_BIN or not AGENT_BIN:
-            raise unittest.SkipTest("SA_GATEWAY and SA_AGENT must name the binaries")
-        cls.tmp = tempfile.mkdtemp(prefix="gwtest-")
-        os.chmod(cls.tmp, 0o755)
+        cls.tmp = need_root_and_tmp("gwtest-")
         cls.pool = Pool(cls.pool_size, cls.tmp)
         cls.gw = Gateway(cls.tmp, cls.pool.addrs, cls.gateway_args)
 

@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import struct
-import tempfile
 import threading
 import unittest
 
@@ -132,12 +131,7 @@ class FakeAgent:
 class HostileAgentTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root: the real agent drops privileges")
-        if not gwlib.GATEWAY_BIN or not gwlib.AGENT_BIN:
-            raise unittest.SkipTest("SA_GATEWAY and SA_AGENT must name the binaries")
-        cls.tmp = tempfile.mkdtemp(prefix="gwhostile-")
-        os.chmod(cls.tmp, 0o755)
+        cls.tmp = gwlib.need_root_and_tmp("gwhostile-")
         cls.fake = FakeAgent(os.path.join(cls.tmp, "fake.sock"))
         cls.bigframe = FakeAgent(os.path.join(cls.tmp, "big.sock"), {"max_frame": 16 << 20})
         cls.badwd = FakeAgent(os.path.join(cls.tmp, "wd.sock"), {"workdir": "relative"})

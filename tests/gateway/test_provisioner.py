@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import sys
-import tempfile
 import time
 import unittest
 
@@ -69,12 +68,7 @@ def read_pid(path):
 class ProvisionerTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root: the agents drop privileges to the sandbox user")
-        if not gwlib.GATEWAY_BIN or not gwlib.AGENT_BIN:
-            raise unittest.SkipTest("SA_GATEWAY and SA_AGENT must name the binaries")
-        cls.tmp = tempfile.mkdtemp(prefix="gwprov-")
-        os.chmod(cls.tmp, 0o755)
+        cls.tmp = gwlib.need_root_and_tmp("gwprov-")
         user = gwlib.sandbox_user()
         prog = os.path.join(cls.tmp, "provisioner")
         text = (PROVISIONER.replace("PYTHON", sys.executable).replace("AGENT", gwlib.AGENT_BIN)

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import unittest
 
 import gwlib
@@ -44,12 +43,7 @@ def setUpModule():
 class SdkTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if os.geteuid() != 0:
-            raise unittest.SkipTest("needs root: the agents drop privileges to the sandbox user")
-        if not gwlib.GATEWAY_BIN or not gwlib.AGENT_BIN:
-            raise unittest.SkipTest("SA_GATEWAY and SA_AGENT must name the binaries")
-        cls.tmp = tempfile.mkdtemp(prefix="gwsdk-")
-        os.chmod(cls.tmp, 0o755)
+        cls.tmp = gwlib.need_root_and_tmp("gwsdk-")
         cls.gw = gwlib.local_provisioner_gateway(cls.tmp)
 
     @classmethod
