@@ -4,6 +4,8 @@ kernel under QEMU for a session, and the requests the @vercel/sandbox SDK
 sends (same paths, headers, bodies: ?teamId=, content-type
 application/json, the gzip'd tar of writeFiles with x-cwd /) go through it:
 create → runCommand → writeFiles → readFile → stop, then nothing is left.
+With node and @vercel/sandbox in $SA_GW_NODE_DIR (test_sdk installs it
+there), the same through the unmodified SDK (qemu_e2e.mjs).
 
 Not a ctest entry (the name does not match test_*.py: it boots a VM, about a
 minute under TCG); scripts/test runs it in the packaging stage, after
@@ -11,7 +13,7 @@ build-static and the VM boot test, whose kernel cache it reuses:
 
   cd tests/gateway && SA_GATEWAY=../../build/sandbox-gateway \\
       SA_STATIC_AGENT=../../build-static/sandbox-agent SA_QEMU_CACHE=../../build-vm \\
-      /usr/bin/python3 -m unittest -v qemu_e2e
+      SA_GW_NODE_DIR=../../build/gateway-node /usr/bin/python3 -m unittest -v qemu_e2e
 """
 
 import gzip
@@ -19,6 +21,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -31,6 +34,7 @@ QEMU_PROV = os.path.abspath(os.path.join(HERE, "..", "..", "gateway", "provision
 STATIC_AGENT = os.path.abspath(os.environ.get("SA_STATIC_AGENT") or "")
 CACHE = os.path.abspath(os.environ.get("SA_QEMU_CACHE") or os.path.join(HERE, "..", "..",
                                                                          "build-vm"))
+NODE_DIR = os.environ.get("SA_GW_NODE_DIR") or ""
 TEAM = "?teamId=team_local"
 BOOT_S = 240        # TCG boot and the kernel's download on a cold cache
 
@@ -147,6 +151,18 @@ class QemuE2E(unittest.TestCase):
         st, _, _ = self.sdk("POST", base + "/cmd", {"command": "true"})
         self.assertEqual(st, 410)       # a stopped session, as the SDK expects
         print(f"qemu_e2e: create to stopped in {time.monotonic() - t0:.1f} s", flush=True)
+
+    def test_the_sdk_create_run_write_read_stop(self):
+        sdk = os.path.join(NODE_DIR, "node_modules", "@vercel", "sandbox", "package.json")
+        if not shutil.which("node") or not os.path.isfile(sdk):
+            self.skipTest("needs node and @vercel/sandbox in SA_GW_NODE_DIR (test_sdk installs it)")
+        env = dict(os.environ, SDK_DIR=NODE_DIR, GW_URL=f"http://127.0.0.1:{self.gw.port}",
+                   GW_TOKEN=gwlib.TOKEN)
+        r = subprocess.run(["node", os.path.join(HERE, "qemu_e2e.mjs")], env=env,
+                           capture_output=True, text=True, timeout=BOOT_S + 120)
+        self.assertEqual(r.returncode, 0, f"{r.stdout}\n{r.stderr}\n--- gateway:\n"
+                         + self.gw.stderr()[-3000:])
+        self.assertEqual(self.vm_files(), [])
 
 
 if __name__ == "__main__":
