@@ -229,6 +229,50 @@ static void test_addr_fc_handshake(void)
     rmdir(dir);
 }
 
+/* A hostile proxy (or guest behind it) that answers the CONNECT line with
+ * 4 KiB and no newline, on every connection: the client reads at most a
+ * line's bound (64 bytes) of each answer, and gives up at its timeout. */
+static void test_addr_fc_handshake_answer_is_bounded(void)
+{
+    char dir[] = "/tmp/test_client.XXXXXX", path[128];
+    struct addr a;
+    struct sa_err e;
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "fc:%s/v.sock:1024", dir);
+    CHECK(parses(path, &a));
+    int lfd = listen_unix(a.path);
+    CHECK(lfd >= 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        static char junk[4096];
+        memset(junk, 'A', sizeof junk);
+        for (;;) {
+            int c = accept(lfd, NULL, NULL);
+            if (c < 0)
+                _exit(3);
+            char ch = 0;
+            while (ch != '\n' && read(c, &ch, 1) == 1)
+                ;           /* the CONNECT line */
+            if (write(c, junk, sizeof junk) < 0) {
+                /* the client hung up first: fine */
+            }
+            while (read(c, &ch, 1) > 0)
+                ;           /* until the client gives up on this answer */
+            close(c);
+        }
+    }
+    close(lfd);
+    int64_t t0 = mono_ms();
+    int fd = addr_connect(&a, 300, &e);
+    int64_t took = mono_ms() - t0;
+    CHECK(fd < 0 && e.errnum == ECONNRESET && strstr(e.msg, "did not answer OK"));
+    CHECK(took >= 250 && took < 2000);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    unlink(a.path);
+    rmdir(dir);
+}
+
 /* --- JSON <-> msgpack ------------------------------------------------------ */
 
 /* JSON -> msgpack bytes -> msgpack object -> JSON: the text that comes back. */
@@ -1101,6 +1145,7 @@ int main(void)
         CHECK_TEST(test_addr_fc),
         CHECK_TEST(test_addr_other),
         CHECK_TEST(test_addr_fc_handshake),
+        CHECK_TEST(test_addr_fc_handshake_answer_is_bounded),
         CHECK_TEST(test_json_basic),
         CHECK_TEST(test_json_strings),
         CHECK_TEST(test_json_numbers),
