@@ -152,6 +152,23 @@ class QemuE2E(unittest.TestCase):
         self.assertEqual(st, 410)       # a stopped session, as the SDK expects
         print(f"qemu_e2e: create to stopped in {time.monotonic() - t0:.1f} s", flush=True)
 
+    def test_a_failed_create_leaves_nothing(self):
+        run = os.path.join(self.tmp, "run-failing")
+        base = dict(os.environ, SANDBOX_GATEWAY_RUN=run, SANDBOX_AGENT_STATIC=STATIC_AGENT,
+                    SANDBOX_GATEWAY_QEMU_CACHE=CACHE, SANDBOX_GATEWAY_START_TIMEOUT="20")
+        cases = (("a dynamic agent", {"SANDBOX_AGENT_STATIC": gwlib.GATEWAY_BIN},
+                  "not a statically linked agent"),
+                 ("QEMU that exits at once", {"SANDBOX_GATEWAY_QEMU": "/bin/false"},
+                  "QEMU exited before the agent answered"))
+        for what, env, says in cases:
+            with self.subTest(what):
+                p = subprocess.run([QEMU_PROV, "create", "sess_fail"], input="{}", text=True,
+                                   capture_output=True, env=dict(base, **env), timeout=120)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertEqual(p.stdout, "")
+                self.assertIn(says, p.stderr)
+                self.assertEqual(os.listdir(os.path.join(run, "qemu")), [])
+
     def test_the_sdk_create_run_write_read_stop(self):
         sdk = os.path.join(NODE_DIR, "node_modules", "@vercel", "sandbox", "package.json")
         if not shutil.which("node") or not os.path.isfile(sdk):
