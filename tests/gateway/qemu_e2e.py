@@ -75,7 +75,17 @@ class QemuE2E(unittest.TestCase):
         try:
             cls.gw.stop()
         finally:
+            # a stopped gateway leaves its sessions running (a restarted one
+            # serves them again): power off what a failed test left
+            env = dict(os.environ, SANDBOX_GATEWAY_RUN=cls.run_dir)
+            for sid in cls.vm_sessions(cls.run_dir):
+                subprocess.run([QEMU_PROV, "stop", sid], env=env, timeout=60)
             shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @staticmethod
+    def vm_sessions(run_dir):
+        d = os.path.join(run_dir, "qemu")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
     def sdk(self, method, path, body=None, **kw):
         return self.gw.http(method, path + TEAM, body, timeout=BOOT_S + 60, **kw)
@@ -85,8 +95,7 @@ class QemuE2E(unittest.TestCase):
         return "".join(x["data"] for x in lines if x.get("stream") == "stdout")
 
     def vm_files(self):
-        d = os.path.join(self.run_dir, "qemu")
-        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+        return self.vm_sessions(self.run_dir)
 
     def test_create_run_write_read_stop(self):
         t0 = time.monotonic()

@@ -188,6 +188,11 @@ class LocalProvisionerTest(unittest.TestCase):
                            10, "the session's files to go")
         finally:
             gw.stop()
+            # a stopped gateway leaves its sessions running: stop what a
+            # failed assertion left
+            for sid in os.listdir(self.run_dir) if os.path.isdir(self.run_dir) else ():
+                if sid != "work":
+                    self.local("stop", sid, check=False)
 
 
 if __name__ == "__main__":
