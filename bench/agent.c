@@ -192,6 +192,20 @@ int bench_stdout(int argc, char **argv)
     return 0;
 }
 
+/* Text instead of NUL bytes: the same command as bench/gw_bench.py's logs
+ * item, whose JSON would otherwise escape every byte as \u0000. */
+int bench_text(int argc, char **argv)
+{
+    if (argc != 3)
+        die("usage: text ADDR BYTES");
+    long bytes = bench_count(argv[2], "BYTES");
+    char script[96];
+    snprintf(script, sizeof script, "head -c %ld /dev/zero | tr '\\0' a", bytes);
+    char *const cmd[] = {"sh", "-c", script, NULL};
+    bench_output(argv[1], cmd, (uint64_t)bytes, 0, "text");
+    return 0;
+}
+
 int bench_lines(int argc, char **argv)
 {
     if (argc != 3)

@@ -36,6 +36,7 @@ long bench_count(const char *s, const char *what);
 /* The subcommands (main.c dispatches). argv[0] is the subcommand's name. */
 int bench_exec(int argc, char **argv);       /* agent.c */
 int bench_stdout(int argc, char **argv);
+int bench_text(int argc, char **argv);
 int bench_lines(int argc, char **argv);
 int bench_cps(int argc, char **argv);
 int bench_startup(int argc, char **argv);

@@ -54,6 +54,7 @@ void samples_free(struct samples *s)
 void samples_report(struct samples *s, const char *name)
 {
     printf("%s_p50_us %.1f\n", name, samples_pct_us(s, 50));
+    printf("%s_p90_us %.1f\n", name, samples_pct_us(s, 90));
     printf("%s_p99_us %.1f\n", name, samples_pct_us(s, 99));
     printf("%s_n %zu\n", name, s->n);
 }
@@ -87,6 +88,7 @@ static const struct {
     {"exec", bench_exec, "exec ADDR N [QGASOCK]  /bin/true round trips: agent, posix_spawn floor\n"
                          "                         and qemu-ga, interleaved (p50, p99)"},
     {"stdout", bench_stdout, "stdout ADDR BYTES      stdout of head -c BYTES /dev/zero, MiB/s"},
+    {"text", bench_text, "text ADDR BYTES        stdout of head -c BYTES /dev/zero | tr '\\0' a, MiB/s"},
     {"lines", bench_lines, "lines ADDR N           output of seq N, lines counted, lines/s"},
     {"cps", bench_cps, "cps ADDR N CONNS       N /bin/true over CONNS connections, commands/s"},
     {"startup", bench_startup, "startup N AGENT ARGS.. exec of the agent to its hello (p50, p99)"},

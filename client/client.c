@@ -112,33 +112,51 @@ bool client_has_cap(const struct client *c, const char *cap)
 
 /* --- hello ---------------------------------------------------------------- */
 
-/* A malloc'd copy of the str under key, "" when absent or not a str. */
-static char *dup_field(const msgpack_object *m, const char *key)
+/* A hello string the host may rely on: at most CLIENT_HELLO_STR_MAX bytes and
+ * no NUL (a NUL would cut a workdir short). Absent or not a str: "". */
+static int dup_field(const msgpack_object *m, const char *key, char **out, struct sa_err *e)
 {
     const char *s;
     size_t n;
-    if (!wire_obj_str(wire_get(m, key), &s, &n))
-        return xstrdup("");
-    return xstrndup(s, n);
+    if (!wire_obj_str(wire_get(m, key), &s, &n)) {
+        *out = xstrdup("");
+        return 0;
+    }
+    if (n > CLIENT_HELLO_STR_MAX || memchr(s, '\0', n))
+        return err_set(e, EPROTO, "bad_frame", "hello: '%s' is longer than %d bytes or holds a NUL",
+                       key, CLIENT_HELLO_STR_MAX);
+    *out = xstrndup(s, n);
+    return 0;
 }
 
-static char **dup_caps(const msgpack_object *m)
+/* The capabilities that are strings (others are skipped), at most
+ * CLIENT_CAPS_MAX of them, each bounded as a hello string. */
+static int dup_caps(const msgpack_object *m, char ***out, struct sa_err *e)
 {
     const msgpack_object *a = wire_get(m, "capabilities");
     uint32_t n = a && a->type == MSGPACK_OBJECT_ARRAY ? a->via.array.size : 0;
+    if (n > CLIENT_CAPS_MAX)
+        return err_set(e, EPROTO, "bad_frame", "hello: more than %d capabilities",
+                       CLIENT_CAPS_MAX);
     char **caps = xcalloc(n + 1, sizeof *caps);
+    *out = caps;
     uint32_t k = 0;
     for (uint32_t i = 0; i < n; i++) {
         const char *s;
         size_t len;
-        if (wire_obj_str(&a->via.array.ptr[i], &s, &len))
-            caps[k++] = xstrndup(s, len);
+        if (!wire_obj_str(&a->via.array.ptr[i], &s, &len))
+            continue;
+        if (len > CLIENT_HELLO_STR_MAX || memchr(s, '\0', len))
+            return err_set(e, EPROTO, "bad_frame", "hello: a capability is longer than %d bytes "
+                           "or holds a NUL", CLIENT_HELLO_STR_MAX);
+        caps[k++] = xstrndup(s, len);
     }
-    return caps;
+    return 0;
 }
 
 /* max_frame and stdin_window: absent means the protocol default; a max_frame
- * outside the protocol's range is clamped into it. */
+ * outside the protocol's range is clamped into it, so whatever the agent
+ * claims, the host never accepts a frame over CLIENT_MAX_FRAME. */
 static uint32_t hello_size(const msgpack_object *m, const char *key, uint32_t def,
                            uint32_t lo, uint32_t hi)
 {
@@ -163,16 +181,15 @@ static int hello_parse(struct client *c, const msgpack_object *m, struct sa_err 
     if (h->protocol != WIRE_PROTOCOL_VERSION)
         return err_set(e, EPROTO, "bad_frame", "agent speaks protocol %llu, this client speaks %d",
                        (unsigned long long)h->protocol, WIRE_PROTOCOL_VERSION);
-    h->agent = dup_field(m, "agent");
-    h->boot_id = dup_field(m, "boot_id");
-    h->user = dup_field(m, "user");
-    h->workdir = dup_field(m, "workdir");
-    h->caps = dup_caps(m);
+    if (dup_field(m, "agent", &h->agent, e) < 0 || dup_field(m, "boot_id", &h->boot_id, e) < 0 ||
+        dup_field(m, "user", &h->user, e) < 0 || dup_field(m, "workdir", &h->workdir, e) < 0 ||
+        dup_caps(m, &h->caps, e) < 0)
+        return -1;
     wire_obj_bool(wire_get(m, "dev"), &h->dev);
     wire_obj_bool(wire_get(m, "auth_required"), &h->auth_required);
     wire_obj_uint(wire_get(m, "generation"), &h->generation);
     h->max_frame = hello_size(m, "max_frame", WIRE_MAX_FRAME_DEFAULT, WIRE_MAX_FRAME_MIN,
-                              WIRE_MAX_FRAME_LIMIT);
+                              CLIENT_MAX_FRAME);
     h->stdin_window = hello_size(m, "stdin_window", CLIENT_STDIN_WINDOW_DEFAULT, 0, UINT32_MAX);
     c->max_frame = h->max_frame;
     return 0;
@@ -305,6 +322,8 @@ static void release_last(struct client *c)
 int client_read(struct client *c, struct sa_err *e)
 {
     release_last(c);
+    if (buf_size(&c->in) >= WIRE_HDR_LEN + (size_t)c->max_frame)
+        return 1;   /* a whole frame is there: client_next first, the agent can wait */
     for (;;) {
         uint8_t *p = buf_reserve(&c->in, CLIENT_READ_CHUNK);
         ssize_t n = read(c->fd, p, CLIENT_READ_CHUNK);
@@ -320,6 +339,11 @@ int client_read(struct client *c, struct sa_err *e)
             return 1;
         return err_set(e, errno, "closed", "receive from the agent: %s", strerror(errno));
     }
+}
+
+size_t client_buffered(const struct client *c)
+{
+    return buf_size(&c->in) - c->in_done;
 }
 
 int client_next(struct client *c, msgpack_object *msg, struct sa_err *e)
@@ -365,8 +389,14 @@ int client_call(struct client *c, uint64_t id, int timeout_ms, msgpack_object *r
         int left = poll_left(deadline);
         if (client_recv(c, left, reply, e) < 0)
             return -1;
-        if (!client_msg_id(reply, id))
+        if (!client_msg_id(reply, id)) {
+            /* an agent that keeps sending other frames must not keep the
+             * call past its deadline: client_recv only looks at the clock
+             * when it has to wait */
+            if (deadline >= 0 && now_ms() >= deadline)
+                return err_set(e, ETIMEDOUT, NULL, "no answer from the agent in time");
             continue;
+        }
         if (client_msg_is(reply, "ok"))
             return 0;
         if (client_msg_is(reply, "error")) {
@@ -389,7 +419,7 @@ int client_auth(struct client *c, const void *token, size_t len, struct sa_err *
     if (client_end(c, &w, e) < 0)
         return -1;
     msgpack_object reply;
-    int r = client_call(c, id, -1, &reply, e);
+    int r = client_call(c, id, addr_timeout_from_env(), &reply, e);
     if (r != 0)
         return r < 0 ? -1 : err_wrap(e, "auth");
     return 0;
@@ -464,6 +494,30 @@ static int code_errno(const char *code)
     return 0;
 }
 
+static size_t printable_char(const char *p, size_t n);
+
+/* p[0..n) as a C string in out[0..cap) for people to read: unprintable bytes
+ * (controls, NUL, invalid UTF-8) become '?', so an agent's text cannot drive
+ * the terminal it is shown on; cut short, never in a character. */
+static void printable_copy(char *out, size_t cap, const char *p, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = printable_char(p + i, n - i);
+        if (o + (k ? k : 1) >= cap)
+            break;
+        if (k == 0) {
+            out[o++] = '?';
+            i++;
+            continue;
+        }
+        memcpy(out + o, p + i, k);
+        o += k;
+        i += k;
+    }
+    out[o] = '\0';
+}
+
 int client_reply_err(const msgpack_object *msg, struct sa_err *e)
 {
     const char *code = "", *text = "";
@@ -475,8 +529,9 @@ int client_reply_err(const msgpack_object *msg, struct sa_err *e)
         text = code;
         tn = cn;
     }
-    int tlen = tn > SA_ERR_MSG_MAX ? SA_ERR_MSG_MAX : (int)tn;
-    return err_set(e, code_errno(sc), sc, "%.*s", tlen, text);
+    char shown[SA_ERR_MSG_MAX];
+    printable_copy(shown, sizeof shown, text, tn);
+    return err_set(e, code_errno(sc), sc, "%s", shown);
 }
 
 /* --- helpers for command-line tools ----------------------------------------- */

@@ -17,6 +17,8 @@
  * message, and every str/bin inside it, stays valid until the next call of
  * client_read, client_next, client_recv or client_call on that connection.
  * Request frames larger than max_frame are refused by client_end().
+ * Everything read from an agent is untrusted (the guest may run root code
+ * that replaces it): see the CLIENT_* bounds below.
  * Errors follow err.h; a lost connection has code "closed".
  */
 #ifndef SA_CLIENT_H
@@ -31,6 +33,14 @@
 #include "wire.h"
 
 #define CLIENT_READ_CHUNK 65536
+/* Host-side bounds on what an agent sends (the guest may run root code that
+ * replaces the agent): frames are refused above CLIENT_MAX_FRAME whatever the
+ * hello claims; hello strings longer than CLIENT_HELLO_STR_MAX bytes or
+ * holding a NUL, and more than CLIENT_CAPS_MAX capabilities, refuse the
+ * connection. */
+#define CLIENT_MAX_FRAME WIRE_MAX_FRAME_LIMIT
+#define CLIENT_HELLO_STR_MAX 4096
+#define CLIENT_CAPS_MAX 256
 
 /* What the agent said in its hello. Strings are owned by the connection and
  * are "" when the agent did not send them. */
@@ -83,8 +93,13 @@ int client_flush_all(struct client *c, int timeout_ms, struct sa_err *e);
 
 /* --- receiving ----------------------------------------------------------- */
 /* One read(2) of at most CLIENT_READ_CHUNK bytes. 1 while the connection is
- * open (whether or not bytes arrived), 0 at end of stream, -1 on error. */
+ * open (whether or not bytes arrived), 0 at end of stream, -1 on error.
+ * Nothing is read while a whole frame of max_frame bytes is buffered (call
+ * client_next), so at most WIRE_HDR_LEN + max_frame + CLIENT_READ_CHUNK
+ * bytes are ever buffered, however fast the agent sends. */
 int client_read(struct client *c, struct sa_err *e);
+/* Bytes received and not yet handed out by client_next. */
+size_t client_buffered(const struct client *c);
 /* The next complete buffered frame: 1 and *msg set, 0 when more bytes are
  * needed, -1 on an oversize or malformed frame (the stream is then lost). */
 int client_next(struct client *c, msgpack_object *msg, struct sa_err *e);
@@ -93,13 +108,15 @@ int client_next(struct client *c, msgpack_object *msg, struct sa_err *e);
 int client_recv(struct client *c, int timeout_ms, msgpack_object *msg, struct sa_err *e);
 /* Send the queue, then wait for the ok/error reply to request id, skipping
  * other messages. 0: an ok in *reply. 1: an error reply in *reply, also put
- * into e (code and message). -1: the connection failed. */
+ * into e (code and message). -1: the connection failed, or timeout_ms passed
+ * ("ETIMEDOUT") — also while the agent keeps sending other messages. */
 int client_call(struct client *c, uint64_t id, int timeout_ms, msgpack_object *reply,
                 struct sa_err *e);
 
 /* Present the shared token when the hello asked for one (auth_required);
  * 0 when accepted or not needed, -1 with e ("auth_required" when refused or
- * when no token was given). */
+ * when no token was given; "ETIMEDOUT" when no answer came within
+ * addr_timeout_from_env()). */
 int client_auth(struct client *c, const void *token, size_t len, struct sa_err *e);
 /* Read a token file: its content, one trailing newline stripped, 1..4096 bytes. */
 int client_read_token(const char *path, char *buf, size_t cap, size_t *len, struct sa_err *e);
@@ -110,7 +127,9 @@ bool client_msg_is(const msgpack_object *msg, const char *t);
 /* msg's "id" is id. */
 bool client_msg_id(const msgpack_object *msg, uint64_t id);
 /* Fill e from an error message: its code (as a static string: a protocol code
- * or an errno name; "unknown" otherwise) and message. Returns -1. */
+ * or an errno name; "unknown" otherwise) and message, cut to fit and with
+ * every control character, NUL and invalid UTF-8 byte shown as '?' (the text
+ * comes from the guest and ends up on terminals and in logs). Returns -1. */
 int client_reply_err(const msgpack_object *msg, struct sa_err *e);
 
 /* --- helpers for command-line tools (sandboxctl) ------------------------- */

@@ -4,6 +4,7 @@
  * Prints a line per test and "N passed, M failed" last (tests/check.h);
  * exits non-zero on any failure. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,6 +226,50 @@ static void test_addr_fc_handshake(void)
     int64_t took = mono_ms() - t0;
     CHECK(fd < 0 && e.errnum == ENOENT);
     CHECK(took >= 250 && took < 2000);
+    rmdir(dir);
+}
+
+/* A hostile proxy (or guest behind it) that answers the CONNECT line with
+ * 4 KiB and no newline, on every connection: the client reads at most a
+ * line's bound (64 bytes) of each answer, and gives up at its timeout. */
+static void test_addr_fc_handshake_answer_is_bounded(void)
+{
+    char dir[] = "/tmp/test_client.XXXXXX", path[128];
+    struct addr a;
+    struct sa_err e;
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "fc:%s/v.sock:1024", dir);
+    CHECK(parses(path, &a));
+    int lfd = listen_unix(a.path);
+    CHECK(lfd >= 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        static char junk[4096];
+        memset(junk, 'A', sizeof junk);
+        for (;;) {
+            int c = accept(lfd, NULL, NULL);
+            if (c < 0)
+                _exit(3);
+            char ch = 0;
+            while (ch != '\n' && read(c, &ch, 1) == 1)
+                ;           /* the CONNECT line */
+            if (write(c, junk, sizeof junk) < 0) {
+                /* the client hung up first: fine */
+            }
+            while (read(c, &ch, 1) > 0)
+                ;           /* until the client gives up on this answer */
+            close(c);
+        }
+    }
+    close(lfd);
+    int64_t t0 = mono_ms();
+    int fd = addr_connect(&a, 300, &e);
+    int64_t took = mono_ms() - t0;
+    CHECK(fd < 0 && e.errnum == ECONNRESET && strstr(e.msg, "did not answer OK"));
+    CHECK(took >= 250 && took < 2000);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    unlink(a.path);
     rmdir(dir);
 }
 
@@ -689,6 +734,223 @@ static void test_client_reply_err(void)
     msgpack_zone_destroy(&z);
 }
 
+/* --- a hostile agent -------------------------------------------------------- */
+/* The guest runs untrusted root code that can replace the agent: whatever it
+ * sends must leave the host bounded in memory and time. */
+
+/* A hello whose max_frame is a u64 the agent chose. */
+static void hello_with_max(struct buf *b, uint64_t max_frame)
+{
+    struct wire_enc w;
+    wire_begin(&w, b, 3);
+    wire_kv_str(&w, "type", "hello");
+    wire_kv_uint(&w, "protocol", 1);
+    wire_kv_uint(&w, "max_frame", max_frame);
+    wire_end(&w);
+}
+
+static void test_hostile_max_frame_is_capped_by_the_host(void)
+{
+    static const uint64_t claims[] = { 1ull << 32, UINT32_MAX, UINT64_MAX, 64u << 20 };
+    for (size_t i = 0; i < sizeof claims / sizeof *claims; i++) {
+        struct buf b;
+        struct client *c = NULL;
+        struct sa_err e;
+        int peer = -1;
+        buf_init(&b);
+        hello_with_max(&b, claims[i]);
+        CHECK(open_with(&b, &c, &peer, &e) == 0);
+        if (c) {
+            CHECK(client_hello(c)->max_frame == CLIENT_MAX_FRAME);
+            /* a header announcing more than the host's bound is refused
+             * before any payload is buffered */
+            uint32_t len = CLIENT_MAX_FRAME + 1;
+            uint8_t hdr[4] = { (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                               (uint8_t)len };
+            CHECK(write(peer, hdr, sizeof hdr) == 4);
+            msgpack_object m;
+            CHECK(client_recv(c, 1000, &m, &e) < 0 && strcmp(e.code, "frame_too_large") == 0);
+            client_free(c);
+        }
+        close(peer);
+        buf_free(&b);
+    }
+}
+
+/* A hello with one str field set to s[0..n). */
+static void hello_with_str(struct buf *b, const char *key, const char *s, size_t n)
+{
+    struct wire_enc w;
+    wire_begin(&w, b, 3);
+    wire_kv_str(&w, "type", "hello");
+    wire_kv_uint(&w, "protocol", 1);
+    wire_key(&w, key);
+    msgpack_pack_str(&w.pk, n);
+    msgpack_pack_str_body(&w.pk, s, n);
+    wire_end(&w);
+}
+
+static bool hello_refused(const char *key, const char *s, size_t n)
+{
+    struct buf b;
+    struct client *c = NULL;
+    struct sa_err e;
+    int peer = -1;
+    buf_init(&b);
+    hello_with_str(&b, key, s, n);
+    int r = open_with(&b, &c, &peer, &e);
+    client_free(c);
+    close(peer);
+    buf_free(&b);
+    return r < 0 && strcmp(e.code, "bad_frame") == 0;
+}
+
+static void test_hostile_hello_strings_are_bounded(void)
+{
+    /* a NUL would cut the workdir the gateway reports as the session's cwd */
+    CHECK(hello_refused("workdir", "/w\0/elsewhere", 13));
+    CHECK(hello_refused("user", "root\0", 5));
+    static char big[CLIENT_HELLO_STR_MAX + 1];
+    memset(big, 'a', sizeof big);
+    CHECK(hello_refused("agent", big, sizeof big));
+    CHECK(hello_refused("workdir", big, sizeof big));
+    /* at the bound it is accepted */
+    CHECK(!hello_refused("agent", big, CLIENT_HELLO_STR_MAX));
+
+    /* more capabilities than any agent has are refused, not copied */
+    struct buf b;
+    struct client *c = NULL;
+    struct sa_err e;
+    struct wire_enc w;
+    int peer = -1;
+    buf_init(&b);
+    wire_begin(&w, &b, 3);
+    wire_kv_str(&w, "type", "hello");
+    wire_kv_uint(&w, "protocol", 1);
+    wire_key(&w, "capabilities");
+    msgpack_pack_array(&w.pk, CLIENT_CAPS_MAX + 1);
+    for (int i = 0; i <= CLIENT_CAPS_MAX; i++)
+        msgpack_pack_str_with_body(&w.pk, "x", 1);
+    wire_end(&w);
+    CHECK(open_with(&b, &c, &peer, &e) < 0 && strcmp(e.code, "bad_frame") == 0);
+    client_free(c);
+    close(peer);
+    buf_free(&b);
+}
+
+static void test_hostile_flood_does_not_outlast_the_call_timeout(void)
+{
+    struct buf b;
+    struct client *c = NULL;
+    struct sa_err e;
+    int peer = -1;
+    buf_init(&b);
+    hello_frame(&b, WIRE_MAX_FRAME_DEFAULT);
+    CHECK(open_with(&b, &c, &peer, &e) == 0);
+    if (c) {
+        /* the agent fills the socket with unrelated events and hangs up: a
+         * call whose time is up must say so after the first of them, not
+         * read on for as long as the agent keeps sending */
+        fcntl(peer, F_SETFL, O_NONBLOCK);
+        wire_msg_output(&b, 999, 1, WIRE_STDOUT, 0, 0, "x", 1);
+        size_t frame = buf_size(&b);
+        while (write(peer, buf_ptr(&b), frame) == (ssize_t)frame)
+            ;
+        shutdown(peer, SHUT_WR);
+        struct wire_enc w;
+        msgpack_object r;
+        uint64_t id = client_begin(c, &w, "ping", 0);
+        CHECK(client_end(c, &w, &e) == 0);
+        CHECK(client_call(c, id, 0, &r, &e) < 0 && e.errnum == ETIMEDOUT);
+        client_free(c);
+    }
+    close(peer);
+    buf_free(&b);
+}
+
+static void test_hostile_reads_stop_at_one_whole_frame(void)
+{
+    struct buf b;
+    struct client *c = NULL;
+    struct sa_err e;
+    int peer = -1;
+    buf_init(&b);
+    hello_frame(&b, 4096);
+    CHECK(open_with(&b, &c, &peer, &e) == 0);
+    if (c) {
+        /* the agent sends as fast as the socket takes it (without the
+         * bound, 100 reads buffer ~100 x 64 KiB); a caller that keeps
+         * calling client_read without client_next buffers at most one
+         * whole frame and one read more, and the agent waits */
+        fcntl(peer, F_SETFL, O_NONBLOCK);
+        while (buf_size(&b) < 32768)
+            wire_msg_output(&b, 999, 1, WIRE_STDOUT, 0, 0, "x", 1);
+        size_t pos = 0;
+        for (int i = 0; i < 100; i++) {
+            ssize_t n;      /* the batch again and again, cut wherever the socket is full */
+            while ((n = write(peer, buf_ptr(&b) + pos, buf_size(&b) - pos)) > 0)
+                pos = (pos + (size_t)n) % buf_size(&b);
+            CHECK(client_read(c, &e) == 1);
+        }
+        CHECK(client_buffered(c) <= WIRE_HDR_LEN + 4096 + CLIENT_READ_CHUNK);
+        msgpack_object m;
+        CHECK(client_next(c, &m, &e) == 1 && client_msg_is(&m, "output"));
+        client_free(c);
+    }
+    close(peer);
+    buf_free(&b);
+}
+
+static void test_hostile_silent_agent_does_not_hang_auth(void)
+{
+    struct buf b;
+    struct client *c = NULL;
+    struct sa_err e;
+    struct wire_enc w;
+    int peer = -1;
+    buf_init(&b);
+    wire_begin(&w, &b, 3);
+    wire_kv_str(&w, "type", "hello");
+    wire_kv_uint(&w, "protocol", 1);
+    wire_kv_bool(&w, "auth_required", true);
+    wire_end(&w);
+    CHECK(open_with(&b, &c, &peer, &e) == 0);
+    if (c) {
+        /* the agent never answers: the auth gives up after the connect
+         * timeout (SANDBOX_CONNECT_TIMEOUT), not never */
+        setenv("SANDBOX_CONNECT_TIMEOUT", "0.2", 1);
+        pid_t pid = fork();
+        if (pid == 0) {
+            sleep(3);       /* then hang up: the old code ended with "closed" */
+            _exit(0);
+        }
+        close(peer);        /* the child holds the agent's end */
+        peer = -1;
+        CHECK(client_auth(c, "t", 1, &e) < 0 && e.errnum == ETIMEDOUT);
+        unsetenv("SANDBOX_CONNECT_TIMEOUT");
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        client_free(c);
+    }
+    close(peer);
+    buf_free(&b);
+}
+
+static void test_hostile_error_text_is_printable(void)
+{
+    msgpack_zone z;
+    msgpack_object o;
+    struct sa_err e;
+    msgpack_zone_init(&z, 1024);
+    /* terminal escapes, a NUL and a stray byte from the agent */
+    static const char j[] = "{\"type\":\"error\",\"code\":\"EIO\","
+                            "\"message\":\"a\\u001b]0;owned\\u0007b\\u0000c\\u009bd\"}";
+    CHECK(json_parse(j, strlen(j), &z, &o, &e) == 0);
+    CHECK(client_reply_err(&o, &e) < 0 && strcmp(e.code, "EIO") == 0);
+    CHECK(strcmp(e.msg, "a?]0;owned?b?c??d") == 0);   /* C1: one ? a byte */
+    msgpack_zone_destroy(&z);
+}
+
 
 /* --- command-line helpers --------------------------------------------------- */
 
@@ -883,6 +1145,7 @@ int main(void)
         CHECK_TEST(test_addr_fc),
         CHECK_TEST(test_addr_other),
         CHECK_TEST(test_addr_fc_handshake),
+        CHECK_TEST(test_addr_fc_handshake_answer_is_bounded),
         CHECK_TEST(test_json_basic),
         CHECK_TEST(test_json_strings),
         CHECK_TEST(test_json_numbers),
@@ -894,6 +1157,12 @@ int main(void)
         CHECK_TEST(test_client_bad_hello),
         CHECK_TEST(test_client_call),
         CHECK_TEST(test_client_reply_err),
+        CHECK_TEST(test_hostile_max_frame_is_capped_by_the_host),
+        CHECK_TEST(test_hostile_hello_strings_are_bounded),
+        CHECK_TEST(test_hostile_flood_does_not_outlast_the_call_timeout),
+        CHECK_TEST(test_hostile_reads_stop_at_one_whole_frame),
+        CHECK_TEST(test_hostile_silent_agent_does_not_hang_auth),
+        CHECK_TEST(test_hostile_error_text_is_printable),
         CHECK_TEST(test_signal_parse),
         CHECK_TEST(test_parse_numbers),
         CHECK_TEST(test_fmt_time),

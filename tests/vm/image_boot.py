@@ -7,7 +7,7 @@ image test"; docs/packaging.md, "Baking the agent into an image").
                          --ctl build-static/sandboxctl [--work build-image] [--timeout 900]
 
 1. The kernel: Debian's cloud kernel, fetched and cached exactly as the VM boot
-   test does (vm_boot.fetch_kernel), in WORK/kernel-PACKAGE_VERSION.
+   test does (vmlib.fetch_kernel), in WORK/kernel-PACKAGE_VERSION.
 2. The root, cached in WORK/root-KEY (KEY: a hash of the recipe, debootstrap's
    version, the mirror, and the versions apt sees of systemd-sysv, sudo and the
    kernel package): `debootstrap --variant=minbase --include=systemd-sysv,sudo
@@ -52,8 +52,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vm_boot  # noqa: E402  (the kernel, the cpio writer, the host-side helpers)
-from vm_boot import Failure, expect, run  # noqa: E402
+import vm_boot  # noqa: E402  (the host-side helpers)
+from vm_boot import expect  # noqa: E402
+import vmlib  # noqa: E402  (the kernel, the cpio writer; vm_boot put it on the path)
+from vmlib import Failure, run  # noqa: E402
 
 GUEST_IP = "10.0.2.15"
 AGENT_PORT = 7071
@@ -68,11 +70,8 @@ INITRD_APPLETS = ["sh", "mount", "umount", "insmod", "ip", "sleep", "mkdir", "sw
 TOKEN_FILE = "/etc/sandbox-agent/token"
 
 
-def log(msg):
-    print("image_boot: " + msg, flush=True)
-
-
-vm_boot.log = log      # vm_boot's expect() and check_files() report as this test
+vmlib.set_log_prefix("image_boot")   # vmlib's and vm_boot's reports name this test
+log = vmlib.log
 
 
 def candidate(pkg):
@@ -126,7 +125,7 @@ def get_kernel(work):
     pkg = kernel_package()
     name = "kernel-%s_%s" % (pkg, candidate(pkg))
     prune(work, "kernel-", name)
-    kernel, version, _ = vm_boot.fetch_kernel(os.path.join(work, name))
+    kernel, version, _ = vmlib.fetch_kernel(os.path.join(work, name))
     return kernel, version, name, os.path.join(work, name, "kernel", "x", "lib", "modules", version)
 
 
@@ -252,7 +251,7 @@ poweroff -f
 
 
 def build_initramfs(path, busybox, mods):
-    c = vm_boot.Cpio()
+    c = vmlib.Cpio()
     for d in ("bin", "dev", "proc", "sys", "root", "lib", "lib/modules"):
         c.dir(d)
     c.chardev("dev/console", 5, 1)

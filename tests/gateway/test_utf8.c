@@ -1,0 +1,103 @@
+/* Unit tests of gateway/utf8.c: command output cleaned to UTF-8 one chunk at a
+ * time — a character split at any point comes out whole, ill-formed bytes
+ * become one U+FFFD per maximal subpart (what Python's errors="replace" and
+ * the WHATWG decoder produce), valid text is never altered. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../check.h"
+#include "gw.h"
+
+#define R "\xef\xbf\xbd"
+
+/* Clean s in chunks of at most step bytes, final on the last one. */
+static int cleaned_is(const char *s, size_t n, size_t step, const char *want)
+{
+    struct u8tail t = { .n = 0 };
+    struct buf out;
+    buf_init(&out);
+    for (size_t i = 0; i < n; i += step) {
+        size_t k = n - i < step ? n - i : step;
+        utf8_clean(&t, (const uint8_t *)s + i, k, i + k == n, &out);
+    }
+    if (n == 0)
+        utf8_clean(&t, NULL, 0, true, &out);
+    int ok = buf_size(&out) == strlen(want) &&
+             (buf_size(&out) == 0 || memcmp(buf_ptr(&out), want, strlen(want)) == 0);
+    if (!ok)
+        printf("    step %zu: got %zu bytes, want %zu\n", step, buf_size(&out), strlen(want));
+    buf_free(&out);
+    return ok;
+}
+
+static void check_all_steps(const char *s, size_t n, const char *want)
+{
+    for (size_t step = 1; step <= n + 1; step++)
+        CHECK(cleaned_is(s, n, step, want));
+}
+
+static void valid_text_split_anywhere_is_unchanged(void)
+{
+    static const char s[] = "caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\x98\x80 plain\n";
+    check_all_steps(s, sizeof s - 1, s);
+}
+
+static void ill_formed_bytes_become_one_fffd_per_maximal_subpart(void)
+{
+    check_all_steps("a\xff" "b", 3, "a" R "b");
+    check_all_steps("\x80\x80", 2, R R);                    /* stray continuations */
+    check_all_steps("\xc0\x80", 2, R R);                    /* overlong lead */
+    check_all_steps("\xe0\x80\x80", 3, R R R);              /* overlong 3-byte */
+    check_all_steps("\xed\xa0\x80", 3, R R R);              /* a surrogate */
+    check_all_steps("\xf4\x90\x80\x80", 4, R R R R);        /* above U+10FFFF */
+    check_all_steps("\xe4\xb8" "x", 3, R "x");              /* cut short by ASCII */
+    check_all_steps("\xf0\x9f\x98" "\xf0\x9f\x98\x80", 7, R "\xf0\x9f\x98\x80");
+}
+
+static void an_incomplete_character_at_the_end_is_one_fffd(void)
+{
+    check_all_steps("ab\xe4\xb8", 4, "ab" R);
+    check_all_steps("\xf0", 1, R);
+}
+
+static void nothing_is_held_beyond_three_bytes(void)
+{
+    struct u8tail t = { .n = 0 };
+    struct buf out;
+    buf_init(&out);
+    utf8_clean(&t, (const uint8_t *)"\xf0\x9f\x98", 3, false, &out);
+    CHECK(buf_size(&out) == 0 && t.n == 3);
+    utf8_clean(&t, (const uint8_t *)"\x80", 1, false, &out);
+    CHECK(t.n == 0 && buf_size(&out) == 4);
+    buf_free(&out);
+}
+
+static void empty_input_is_empty(void)
+{
+    CHECK(cleaned_is("", 0, 1, ""));
+}
+
+/* The streams flush a held-back tail with no new bytes (NULL, 0). */
+static void a_final_flush_without_bytes_ends_the_tail(void)
+{
+    struct u8tail t = { .n = 0 };
+    struct buf out;
+    buf_init(&out);
+    utf8_clean(&t, (const uint8_t *)"x\xe4\xb8", 3, false, &out);
+    utf8_clean(&t, NULL, 0, true, &out);
+    CHECK(t.n == 0 && buf_size(&out) == 4 && memcmp(buf_ptr(&out), "x" R, 4) == 0);
+    buf_free(&out);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct check_test tests[] = {
+        CHECK_TEST(valid_text_split_anywhere_is_unchanged),
+        CHECK_TEST(ill_formed_bytes_become_one_fffd_per_maximal_subpart),
+        CHECK_TEST(an_incomplete_character_at_the_end_is_one_fffd),
+        CHECK_TEST(nothing_is_held_beyond_three_bytes),
+        CHECK_TEST(empty_input_is_empty),
+        CHECK_TEST(a_final_flush_without_bytes_ends_the_tail),
+    };
+    return check_run_only(tests, sizeof tests / sizeof *tests, argc > 1 ? argv[1] : NULL);
+}
