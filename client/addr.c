@@ -345,6 +345,20 @@ static bool fc_retryable(int err)
            err == EAGAIN;
 }
 
+/* The error of a handshake that failed for good with err. */
+static int fc_fail(const struct addr *a, int err, int timeout_ms, struct sa_err *e)
+{
+    if (err == ECONNRESET)
+        return err_set(e, ECONNRESET, NULL,
+                       "fc:%s:%" PRIu32 ": no guest listener after %d ms "
+                       "(the proxy closed the connection or did not answer OK)",
+                       a->path, a->port, timeout_ms);
+    if (fc_retryable(err))
+        return err_set(e, err, NULL, "fc:%s:%" PRIu32 ": %s (gave up after %d ms)",
+                       a->path, a->port, strerror(err), timeout_ms);
+    return err_sys(e, err, "fc:%s:%" PRIu32, a->path, a->port);
+}
+
 static int connect_fc(const struct addr *a, int timeout_ms, int64_t deadline, struct sa_err *e)
 {
     int delay = ADDR_BACKOFF_START_MS;
@@ -353,19 +367,14 @@ static int connect_fc(const struct addr *a, int timeout_ms, int64_t deadline, st
         if (fd >= 0)
             return fd;
         int err = -fd;
-        if (!fc_retryable(err) || remaining(deadline) == 0) {
-            if (err == ECONNRESET)
-                return err_set(e, ECONNRESET, NULL,
-                               "fc:%s:%" PRIu32 ": no guest listener after %d ms "
-                               "(the proxy closed the connection or did not answer OK)",
-                               a->path, a->port, timeout_ms);
-            if (fc_retryable(err))
-                return err_set(e, err, NULL, "fc:%s:%" PRIu32 ": %s (gave up after %d ms)",
-                               a->path, a->port, strerror(err), timeout_ms);
-            return err_sys(e, err, "fc:%s:%" PRIu32, a->path, a->port);
-        }
+        if (!fc_retryable(err) || remaining(deadline) == 0)
+            return fc_fail(a, err, timeout_ms, e);
         int left = remaining(deadline);
         sleep_ms(delay < left ? delay : left);
+        /* no attempt the deadline would cut short: its ETIMEDOUT would hide
+         * why the proxy kept refusing */
+        if (remaining(deadline) == 0)
+            return fc_fail(a, err, timeout_ms, e);
         delay = delay * 2 > ADDR_BACKOFF_MAX_MS ? ADDR_BACKOFF_MAX_MS : delay * 2;
     }
 }
