@@ -18,6 +18,13 @@
  *              restore, stats reply, shutdown
  *   tunnel.c   `connect`: TCP connections in the guest relayed over the
  *              agent connection that asked
+ *   outlog.c   a command's output log     reader.c   its readers (logs, the
+ *              (chunks, positions)                   attached exec, followers)
+ *   cgroup.c   per-command cgroups, group signals, cgroup.kill
+ *   fop_io.c   the helper's framed I/O    fop_xfer.c uploads and downloads
+ *              (its side of the pipes)               over xfer.c, in the helper
+ *   xfer_main.c  sandbox-agent-xfer, the archive helper binary (regular build)
+ *   fdio.c     write-all and friends, shared with the helper and sandboxctl
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H

@@ -391,25 +391,6 @@ int cg_cpu_usec(int dirfd, uint64_t *usec)
     return read_key(dirfd, "cpu.stat", "usage_usec", usec);
 }
 
-int cg_mem_current(int dirfd, uint64_t *bytes)
-{
-    cleanup_close int fd = open_file(dirfd, "memory.current", O_RDONLY);
-    if (fd < 0)
-        return -1;
-    char buf[64], *line;
-    struct lines l;
-    lines_init(&l, fd, buf, sizeof buf);
-    if (lines_next(&l, &line) <= 0)
-        return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(line, &end, 10);
-    if (errno || end == line)
-        return -1;
-    *bytes = v;
-    return 0;
-}
-
 /* --- the pending list --------------------------------------------------------- */
 
 static size_t pending_find(const struct cg_state *cg, uint64_t id)

@@ -110,10 +110,8 @@ void cg_release(struct cg_state *cg, uint64_t id, int dirfd);
 /* Retry pending removals (from a periodic timer). One rmdir attempt each. */
 void cg_sweep(struct cg_state *cg);
 /* Accounting: CPU time used by the cgroup's processes, living and dead
- * (cpu.stat usage_usec), and current memory (memory.current, only where the
- * memory controller is enabled). 0, or -1 when unavailable. */
+ * (cpu.stat usage_usec). 0, or -1 when unavailable. */
 int cg_cpu_usec(int dirfd, uint64_t *usec);
-int cg_mem_current(int dirfd, uint64_t *bytes);
 /* At agent exit: remove what can be removed; the state is disabled after.
  * Safe on an all-zero state and after a failed or disabled cg_init. */
 void cg_free(struct cg_state *cg);
