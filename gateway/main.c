@@ -218,8 +218,8 @@ static int parse_args(struct gw *gw, int argc, char **argv)
 }
 
 /* Each HTTP connection holds its socket and, while it works, an agent
- * connection: raise the descriptor limit to the hard one and keep
- * --max-connections within it. */
+ * connection (so does each route connection): raise the descriptor limit to
+ * the hard one and keep --max-connections within what the routes leave. */
 static void fit_fd_limit(struct gw *gw)
 {
     struct rlimit rl;
@@ -228,9 +228,11 @@ static void fit_fd_limit(struct gw *gw)
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
-    rlim_t need = (rlim_t)gw->max_conns * 2 + (rlim_t)gw->route_conns_max * 2 + FD_RESERVE;
+    rlim_t routes = (rlim_t)gw->route_conns_max * 2;      /* a client and an agent socket each */
+    rlim_t need = (rlim_t)gw->max_conns * 2 + routes + FD_RESERVE;
     if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
-        gw->max_conns = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)((rl.rlim_cur - FD_RESERVE) / 2) : 1;
+        gw->max_conns = rl.rlim_cur > 2 * FD_RESERVE + routes
+                            ? (unsigned)((rl.rlim_cur - FD_RESERVE - routes) / 2) : 1;
         gw_log("the descriptor limit (%llu) allows %u connections: --max-connections lowered",
                (unsigned long long)rl.rlim_cur, gw->max_conns);
     }

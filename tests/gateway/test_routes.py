@@ -231,6 +231,26 @@ class RoutesTest(gwlib.GatewayCase):
         st, g = self.gw.json("GET", self.gw.sess(sid))
         self.assertEqual(g["routes"], j["routes"])
 
+    def test_a_session_timeout_closes_its_listeners(self):
+        port = free_port()
+        sid, j = self.gw.create(ports=[port], timeout=1500)
+        url = self.route(j, port)
+        self.assertFalse(refused(url))
+        gwlib.wait_for(lambda: refused(url), 20, "the route's listener closed at the timeout")
+
+    def test_a_resumed_sandbox_serves_its_ports_on_its_new_session(self):
+        srv = Server(lambda s: s.sendall(b"resumed"))
+        self.addCleanup(srv.close)
+        sid, j = self.create([srv.port])
+        self.stop_session(sid)
+        st, r = self.gw.json("GET", f"/v2/sandboxes/{j['sandbox']['name']}?resume=true")
+        self.assertEqual(st, 200, r)
+        self.addCleanup(self.stop_if_running, r["session"]["id"])
+        self.assertEqual([x["port"] for x in r["routes"]], [srv.port])
+        self.assertEqual(r["routes"][0]["subdomain"], f"{r['session']['id']}-{srv.port}")
+        with socket.create_connection(hostport(self.route(r, srv.port)), timeout=30 * SCALE) as s:
+            self.assertEqual(s.recv(7), b"resumed")
+
     def test_deleting_the_sandbox_closes_its_listeners(self):
         port = free_port()
         sid, j = self.create([port])
