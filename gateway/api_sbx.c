@@ -256,6 +256,21 @@ enum MHD_Result api_create(struct route *r)
     return http_json(r->conn, 200, reply);
 }
 
+/* The sandbox named in the path with gw->lock held, or NULL (unlocked). */
+static struct sbx *sbx_lock(struct route *r)
+{
+    pthread_mutex_lock(&r->gw->lock);
+    struct sbx *b = sbx_find(r->gw, r->name);
+    if (!b)
+        pthread_mutex_unlock(&r->gw->lock);
+    return b;
+}
+
+static enum MHD_Result no_sandbox(struct route *r, const char *name)
+{
+    return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", name);
+}
+
 static struct sess *current(struct gw *gw, struct sbx *b)
 {
     for (size_t i = 0; i < gw->nsess; i++)
@@ -269,12 +284,9 @@ enum MHD_Result api_sandbox_get(struct route *r)
     struct gw *gw = r->gw;
     const char *resume = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "resume");
     bool want_resume = resume && strcmp(resume, "true") == 0;
-    pthread_mutex_lock(&gw->lock);
-    struct sbx *b = sbx_find(gw, r->name);
-    if (!b) {
-        pthread_mutex_unlock(&gw->lock);
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", r->name);
-    }
+    struct sbx *b = sbx_lock(r);
+    if (!b)
+        return no_sandbox(r, r->name);
     struct sess *s = current(gw, b);
     if (s && (sess_live(s) || !want_resume)) {
         json_t *reply = sandbox_reply(gw, b, s);
@@ -301,7 +313,7 @@ enum MHD_Result api_sandbox_get(struct route *r)
         pthread_mutex_unlock(&gw->lock);
         sess_stop(gw, s, "its sandbox was deleted");
         sess_put(gw, s);
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", name);
+        return no_sandbox(r, name);
     }
     struct sess *old = current(gw, b);
     snprintf(b->cur, sizeof b->cur, "%s", s->id);
@@ -412,7 +424,7 @@ enum MHD_Result api_sandbox_delete(struct route *r)
         s->refs++;
     pthread_mutex_unlock(&gw->lock);
     if (!b)
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", r->name);
+        return no_sandbox(r, r->name);
     if (s) {
         sess_stop(gw, s, "sandbox deleted");
         sess_put(gw, s);
@@ -429,7 +441,7 @@ enum MHD_Result api_sandbox_delete(struct route *r)
     }
     pthread_mutex_unlock(&gw->lock);
     if (!reply)
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", r->name);
+        return no_sandbox(r, r->name);
     return http_json(r->conn, 200, reply);
 }
 
@@ -514,12 +526,9 @@ enum MHD_Result api_sandbox_update(struct route *r)
                             "updating '%.64s' is not supported by sandbox-gateway", key);
     if (check_ports(ports, &je) < 0)
         return bad(r, &je);
-    pthread_mutex_lock(&gw->lock);
-    struct sbx *b = sbx_find(gw, r->name);
-    if (!b) {
-        pthread_mutex_unlock(&gw->lock);
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", r->name);
-    }
+    struct sbx *b = sbx_lock(r);
+    if (!b)
+        return no_sandbox(r, r->name);
     struct sess *s = current(gw, b);
     if (ports) {
         json_t *list = json_is_null(ports) ? json_array() : json_incref(ports);

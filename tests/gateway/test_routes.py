@@ -18,7 +18,7 @@ import urllib.parse
 import gwlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from test_tunnel import Server, ws_accept_key, ws_echo_handler, ws_frame, ws_read_frame  # noqa: E402
+from test_tunnel import Server, recv_all, ws_echo_exchange, ws_echo_handler  # noqa: E402
 
 SCALE = gwlib.SCALE
 
@@ -159,47 +159,17 @@ class RoutesTest(gwlib.GatewayCase):
         self.addCleanup(srv.close)
         sid, j = self.create([srv.port])
         with socket.create_connection(hostport(self.route(j, srv.port)), timeout=30 * SCALE) as s:
-            key = b"dGhlIHNhbXBsZSBub25jZQ=="
-            s.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                      b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key +
-                      b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
-            fr = s.makefile("rb")
-            headers = b""
-            while not headers.endswith(b"\r\n\r\n"):
-                line = fr.readline()
-                self.assertTrue(line, "the handshake ended early")
-                headers += line
-            self.assertTrue(headers.startswith(b"HTTP/1.1 101"), headers)
-            self.assertIn(b"Sec-WebSocket-Accept: " + ws_accept_key(key), headers)
-            for op, msg in ((1, b"hello websocket"), (2, os.urandom(300000)), (1, b"x" * 300)):
-                s.sendall(ws_frame(op, msg, mask=os.urandom(4)))
-                self.assertEqual(ws_read_frame(fr), (op, msg))
-            s.sendall(ws_frame(8, b"", mask=os.urandom(4)))
-            self.assertEqual(ws_read_frame(fr)[0], 8)
+            ws_echo_exchange(self, s)
         self.assertEqual(srv.errors, [])
 
     def test_half_close_reaches_the_guest_and_its_reply_comes_back(self):
-        def upper(s):
-            data = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
-            s.sendall(data.upper())
-        srv = Server(upper)
+        srv = Server(lambda s: s.sendall(recv_all(s).upper()))
         self.addCleanup(srv.close)
         sid, j = self.create([srv.port])
         with socket.create_connection(hostport(self.route(j, srv.port)), timeout=30 * SCALE) as s:
             s.sendall(b"abc" * 10000)
             s.shutdown(socket.SHUT_WR)
-            got = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                got += b
-        self.assertEqual(got, b"ABC" * 10000)
+            self.assertEqual(recv_all(s), b"ABC" * 10000)
 
     def test_a_guest_server_down_closes_that_connection_and_the_route_recovers(self):
         port = free_port()
