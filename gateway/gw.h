@@ -27,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "buf.h"
 #include "client.h"
@@ -115,6 +116,8 @@ struct gw {
     pthread_t reaper;
     struct MHD_Daemon *mhd;
     int route_wake;             /* eventfd: the route listeners changed */
+    struct sockaddr_storage route_addr;         /* --listen's host, resolved once */
+    socklen_t route_addrlen;
     pthread_t router;
     atomic_uint route_conns;    /* route connections being relayed */
 };

@@ -37,27 +37,36 @@
 
 /* --- listeners ------------------------------------------------------------- */
 
+/* The --listen host resolved once (no name lookup under gw->lock later). */
+static int route_resolve(struct gw *gw, struct sa_err *e)
+{
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *ai;
+    int r = getaddrinfo(gw->listen_host, "0", &hints, &ai);
+    if (r != 0)
+        return err_set(e, 0, "bad_listen", "routes on %s: %s", gw->listen_host, gai_strerror(r));
+    memcpy(&gw->route_addr, ai->ai_addr, ai->ai_addrlen);
+    gw->route_addrlen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    return 0;
+}
+
 /* A listener on the --listen host and lport (0: any); -1 with e. */
 static int route_listen(struct gw *gw, uint16_t lport, uint16_t *bound, struct sa_err *e)
 {
-    char port[8];
-    snprintf(port, sizeof port, "%u", lport);
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *ai;
-    int r = getaddrinfo(gw->listen_host, port, &hints, &ai);
-    if (r != 0)
-        return err_set(e, 0, "route_listen", "route listener on %s: %s", gw->listen_host,
-                       gai_strerror(r));
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1;
+    struct sockaddr_storage sa = gw->route_addr;
+    if (sa.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&sa)->sin6_port = htons(lport);
+    else
+        ((struct sockaddr_in *)&sa)->sin_port = htons(lport);
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, ROUTE_BACKLOG) < 0) {
-        err_sys(e, errno, "route listener on %s:%s", gw->listen_host, port);
+        bind(fd, (struct sockaddr *)&sa, gw->route_addrlen) < 0 || listen(fd, ROUTE_BACKLOG) < 0) {
+        err_sys(e, errno, "route listener on %s:%u", gw->listen_host, lport);
         if (fd >= 0)
             close(fd);
-        freeaddrinfo(ai);
         return -1;
     }
-    freeaddrinfo(ai);
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
@@ -325,6 +334,8 @@ static void *router_main(void *arg)
 
 int routes_start(struct gw *gw, struct sa_err *e)
 {
+    if (route_resolve(gw, e) < 0)
+        return -1;
     gw->route_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (gw->route_wake < 0)
         return err_sys(e, errno, "eventfd");
