@@ -218,9 +218,10 @@ static void *rconn_main(void *arg)
     }
     buf_free(&rest);
     close(c->fd);
-    sess_put(c->gw, c->s);
-    atomic_fetch_sub(&c->gw->route_conns, 1);
+    struct gw *gw = c->gw;
+    sess_put(gw, c->s);
     free(c);
+    atomic_fetch_sub(&gw->route_conns, 1);     /* last: routes_stop waits for it */
     return NULL;
 }
 
