@@ -52,6 +52,14 @@ def closed_without_data(url):
             return True
 
 
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def get(url, path, timeout=10):
     c = http.client.HTTPConnection(*hostport(url), timeout=timeout * SCALE)
     try:
@@ -170,6 +178,32 @@ class RoutesTest(gwlib.GatewayCase):
             s.sendall(b"abc" * 10000)
             s.shutdown(socket.SHUT_WR)
             self.assertEqual(recv_all(s), b"ABC" * 10000)
+
+    def test_a_client_that_stops_reading_holds_back_the_guest_not_gateway_memory(self):
+        sent = [0]
+
+        def flood(s):
+            block = b"x" * 65536
+            try:
+                while sent[0] < (512 << 20):
+                    s.sendall(block)
+                    sent[0] += len(block)
+            except OSError:
+                pass
+        srv = Server(flood)
+        self.addCleanup(srv.close)
+        sid, j = self.create([srv.port])
+        before = rss(self.gw.proc.pid)
+        with socket.create_connection(hostport(self.route(j, srv.port)), timeout=30 * SCALE) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            gwlib.wait_for(lambda: sent[0] > 0, 10, "the guest server sending")
+            time.sleep(2)       # the server fills every buffer on the way and stops
+            stalled = sent[0]
+            time.sleep(1)
+            self.assertLess(sent[0] - stalled, 8 << 20, "the guest server is held back")
+            self.assertLess(sent[0], 256 << 20)
+            self.assertLess(rss(self.gw.proc.pid) - before, 32 << 20,
+                            "the gateway buffers a bounded amount (two 64 KiB relay buffers)")
 
     def test_a_guest_server_down_closes_that_connection_and_the_route_recovers(self):
         port = free_port()
