@@ -251,6 +251,23 @@ int client_detach(struct client *c, struct buf *rest)
     return fd;
 }
 
+int client_queue_connect(struct client *c, const char *addr, unsigned port, const char *host,
+                         uint64_t *id, struct sa_err *e)
+{
+    struct wire_enc w;
+    /* Firecracker's hybrid vsock makes a host's EOF a full shutdown of the
+     * guest's end and never passes the guest's on: over fc:, an EOF from
+     * either side ends the tunnel (else a server's close would not reach us) */
+    bool fc = strncmp(addr, "fc:", 3) == 0;
+    *id = client_begin(c, &w, "connect", 1 + (host != NULL) + fc);
+    wire_kv_uint(&w, "port", port);
+    if (host)
+        wire_kv_str(&w, "host", host);
+    if (fc)
+        wire_kv_bool(&w, "half_close", false);
+    return client_end(c, &w, e);
+}
+
 /* --- sending -------------------------------------------------------------- */
 
 uint64_t client_begin(struct client *c, struct wire_enc *w, const char *type, uint32_t nfields)

@@ -72,6 +72,12 @@ void client_free(struct client *c);
  * already received past the last message handed out, the stream's start. */
 int client_detach(struct client *c, struct buf *rest);
 
+/* Queue a `connect` request (PROTOCOL.md) for the guest's host:port (host
+ * NULL: the agent's default) on c, connected to addr; *id gets its id. Send
+ * it with client_call, then client_detach on its ok. */
+int client_queue_connect(struct client *c, const char *addr, unsigned port, const char *host,
+                         uint64_t *id, struct sa_err *e);
+
 int client_fd(const struct client *c);
 const struct client_hello *client_hello(const struct client *c);
 bool client_has_cap(const struct client *c, const char *cap);

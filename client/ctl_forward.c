@@ -31,6 +31,7 @@
 
 #include "addr.h"
 #include "ctl.h"
+#include "relay.h"
 
 #define FWD_BUF (256u << 10)            /* bytes per direction per relay */
 #define FWD_MAX_CONNS 512               /* connections relayed at once */
@@ -70,115 +71,16 @@ static int fwd_open(const struct fwd_ctx *x, unsigned gport, struct buf *rest, i
         *rc = EXIT_USAGE;
         return err_set(e, 0, "unsupported", "not supported by this agent (no 'tunnel' capability)");
     }
-    struct wire_enc w;
     msgpack_object reply;
-    /* Firecracker's hybrid vsock makes a host's EOF a full shutdown of the
-     * guest's end and never passes the guest's on: over fc:, an EOF from
-     * either side ends the tunnel (else a server's close would not reach us) */
-    bool fc = strncmp(x->addr, "fc:", 3) == 0;
-    uint64_t id = client_begin(c, &w, "connect", 1 + (x->ghost != NULL) + fc);
-    wire_kv_uint(&w, "port", gport);
-    if (x->ghost)
-        wire_kv_str(&w, "host", x->ghost);
-    if (fc)
-        wire_kv_bool(&w, "half_close", false);
-    int r = client_end(c, &w, e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, e);
+    uint64_t id;
+    int r = client_queue_connect(c, x->addr, gport, x->ghost, &id, e) < 0
+                ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, e);
     if (r != 0) {
         *rc = r > 0 ? EXIT_FAILED : EXIT_CONN;
         client_free(c);
         return -1;
     }
     return client_detach(c, rest);
-}
-
-/* --- relaying --------------------------------------------------------------- */
-
-struct fwd_dir {
-    int rfd, wfd;
-    size_t off, len;                    /* unwritten bytes: buf[off..len) */
-    bool eof, shut;
-    uint8_t buf[FWD_BUF];
-};
-
-/* Pass a half-close on: shutdown for sockets; other files (stdout) close. */
-static void fwd_half_close(int fd)
-{
-    if (shutdown(fd, SHUT_WR) < 0 && errno == ENOTSOCK)
-        close(fd);
-}
-
-/* One step of d after poll: read when empty, write what is there. 0, or -1
- * when a side failed (a reset): the relay ends. */
-static int fwd_step(struct fwd_dir *d, short rev_in, short rev_out)
-{
-    if (rev_in && !d->eof && d->len == 0) {
-        ssize_t n = read(d->rfd, d->buf, sizeof d->buf);
-        if (n > 0) {
-            d->off = 0;
-            d->len = (size_t)n;
-        } else if (n == 0) {
-            d->eof = true;
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-            return -1;
-        }
-    }
-    if ((rev_out || rev_in) && d->off < d->len) {
-        ssize_t n = write(d->wfd, d->buf + d->off, d->len - d->off);
-        if (n > 0)
-            d->off += (size_t)n;
-        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            return -1;
-        if (d->off == d->len)
-            d->off = d->len = 0;
-    }
-    if (d->eof && d->len == 0 && !d->shut) {
-        fwd_half_close(d->wfd);
-        d->shut = true;
-    }
-    return 0;
-}
-
-/* Relay a (host side) and b (the tunnel) until both directions are shut or
- * one side fails. All four fds non-blocking. */
-static void fwd_relay(int a_rd, int a_wr, int b_rd, int b_wr)
-{
-    struct fwd_dir *d = xcalloc(2, sizeof *d);     /* off the thread's stack */
-    d[0].rfd = a_rd;
-    d[0].wfd = b_wr;
-    d[1].rfd = b_rd;
-    d[1].wfd = a_wr;
-    for (;;) {
-        struct pollfd p[4];
-        int slot[2][2] = {{-1, -1}, {-1, -1}}, n = 0;
-        for (int i = 0; i < 2; i++) {
-            if (d[i].shut)
-                continue;
-            if (!d[i].eof && d[i].len == 0) {
-                slot[i][0] = n;
-                p[n++] = (struct pollfd){.fd = d[i].rfd, .events = POLLIN};
-            }
-            if (d[i].len > 0) {
-                slot[i][1] = n;
-                p[n++] = (struct pollfd){.fd = d[i].wfd, .events = POLLOUT};
-            }
-        }
-        if (n == 0)
-            break;
-        if (poll(p, (nfds_t)n, -1) < 0) {
-            if (errno == EINTR)
-                continue;
-            break;
-        }
-        int bad = 0;
-        for (int i = 0; i < 2 && !bad; i++) {
-            short rin = slot[i][0] >= 0 ? p[slot[i][0]].revents : 0;
-            short rout = slot[i][1] >= 0 ? p[slot[i][1]].revents : 0;
-            bad = fwd_step(&d[i], rin, rout);
-        }
-        if (bad)
-            break;
-    }
-    free(d);
 }
 
 /* --- forward LOCAL:GUEST ------------------------------------------------------ */
@@ -201,7 +103,7 @@ static void *fwd_thread(void *arg)
         warnmsg("forward %s: %s", j->s->shown, e.msg);
     } else {
         if (buf_size(&rest) == 0 || write_full(j->fd, buf_ptr(&rest), buf_size(&rest)) == 0)
-            fwd_relay(j->fd, j->fd, afd, afd);
+            relay_run(j->fd, j->fd, afd, afd, &(struct relay_opts){ .bufsize = FWD_BUF });
         close(afd);
     }
     buf_free(&rest);
@@ -413,7 +315,7 @@ static int fwd_stdio(const struct fwd_ctx *x, int argc, char **argv)
          * us these files, so they are put back after */
         fcntl(0, F_SETFL, fl0 | O_NONBLOCK);
         fcntl(1, F_SETFL, fl1 | O_NONBLOCK);
-        fwd_relay(0, 1, afd, afd);
+        relay_run(0, 1, afd, afd, &(struct relay_opts){ .bufsize = FWD_BUF });
         fcntl(0, F_SETFL, fl0);
         fcntl(1, F_SETFL, fl1);
     }

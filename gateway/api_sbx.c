@@ -30,6 +30,27 @@ static enum MHD_Result bad(struct route *r, const struct jerr *je)
     return http_err(r->conn, 400, "bad_request", "%s", je->msg);
 }
 
+/* 'ports': absent, null, or an array of at most GW_ROUTES_MAX port numbers. */
+static int check_ports(json_t *ports, struct jerr *je)
+{
+    json_t *v;
+    size_t i;
+    if (!ports || json_is_null(ports))
+        return 0;
+    if (!json_is_array(ports) || json_array_size(ports) > GW_ROUTES_MAX) {
+        snprintf(je->msg, sizeof je->msg, "'ports' must be an array of at most %d ports",
+                 GW_ROUTES_MAX);
+        return -1;
+    }
+    json_array_foreach(ports, i, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535) {
+            snprintf(je->msg, sizeof je->msg, "'ports[%zu]' must be a port number", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The parameters of a create body the gateway keeps (checked). */
 static int create_params(json_t *body, json_t **out, struct jerr *je, const char **unsupported)
 {
@@ -54,20 +75,9 @@ static int create_params(json_t *body, json_t **out, struct jerr *je, const char
             return -1;
         }
     }
-    json_t *ports = json_object_get(body, "ports"), *v;
-    size_t i;
-    if (ports && !json_is_null(ports)) {
-        if (!json_is_array(ports) || json_array_size(ports) > 64) {
-            snprintf(je->msg, sizeof je->msg, "'ports' must be an array of at most 64 ports");
-            return -1;
-        }
-        json_array_foreach(ports, i, v) if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-                                            json_integer_value(v) > 65535)
-        {
-            snprintf(je->msg, sizeof je->msg, "'ports[%zu]' must be a port number", i);
-            return -1;
-        }
-    }
+    json_t *ports = json_object_get(body, "ports");
+    if (check_ports(ports, je) < 0)
+        return -1;
     json_t *src = json_object_get(body, "source"), *np = json_object_get(body, "networkPolicy"),
            *mounts = json_object_get(body, "mounts");
     if (src && !json_is_null(src))
@@ -152,8 +162,14 @@ static struct sess *session_boot(struct gw *gw, const char *name, json_t *params
         free(s);
         return NULL;
     }
-    if (session_hello(gw, s, e) < 0) {
-        sess_stop(gw, s, "its agent did not answer");
+    int hello = session_hello(gw, s, e);
+    if (hello == 0) {
+        pthread_mutex_lock(&gw->lock);
+        hello = routes_set(gw, s, json_object_get(params, "ports"), e);
+        pthread_mutex_unlock(&gw->lock);
+    }
+    if (hello < 0) {
+        sess_stop(gw, s, "its agent did not answer or its routes could not listen");
         pthread_mutex_lock(&gw->lock);
         sess_remove(gw, s);
         state_save(gw);
@@ -165,16 +181,11 @@ static struct sess *session_boot(struct gw *gw, const char *name, json_t *params
     return s;
 }
 
-static json_t *routes(void)
-{
-    return json_array();
-}
-
 /* {sandbox, session, routes}, under gw->lock. */
 static json_t *sandbox_reply(struct gw *gw, struct sbx *b, struct sess *s)
 {
     return json_pack("{s:o, s:o, s:o}", "sandbox", sbx_json(gw, b), "session", sess_json(gw, s),
-                     "routes", routes());
+                     "routes", routes_json(gw, s));
 }
 
 static enum MHD_Result boot_fail(struct route *r, const struct sa_err *e)
@@ -245,6 +256,21 @@ enum MHD_Result api_create(struct route *r)
     return http_json(r->conn, 200, reply);
 }
 
+/* The sandbox named in the path with gw->lock held, or NULL (unlocked). */
+static struct sbx *sbx_lock(struct route *r)
+{
+    pthread_mutex_lock(&r->gw->lock);
+    struct sbx *b = sbx_find(r->gw, r->name);
+    if (!b)
+        pthread_mutex_unlock(&r->gw->lock);
+    return b;
+}
+
+static enum MHD_Result no_sandbox(struct route *r, const char *name)
+{
+    return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", name);
+}
+
 static struct sess *current(struct gw *gw, struct sbx *b)
 {
     for (size_t i = 0; i < gw->nsess; i++)
@@ -258,12 +284,9 @@ enum MHD_Result api_sandbox_get(struct route *r)
     struct gw *gw = r->gw;
     const char *resume = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "resume");
     bool want_resume = resume && strcmp(resume, "true") == 0;
-    pthread_mutex_lock(&gw->lock);
-    struct sbx *b = sbx_find(gw, r->name);
-    if (!b) {
-        pthread_mutex_unlock(&gw->lock);
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", r->name);
-    }
+    struct sbx *b = sbx_lock(r);
+    if (!b)
+        return no_sandbox(r, r->name);
     struct sess *s = current(gw, b);
     if (s && (sess_live(s) || !want_resume)) {
         json_t *reply = sandbox_reply(gw, b, s);
@@ -290,7 +313,7 @@ enum MHD_Result api_sandbox_get(struct route *r)
         pthread_mutex_unlock(&gw->lock);
         sess_stop(gw, s, "its sandbox was deleted");
         sess_put(gw, s);
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", name);
+        return no_sandbox(r, name);
     }
     struct sess *old = current(gw, b);
     snprintf(b->cur, sizeof b->cur, "%s", s->id);
@@ -401,7 +424,7 @@ enum MHD_Result api_sandbox_delete(struct route *r)
         s->refs++;
     pthread_mutex_unlock(&gw->lock);
     if (!b)
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", r->name);
+        return no_sandbox(r, r->name);
     if (s) {
         sess_stop(gw, s, "sandbox deleted");
         sess_put(gw, s);
@@ -410,22 +433,24 @@ enum MHD_Result api_sandbox_delete(struct route *r)
     b = sbx_find(gw, r->name);
     json_t *reply = NULL;
     if (b) {
-        reply = json_pack("{s:o, s:o}", "sandbox", sbx_json(gw, b), "routes", routes());
+        struct sess *cur = current(gw, b);
+        reply = json_pack("{s:o, s:o}", "sandbox", sbx_json(gw, b), "routes",
+                          cur ? routes_json(gw, cur) : json_array());
         sbx_remove(gw, b);
         state_save(gw);
     }
     pthread_mutex_unlock(&gw->lock);
     if (!reply)
-        return http_err(r->conn, 404, "not_found", "no sandbox '%.128s'", r->name);
+        return no_sandbox(r, r->name);
     return http_json(r->conn, 200, reply);
 }
 
 enum MHD_Result api_session_get(struct route *r)
 {
     pthread_mutex_lock(&r->gw->lock);
-    json_t *j = sess_json(r->gw, r->sess);
+    json_t *j = sess_json(r->gw, r->sess), *routes = routes_json(r->gw, r->sess);
     pthread_mutex_unlock(&r->gw->lock);
-    return http_json(r->conn, 200, json_pack("{s:o, s:o}", "session", j, "routes", routes()));
+    return http_json(r->conn, 200, json_pack("{s:o, s:o}", "session", j, "routes", routes));
 }
 
 enum MHD_Result api_session_list(struct route *r)
@@ -483,6 +508,42 @@ enum MHD_Result api_extend(struct route *r)
     r->sess->updated_ms = gw_now_ms();
     state_save(gw);
     json_t *reply = json_pack("{s:o}", "session", sess_json(gw, r->sess));
+    pthread_mutex_unlock(&gw->lock);
+    return http_json(r->conn, 200, reply);
+}
+
+/* PATCH /v2/sandboxes/NAME: only 'ports' can change (its routes follow at
+ * once when the sandbox runs); any other field is not supported. */
+enum MHD_Result api_sandbox_update(struct route *r)
+{
+    struct gw *gw = r->gw;
+    struct jerr je;
+    const char *key;
+    json_t *v, *ports = r->body ? json_object_get(r->body, "ports") : NULL;
+    if (r->body)
+        json_object_foreach(r->body, key, v) if (strcmp(key, "ports") != 0 && !json_is_null(v))
+            return http_err(r->conn, 400, "not_supported",
+                            "updating '%.64s' is not supported by sandbox-gateway", key);
+    if (check_ports(ports, &je) < 0)
+        return bad(r, &je);
+    struct sbx *b = sbx_lock(r);
+    if (!b)
+        return no_sandbox(r, r->name);
+    struct sess *s = current(gw, b);
+    if (ports) {
+        json_t *list = json_is_null(ports) ? json_array() : json_incref(ports);
+        struct sa_err e;
+        if (s && sess_live(s) && routes_set(gw, s, list, &e) < 0) {
+            pthread_mutex_unlock(&gw->lock);
+            json_decref(list);
+            return http_err(r->conn, 503, "route_listen", "%s", e.msg);
+        }
+        json_object_set_new(b->params, "ports", list);
+        b->updated_ms = gw_now_ms();
+        state_save(gw);
+    }
+    json_t *reply = json_pack("{s:o, s:o}", "sandbox", sbx_json(gw, b), "routes",
+                              s ? routes_json(gw, s) : json_array());
     pthread_mutex_unlock(&gw->lock);
     return http_json(r->conn, 200, reply);
 }

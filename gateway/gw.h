@@ -10,10 +10,13 @@
  *   api_cmd.c  commands: run (attached/detached), get/wait, logs, kill
  *   api_fs.c   files: write (tar upload streamed), read (streamed), mkdir
  *   utf8.c     incremental UTF-8 cleaning of command output
+ *   routes.c   a session's ports served on local listeners, tunnelled to the guest
  *
  * Threads: libmicrohttpd runs one thread per HTTP connection; a request
  * blocks that thread on its own agent connection. The session table is
  * shared under one mutex (gw->lock); nothing blocks while holding it.
+ * Routes: one thread polls every route listener; each accepted connection
+ * gets its own thread and agent connection (routes.c).
  */
 #ifndef SA_GW_H
 #define SA_GW_H
@@ -24,6 +27,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "buf.h"
 #include "client.h"
@@ -41,6 +45,16 @@
 #define GW_SESSIONS_MAX 4096            /* sessions remembered (oldest stopped dropped) */
 #define GW_DEFAULT_TIMEOUT_MS 300000
 #define GW_MAX_TIMEOUT_MS (24LL * 3600 * 1000)
+#define GW_ROUTES_MAX 64                /* ports per sandbox */
+#define GW_ROUTE_BUF (64u << 10)        /* relay bytes per direction per route connection */
+#define GW_ROUTE_CONNS_DEFAULT 256      /* route connections relayed at once (--max-route-connections) */
+
+/* A port of a session served on a local listener (routes.c). */
+struct sroute {
+    uint16_t port;              /* in the guest */
+    uint16_t lport;             /* the gateway's listener; 0 none yet */
+    int fd;                     /* the listener, -1 when closed */
+};
 
 enum sess_status { SESS_RUNNING, SESS_STOPPING, SESS_STOPPED };
 
@@ -58,6 +72,8 @@ struct sess {
     bool provisioned;           /* stop runs the provisioner */
     int refs;                   /* under gw->lock; the table holds one */
     bool removed;
+    struct sroute routes[GW_ROUTES_MAX];        /* under gw->lock */
+    unsigned nroutes;
 };
 
 struct sbx {
@@ -86,6 +102,7 @@ struct gw {
     int prov_timeout_ms;
     int connect_timeout_ms;
     bool verbose;
+    unsigned route_conns_max;
 
     /* runtime */
     int state_fd;
@@ -98,6 +115,11 @@ struct gw {
     atomic_int active;          /* requests in progress (http.c) */
     pthread_t reaper;
     struct MHD_Daemon *mhd;
+    int route_wake;             /* eventfd: the route listeners changed */
+    struct sockaddr_storage route_addr;         /* --listen's host, resolved once */
+    socklen_t route_addrlen;
+    pthread_t router;
+    atomic_uint route_conns;    /* route connections being relayed */
 };
 
 /* --- logging (main.c) ----------------------------------------------------- */
@@ -166,6 +188,21 @@ void astream_free(struct agent_stream *a);
 int astream_recv(struct agent_stream *a, msgpack_object *msg, struct sa_err *e);
 int astream_call(struct agent_stream *a, uint64_t id, msgpack_object *reply, struct sa_err *e);
 
+/* --- routes.c ------------------------------------------------------------- */
+/* Re-open the listeners of the running sessions loaded from the state dir on
+ * their saved ports, and start the thread that accepts on every listener. */
+int routes_start(struct gw *gw, struct sa_err *e);
+/* After gw->stopping: stop accepting, wait for the relays to end, close. */
+void routes_stop(struct gw *gw);
+/* Serve exactly the ports of the JSON array ports (NULL: none) for s: kept
+ * ports keep their listener, new ones get one. Under gw->lock. -1 with e
+ * (nothing changed) when a listener cannot be opened. */
+int routes_set(struct gw *gw, struct sess *s, json_t *ports, struct sa_err *e);
+/* Close the listeners of s (it stops). Under gw->lock. */
+void routes_close(struct gw *gw, struct sess *s);
+/* [{url, subdomain, port}] of s. Under gw->lock. */
+json_t *routes_json(struct gw *gw, const struct sess *s);
+
 /* --- utf8.c ---------------------------------------------------------------- */
 struct u8tail {
     uint8_t b[4];
@@ -216,6 +253,7 @@ enum MHD_Result api_create(struct route *r);
 enum MHD_Result api_sandbox_get(struct route *r);
 enum MHD_Result api_sandbox_list(struct route *r);
 enum MHD_Result api_sandbox_delete(struct route *r);
+enum MHD_Result api_sandbox_update(struct route *r);
 enum MHD_Result api_session_get(struct route *r);
 enum MHD_Result api_session_list(struct route *r);
 enum MHD_Result api_stop(struct route *r);

@@ -326,7 +326,7 @@ static enum MHD_Result route(struct route *r, const char *url)
     if (is(r->method, "DELETE"))
         return api_sandbox_delete(r);
     if (is(r->method, "PATCH"))
-        return not_supported(r->conn, "updating a sandbox");
+        return api_sandbox_update(r);
     return method_not_allowed(r->conn, r->method);
 }
 

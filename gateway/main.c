@@ -55,6 +55,9 @@ static const char USAGE[] =
     "    --max-body BYTES       JSON request bodies (default 1048576; fs/write\n"
     "                           bodies are streamed, never bounded or buffered)\n"
     "    --idle-timeout S       close HTTP connections idle this long (default 600)\n"
+    "    --max-route-connections N  connections to the sandboxes' routes relayed at\n"
+    "                           once, each with its own agent connection and two\n"
+    "                           64 KiB buffers (default 256; more wait)\n"
     "    -v, --verbose          log every request\n"
     "    -h, --help             this text\n"
     "\n"
@@ -124,7 +127,7 @@ static int usage_error(const char *fmt, ...)
 }
 
 enum { O_TOKEN = 256, O_STATE, O_PROV, O_POOL, O_POOLTOK, O_PROVTO, O_CONNTO, O_MAXCONN,
-       O_MAXBODY, O_IDLE };
+       O_MAXBODY, O_IDLE, O_ROUTECONN };
 
 static const struct option OPTS[] = {
     { "listen", required_argument, NULL, 'l' },
@@ -138,6 +141,7 @@ static const struct option OPTS[] = {
     { "max-connections", required_argument, NULL, O_MAXCONN },
     { "max-body", required_argument, NULL, O_MAXBODY },
     { "idle-timeout", required_argument, NULL, O_IDLE },
+    { "max-route-connections", required_argument, NULL, O_ROUTECONN },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -189,6 +193,11 @@ static int parse_args(struct gw *gw, int argc, char **argv)
                 return usage_error("--idle-timeout '%s': seconds", optarg);
             gw->idle_timeout_s = (unsigned)((ms + 999) / 1000);
             break;
+        case O_ROUTECONN:
+            gw->route_conns_max = (unsigned)strtoul(optarg, &end, 10);
+            if (*end || gw->route_conns_max < 1 || gw->route_conns_max > 65536)
+                return usage_error("--max-route-connections '%s': 1..65536", optarg);
+            break;
         case 'v': gw->verbose = true; break;
         case 'h': fputs(USAGE, stdout); exit(0);
         default: return usage_error("%s", "bad option");
@@ -209,8 +218,8 @@ static int parse_args(struct gw *gw, int argc, char **argv)
 }
 
 /* Each HTTP connection holds its socket and, while it works, an agent
- * connection: raise the descriptor limit to the hard one and keep
- * --max-connections within it. */
+ * connection (so does each route connection): raise the descriptor limit to
+ * the hard one and keep --max-connections within what the routes leave. */
 static void fit_fd_limit(struct gw *gw)
 {
     struct rlimit rl;
@@ -219,9 +228,11 @@ static void fit_fd_limit(struct gw *gw)
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     getrlimit(RLIMIT_NOFILE, &rl);
-    rlim_t need = (rlim_t)gw->max_conns * 2 + FD_RESERVE;
+    rlim_t routes = (rlim_t)gw->route_conns_max * 2;      /* a client and an agent socket each */
+    rlim_t need = (rlim_t)gw->max_conns * 2 + routes + FD_RESERVE;
     if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
-        gw->max_conns = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)((rl.rlim_cur - FD_RESERVE) / 2) : 1;
+        gw->max_conns = rl.rlim_cur > 2 * FD_RESERVE + routes
+                            ? (unsigned)((rl.rlim_cur - FD_RESERVE - routes) / 2) : 1;
         gw_log("the descriptor limit (%llu) allows %u connections: --max-connections lowered",
                (unsigned long long)rl.rlim_cur, gw->max_conns);
     }
@@ -232,7 +243,8 @@ int main(int argc, char **argv)
     static struct gw gw = {
         .listen_host = "127.0.0.1", .listen_port = 8080, .max_conns = 1024,
         .idle_timeout_s = 600, .body_max = GW_BODY_MAX_DEFAULT, .prov_timeout_ms = 60000,
-        .connect_timeout_ms = 10000, .state_fd = -1,
+        .connect_timeout_ms = 10000, .state_fd = -1, .route_conns_max = GW_ROUTE_CONNS_DEFAULT,
+        .route_wake = -1,
     };
     int rc = parse_args(&gw, argc, argv);
     if (rc != 0)
@@ -247,7 +259,8 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     struct sa_err e;
-    if (state_open(&gw, &e) < 0 || reaper_start(&gw, &e) < 0 || http_start(&gw, &e) < 0) {
+    if (state_open(&gw, &e) < 0 || reaper_start(&gw, &e) < 0 || routes_start(&gw, &e) < 0 ||
+        http_start(&gw, &e) < 0) {
         gw_log("%s", e.msg);
         return 1;
     }
@@ -259,6 +272,7 @@ int main(int argc, char **argv)
     gw_log("signal %d: shutting down", sig);
     http_stop(&gw);
     pthread_join(gw.reaper, NULL);
+    routes_stop(&gw);
     pthread_mutex_lock(&gw.lock);
     state_save(&gw);
     while (gw.nsess > 0)

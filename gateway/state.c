@@ -222,9 +222,39 @@ json_t *sbx_json(struct gw *gw, const struct sbx *b)
 
 /* --- persistence ----------------------------------------------------------- */
 
+/* [[port, lport], ...]: the next gateway binds lport again. */
+static json_t *routes_state(const struct sess *s)
+{
+    json_t *a = json_array();
+    for (unsigned i = 0; i < s->nroutes; i++)
+        json_array_append_new(a, json_pack("[i, i]", (int)s->routes[i].port,
+                                           (int)s->routes[i].lport));
+    return a;
+}
+
+static int load_routes(struct sess *s, json_t *a)
+{
+    size_t i;
+    json_t *v;
+    if (!a)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > GW_ROUTES_MAX)
+        return -1;
+    json_array_foreach(a, i, v) {
+        int port, lport;
+        if (json_unpack(v, "[i, i]", &port, &lport) < 0 || port < 1 || port > 65535 ||
+            lport < 0 || lport > 65535)
+            return -1;
+        s->routes[i] = (struct sroute){ .port = (uint16_t)port, .lport = (uint16_t)lport,
+                                        .fd = -1 };
+    }
+    s->nroutes = (unsigned)json_array_size(a);
+    return 0;
+}
+
 static json_t *sess_state(const struct sess *s)
 {
-    return json_pack("{s:s, s:s, s:s, s:s%, s:s, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s%, s:s, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
                      "s:i, s:b}",
                      "id", s->id, "sandbox", s->sandbox, "addr", s->addr, "token", s->token,
                      s->token_len, "cwd", s->cwd, "env", s->env, "vcpus", (json_int_t)s->vcpus,
@@ -234,6 +264,8 @@ static json_t *sess_state(const struct sess *s)
                      "stoppedAt", (json_int_t)s->stopped_ms, "updatedAt",
                      (json_int_t)s->updated_ms, "status", atomic_load(&s->status),
                      "provisioned", s->provisioned);
+    json_object_set_new(j, "routes", routes_state(s));
+    return j;
 }
 
 static int write_all(int fd, const char *p, size_t n)
@@ -302,6 +334,10 @@ static int load_sess(struct gw *gw, json_t *j)
         status < SESS_RUNNING || status > SESS_STOPPED)
         return -1;
     struct sess *s = xcalloc(1, sizeof *s);
+    if (load_routes(s, json_object_get(j, "routes")) < 0) {
+        free(s);
+        return -1;
+    }
     strcpy(s->id, id);
     strcpy(s->sandbox, sandbox);
     strcpy(s->addr, addr);
@@ -433,6 +469,7 @@ void sess_stop(struct gw *gw, struct sess *s, const char *why)
     bool mine = atomic_compare_exchange_strong(&s->status, &st, SESS_STOPPING);
     if (mine) {
         s->stop_req_ms = s->updated_ms = gw_now_ms();
+        routes_close(gw, s);
         state_save(gw);
     }
     pthread_mutex_unlock(&gw->lock);

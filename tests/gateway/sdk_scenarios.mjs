@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
@@ -206,7 +207,47 @@ const scenarios = {
     assert.ok(listed.sandboxes.some((s) => s.name === sbx.name));
     await sbx.delete();
   },
+
+  // docs/gateway.md "Routes": the url comes from sandbox.routes (domain() is Vercel's)
+  async routes() {
+    const [port, port2] = [await freePort(), await freePort()];
+    const sbx = await create({ ports: [port] });
+    try {
+      assert.deepEqual(sbx.routes.map((r) => r.port), [port]);
+      assert.match(sbx.routes[0].url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      await run(sbx, "sh", ["-c", `echo routed > index.html && exec python3 -m http.server ${port} --bind 127.0.0.1`],
+                { detached: true });
+      assert.equal(await getWhenUp(sbx.routes[0].url), "routed\n");
+      await sbx.update({ ports: [port, port2] });
+      assert.deepEqual(sbx.routes.map((r) => r.port).sort(), [port, port2].sort());
+      const again = await Sandbox.get({ ...creds, name: sbx.name });
+      assert.deepEqual(again.routes, sbx.routes);
+    } finally { await sbx.stop(); }
+  },
 };
+
+function freePort() {
+  return new Promise((res, rej) => {
+    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    }).on("error", rej);
+  });
+}
+
+async function getWhenUp(url) {
+  for (let i = 0; ; i++) {
+    try {
+      const r = await undiciFetch(url + "/index.html");
+      if (r.status === 200 || i > 200)
+        return await r.text();
+    } catch (err) {   // the server is not up yet: the route closes the connection
+      if (i > 200)
+        throw err;
+    }
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
 
 const name = process.argv[2];
 if (!scenarios[name]) {

@@ -137,7 +137,7 @@ class HttpTest(gwlib.GatewayCase):
             ("GET", "/v2/sandboxes/snapshots", None),
             ("GET", "/v2/sandboxes/drives", None),
             ("POST", "/v2/sandboxes/x/fork", {}),
-            ("PATCH", "/v2/sandboxes/" + self.created["sandbox"]["name"], {}),
+            ("PATCH", "/v2/sandboxes/" + self.created["sandbox"]["name"], {"timeout": 1000}),
             ("POST", "/v3/sandboxes", {"source": {"type": "snapshot", "snapshotId": "s"}}),
             ("POST", "/v3/sandboxes", {"networkPolicy": {"mode": "deny-all"}}),
         ]:

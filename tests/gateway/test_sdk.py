@@ -5,7 +5,7 @@ as default user):
 each test runs one scenario of sdk_scenarios.mjs, which asserts on what the
 SDK returns (create with env, attached and detached commands, logs, wait,
 replay, kill, timeouts, sudo, cwd, concurrency, 3 MB and unicode output,
-writeFiles/readFile/downloadFile/mkDir, sandbox.fs, stop and resume)."""
+writeFiles/readFile/downloadFile/mkDir, sandbox.fs, stop and resume, routes)."""
 
 import json
 import os
@@ -78,6 +78,9 @@ class SdkTest(unittest.TestCase):
 
     def test_write_read_download_mkdir(self):
         self.scenario("files")
+
+    def test_routes_from_create_and_update(self):
+        self.scenario("routes")
 
     def test_fs_helpers(self):
         self.scenario("fs_helpers")

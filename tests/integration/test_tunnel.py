@@ -181,6 +181,30 @@ def ws_echo_handler(s):
         s.sendall(ws_frame(op, data))
 
 
+def ws_echo_exchange(test, s):
+    """The client side against ws_echo_handler over socket s: the Upgrade
+    handshake, text and binary frames (one of 200 kB) echoed, a close."""
+    key = base64.b64encode(os.urandom(16))
+    s.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key +
+              b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    fr = s.makefile("rb")
+    status = fr.readline()
+    test.assertIn(b" 101 ", status)
+    headers = b""
+    while True:
+        line = fr.readline()
+        if line in (b"\r\n", b""):
+            break
+        headers += line
+    test.assertIn(b"Sec-WebSocket-Accept: " + ws_accept_key(key), headers)
+    for op, msg in ((1, b"hello websocket"), (2, os.urandom(200000)), (1, b"x" * 300)):
+        s.sendall(ws_frame(op, msg, mask=os.urandom(4)))
+        test.assertEqual(ws_read_frame(fr), (op, msg))
+    s.sendall(ws_frame(8, b"", mask=os.urandom(4)))
+    test.assertEqual(ws_read_frame(fr)[0], 8)
+
+
 # --------------------------------------------------------------------------
 # the client side
 
@@ -750,25 +774,7 @@ class CtlForward(TunnelCase):
         srv = self.server(ws_echo_handler)
         f = self.forward("0:%d" % srv.port)
         with f.connect() as s:
-            key = base64.b64encode(os.urandom(16))
-            s.sendall(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                      b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key +
-                      b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
-            fr = s.makefile("rb")
-            status = fr.readline()
-            self.assertIn(b" 101 ", status)
-            headers = b""
-            while True:
-                line = fr.readline()
-                if line in (b"\r\n", b""):
-                    break
-                headers += line
-            self.assertIn(b"Sec-WebSocket-Accept: " + ws_accept_key(key), headers)
-            for op, msg in ((1, b"hello websocket"), (2, os.urandom(200000)), (1, b"x" * 300)):
-                s.sendall(ws_frame(op, msg, mask=os.urandom(4)))
-                self.assertEqual(ws_read_frame(fr), (op, msg))
-            s.sendall(ws_frame(8, b"", mask=os.urandom(4)))
-            self.assertEqual(ws_read_frame(fr)[0], 8)
+            ws_echo_exchange(self, s)
         self.assertEqual(srv.errors, [])
 
     def test_half_close_through_forward_both_directions(self):
