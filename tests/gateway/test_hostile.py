@@ -28,6 +28,7 @@ class FakeAgent:
                       "stdin_window": 1 << 20, "generation": 0, "auth_required": False}
         self.hello.update(hello_extra or {})
         self.conns = []
+        self.exec_oks = 0               # exec requests answered ok
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
         self.sock.listen(64)
@@ -86,6 +87,7 @@ class FakeAgent:
             c.close()                   # the exec went out; no answer ever comes
         elif t == "exec":
             self.send(c, {"type": "ok", "id": i, "cmd": 7, "pid": 1, "started_ms": 1, "cwd": "/fake"})
+            self.exec_oks += 1
             out = {"type": "output", "id": i, "cmd": 7, "stream": "stdout", "offset": 0, "pos": 0,
                    "data": b"hi\n"}
             if b == "backwards":
@@ -227,7 +229,9 @@ class HostileAgentTest(unittest.TestCase):
             t = threading.Thread(target=lambda: got.update(r=gw.http(
                 "POST", gw.sess(sid) + "/cmd", {"command": "sleep", "wait": True})))
             t.start()
-            gwlib.wait_for(lambda: len(dying.conns) >= 2, 10, "the stream's agent connection")
+            # the exec answered: the stream has begun (a stop before the ok is
+            # an exec whose fate is unknown, a 424, not a cut stream)
+            gwlib.wait_for(lambda: dying.exec_oks >= 1, 10, "the stream's exec answered")
             gw.json("POST", gw.sess(sid) + "/stop")
             t.join(30)
             last = json.loads(got["r"][2].splitlines()[-1])
