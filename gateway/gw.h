@@ -10,6 +10,7 @@
  *   api_cmd.c  commands: run (attached/detached), get/wait, logs, kill
  *   api_fs.c   files: write (tar upload streamed), read (streamed), mkdir
  *   utf8.c     incremental UTF-8 cleaning of command output
+ *   ndjson.c   the output lines of the NDJSON streams, encoded by json-c
  *
  * Threads: libmicrohttpd runs one thread per HTTP connection; a request
  * blocks that thread on its own agent connection. The session table is
@@ -174,6 +175,13 @@ struct u8tail {
 /* Append the valid UTF-8 of (tail + p[0..n)) to out, invalid bytes as U+FFFD;
  * an incomplete character at the end stays in tail unless final. */
 void utf8_clean(struct u8tail *t, const uint8_t *p, size_t n, bool final, struct buf *out);
+/* The same text as utf8_clean, *len bytes: p itself when nothing is held in
+ * t and p is valid UTF-8 (but for an incomplete last character, then held in
+ * t unless final), else scratch (reset first; an ill-formed byte grows to 3,
+ * so at most 3 x (n + 3) bytes, kept allocated up to UTF8_SCRATCH_KEEP). */
+#define UTF8_SCRATCH_KEEP (4u * GW_LINE_RAW)
+const uint8_t *utf8_view(struct u8tail *t, const uint8_t *p, size_t n, bool final,
+                         struct buf *scratch, size_t *len);
 
 /* --- http.c ---------------------------------------------------------------- */
 struct req;     /* one HTTP request */

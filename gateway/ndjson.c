@@ -1,0 +1,82 @@
+/* ndjson.c — the output lines of the NDJSON streams,
+ * {"stream":"stdout"|"stderr","data":TEXT}, encoded by json-c.
+ *
+ * Why json-c and not jansson (which builds every other document): these
+ * lines carry all command output, and jansson's string encoder decodes its
+ * input one code point at a time (~185 MiB/s on 16 KiB ASCII strings on the
+ * 2-core development machine) while json-c's copies runs of bytes that need
+ * no escape (~2 GiB/s on the same strings). docs/gateway.md has the figures.
+ *
+ * What json-c writes, checked by tests/gateway/test_ndjson.c against
+ * jansson's decoder: `"` and `\` escaped; \b \f \n \r \t short; other bytes
+ * below 0x20 as \u00xx; `/` raw (JSON_C_TO_STRING_NOSLASHESCAPE); DEL,
+ * bytes >= 0x80 and U+2028/U+2029 raw (all legal in a JSON string, which
+ * JSON.parse reads as they are). The text must already be valid UTF-8
+ * (utf8.c), since json-c passes bytes >= 0x80 through unchecked.
+ *
+ * This file includes json-c's headers and never jansson's: the two libraries
+ * both export json_object_get and json_object_iter_next. Both version their
+ * symbols, so each library's own calls stay inside it, but the gateway's
+ * references bind to the first library on the link line: jansson comes
+ * first (CMakeLists.txt), and nothing here calls those two names.
+ *
+ * Memory: one encoder per stream; its buffers grow to the longest line
+ * encoded (at most 3 x GW_LINE_RAW bytes of text after utf8.c, at most
+ * 6 x GW_LINE_RAW escaped) and are reused for every line.
+ */
+#include <json-c/json_object.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ndjson.h"
+
+struct ndjson {
+    struct json_object *line;           /* {"stream": name, "data": text} */
+    struct json_object *name, *text;    /* owned by line */
+};
+
+/* Allocation failures abort, like xmalloc (protocol/err.h). */
+static void nd_oom(void)
+{
+    fputs("sandbox-gateway: out of memory\n", stderr);
+    abort();
+}
+
+struct ndjson *ndjson_new(void)
+{
+    struct ndjson *e = calloc(1, sizeof *e);
+    if (!e)
+        nd_oom();
+    e->line = json_object_new_object();
+    e->name = json_object_new_string("stdout");
+    e->text = json_object_new_string("");
+    if (!e->line || !e->name || !e->text ||
+        json_object_object_add(e->line, "stream", e->name) < 0 ||
+        json_object_object_add(e->line, "data", e->text) < 0)
+        nd_oom();
+    return e;
+}
+
+void ndjson_free(struct ndjson *e)
+{
+    if (!e)
+        return;
+    json_object_put(e->line);
+    free(e);
+}
+
+const char *ndjson_line(struct ndjson *e, const char *stream, const char *text, size_t n,
+                        size_t *len)
+{
+    size_t out = 0;
+    if (n > INT_MAX / 2 || !json_object_set_string(e->name, stream) ||
+        !json_object_set_string_len(e->text, text, (int)n))
+        nd_oom();
+    const char *s = json_object_to_json_string_length(
+        e->line, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &out);
+    if (!s)
+        nd_oom();
+    *len = out;
+    return s;
+}
