@@ -5,18 +5,18 @@
  * from nd_read() in the connection's own thread, which blocks on its agent
  * connection. Each agent output chunk is cut into lines of at most
  * GW_LINE_RAW raw bytes, cleaned to UTF-8 per stream (utf8.c, without a copy
- * when it is valid) and encoded by json-c (ndjson.c: jansson's string
- * encoder is too slow for all of a command's output; UTF-8 passes raw, only
- * what JSON requires is escaped), so a line is never more than
- * ~6 x GW_LINE_RAW bytes; the agent message it comes from stays in the
- * client's buffer until consumed. A line is handed to libmicrohttpd straight
- * from json-c's buffer. Every other line (the command, errors) is jansson's.
+ * when it is valid) and encoded in ASCII (ndjson.c: by json-c when the text
+ * is ASCII, since jansson's string encoder is too slow for all of a
+ * command's output; else by jansson with \uXXXX escapes), so a line is never
+ * more than ~6 x GW_LINE_RAW bytes; the agent message it comes from stays in
+ * the client's buffer until consumed. A line is handed to libmicrohttpd
+ * straight from its encoder's buffer. The other lines (the command, errors)
+ * are jansson's.
  * Everything from the agent is checked: ids, stream names, types, offsets.
  */
 #include <string.h>
 
 #include "gw.h"
-#include "ndjson.h"
 
 #define ARGV_MAX 4096           /* arguments in a command line */
 #define STR_MAX (256u * 1024)   /* one argument, a cwd from the agent */
@@ -147,11 +147,12 @@ static void put_line(struct nd *d, json_t *j)
 static void put_text(struct nd *d, int stream, const uint8_t *p, size_t n, bool final)
 {
     size_t len, linen;
-    const uint8_t *text = utf8_view(&d->tail[stream], p, n, final, &d->scratch, &len);
+    bool ascii;
+    const uint8_t *text = utf8_view(&d->tail[stream], p, n, final, &d->scratch, &len, &ascii);
     if (len == 0)
         return;
     unpend(d);
-    const char *line = ndjson_line(d->enc, STREAM_NAMES[stream], (const char *)text, len, &linen);
+    const char *line = ndjson_line(d->enc, STREAM_NAMES[stream], text, len, ascii, &linen);
     if (buf_size(&d->out) == 0) {       /* the usual case: no copy */
         d->line = line;
         d->linen = linen;

@@ -10,7 +10,8 @@
  *   api_cmd.c  commands: run (attached/detached), get/wait, logs, kill
  *   api_fs.c   files: write (tar upload streamed), read (streamed), mkdir
  *   utf8.c     incremental UTF-8 cleaning of command output
- *   ndjson.c   the output lines of the NDJSON streams, encoded by json-c
+ *   ndjson.c   the output lines of the NDJSON streams, in ASCII
+ *   jsonc.c    ... of ASCII text, encoded by json-c (its own header: jsonc.h)
  *
  * Threads: libmicrohttpd runs one thread per HTTP connection; a request
  * blocks that thread on its own agent connection. The session table is
@@ -178,10 +179,22 @@ void utf8_clean(struct u8tail *t, const uint8_t *p, size_t n, bool final, struct
 /* The same text as utf8_clean, *len bytes: p itself when nothing is held in
  * t and p is valid UTF-8 (but for an incomplete last character, then held in
  * t unless final), else scratch (reset first; an ill-formed byte grows to 3,
- * so at most 3 x (n + 3) bytes, kept allocated up to UTF8_SCRATCH_KEEP). */
+ * so at most 3 x (n + 3) bytes, kept allocated up to UTF8_SCRATCH_KEEP).
+ * *ascii: the text is all ASCII. */
 #define UTF8_SCRATCH_KEEP (4u * GW_LINE_RAW)
 const uint8_t *utf8_view(struct u8tail *t, const uint8_t *p, size_t n, bool final,
-                         struct buf *scratch, size_t *len);
+                         struct buf *scratch, size_t *len, bool *ascii);
+
+/* --- ndjson.c -------------------------------------------------------------- */
+struct ndjson;  /* one stream's output-line encoder; its buffers are reused */
+#define NDJSON_KEEP (8u * GW_LINE_RAW)  /* jansson's line buffer kept up to this */
+struct ndjson *ndjson_new(void);
+void ndjson_free(struct ndjson *e);
+/* {"stream":stream,"data":text} as compact ASCII JSON without its newline;
+ * text is n bytes of valid UTF-8 (may hold NUL), ascii when it is all ASCII
+ * (utf8_view says). The result belongs to e, valid until the next call. */
+const char *ndjson_line(struct ndjson *e, const char *stream, const uint8_t *text, size_t n,
+                        bool ascii, size_t *len);
 
 /* --- http.c ---------------------------------------------------------------- */
 struct req;     /* one HTTP request */

@@ -1,60 +1,29 @@
 /* ndjson.c — the output lines of the NDJSON streams,
- * {"stream":"stdout"|"stderr","data":TEXT}, encoded by json-c.
+ * {"stream":"stdout"|"stderr","data":TEXT}, in ASCII.
  *
- * Why json-c and not jansson (which builds every other document): these
- * lines carry all command output, and jansson's string encoder decodes its
- * input one code point at a time (~185 MiB/s on 16 KiB ASCII strings on the
- * 2-core development machine) while json-c's copies runs of bytes that need
- * no escape (~2 GiB/s on the same strings). docs/gateway.md has the figures.
+ * ASCII only: the SDK's NDJSON parser (the `jsonlines` package) decodes each
+ * network chunk to a string on its own, so a raw UTF-8 character split
+ * between two chunks would reach the user as U+FFFD. Non-ASCII is escaped
+ * \uXXXX (a surrogate pair above U+FFFF).
  *
- * What json-c writes, checked by tests/gateway/test_ndjson.c against
- * jansson's decoder: `"` and `\` escaped; \b \f \n \r \t short; other bytes
- * below 0x20 as \u00xx; `/` raw (JSON_C_TO_STRING_NOSLASHESCAPE); DEL,
- * bytes >= 0x80 and U+2028/U+2029 raw (all legal in a JSON string, which
- * JSON.parse reads as they are). The text must already be valid UTF-8
- * (utf8.c), since json-c passes bytes >= 0x80 through unchecked.
- *
- * This file includes json-c's headers and never jansson's: the two libraries
- * both export json_object_get and json_object_iter_next. Both version their
- * symbols, so each library's own calls stay inside it, but the gateway's
- * references bind to the first library on the link line: jansson comes
- * first (CMakeLists.txt), and nothing here calls those two names.
- *
- * Memory: one encoder per stream; its buffers grow to the longest line
- * encoded (at most 3 x GW_LINE_RAW bytes of text after utf8.c, at most
- * 6 x GW_LINE_RAW escaped) and are reused for every line.
+ * Text that is ASCII already (most command output) is encoded by json-c
+ * (jsonc.c), ten times faster than jansson's string encoder; text with any
+ * non-ASCII character by jansson with JSON_ENSURE_ASCII, which json-c lacks.
+ * utf8_view says which, from the pass that checks the UTF-8 anyway.
  */
-#include <json-c/json_object.h>
-#include <limits.h>
-#include <stdio.h>
-#include <stdlib.h>
-
-#include "ndjson.h"
+#include "gw.h"
+#include "jsonc.h"
 
 struct ndjson {
-    struct json_object *line;           /* {"stream": name, "data": text} */
-    struct json_object *name, *text;    /* owned by line */
+    struct jsonc_line *c;
+    struct buf j;               /* jansson's line */
 };
-
-/* Allocation failures abort, like xmalloc (protocol/err.h). */
-static void nd_oom(void)
-{
-    fputs("sandbox-gateway: out of memory\n", stderr);
-    abort();
-}
 
 struct ndjson *ndjson_new(void)
 {
-    struct ndjson *e = calloc(1, sizeof *e);
-    if (!e)
-        nd_oom();
-    e->line = json_object_new_object();
-    e->name = json_object_new_string("stdout");
-    e->text = json_object_new_string("");
-    if (!e->line || !e->name || !e->text ||
-        json_object_object_add(e->line, "stream", e->name) < 0 ||
-        json_object_object_add(e->line, "data", e->text) < 0)
-        nd_oom();
+    struct ndjson *e = xcalloc(1, sizeof *e);
+    e->c = jsonc_line_new();
+    buf_init(&e->j);
     return e;
 }
 
@@ -62,21 +31,27 @@ void ndjson_free(struct ndjson *e)
 {
     if (!e)
         return;
-    json_object_put(e->line);
+    jsonc_line_free(e->c);
+    buf_free(&e->j);
     free(e);
 }
 
-const char *ndjson_line(struct ndjson *e, const char *stream, const char *text, size_t n,
-                        size_t *len)
+static int append_cb(const char *p, size_t n, void *data)
 {
-    size_t out = 0;
-    if (n > INT_MAX / 2 || !json_object_set_string(e->name, stream) ||
-        !json_object_set_string_len(e->text, text, (int)n))
-        nd_oom();
-    const char *s = json_object_to_json_string_length(
-        e->line, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &out);
-    if (!s)
-        nd_oom();
-    *len = out;
-    return s;
+    buf_append(data, p, n);
+    return 0;
+}
+
+const char *ndjson_line(struct ndjson *e, const char *stream, const uint8_t *text, size_t n,
+                        bool ascii, size_t *len)
+{
+    if (ascii)
+        return jsonc_line(e->c, stream, (const char *)text, n, len);
+    buf_reset(&e->j, NDJSON_KEEP);
+    json_t *j = json_pack("{s:s, s:o}", "stream", stream, "data",
+                          json_stringn_nocheck((const char *)text, n));
+    json_dump_callback(j, append_cb, &e->j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(j);
+    *len = buf_size(&e->j);
+    return (const char *)buf_ptr(&e->j);
 }

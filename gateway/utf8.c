@@ -125,10 +125,11 @@ void utf8_clean(struct u8tail *t, const uint8_t *p, size_t n, bool final, struct
 }
 
 const uint8_t *utf8_view(struct u8tail *t, const uint8_t *p, size_t n, bool final,
-                         struct buf *scratch, size_t *len)
+                         struct buf *scratch, size_t *len, bool *ascii)
 {
     size_t i = 0;
     buf_reset(scratch, UTF8_SCRATCH_KEEP);
+    *ascii = true;
     while (t->n == 0 && i < n) {
         i = ascii_end(p, i, n);
         if (i == n)
@@ -136,6 +137,7 @@ const uint8_t *utf8_view(struct u8tail *t, const uint8_t *p, size_t n, bool fina
         int r = seq(p + i, n - i);
         if (r > 0) {
             i += (size_t)r;
+            *ascii = false;
         } else if (r == 0 && !final) {     /* valid so far; the rest waits */
             memcpy(t->b, p + i, n - i);
             t->n = (uint8_t)(n - i);
@@ -154,5 +156,8 @@ const uint8_t *utf8_view(struct u8tail *t, const uint8_t *p, size_t n, bool fina
         buf_append(scratch, p, i);
     utf8_clean(t, p + i, n - i, final, scratch);
     *len = buf_size(scratch);
+    /* this path always gives a non-ASCII character: a completed held-back
+     * one, or U+FFFD */
+    *ascii = false;
     return buf_ptr(scratch);
 }

@@ -1,17 +1,17 @@
-/* Unit tests of gateway/ndjson.c (the output lines, encoded by json-c) with
- * gateway/utf8.c in front of it, as the streams use them: a differential
- * test against jansson's decoder. Every line must be one compact JSON object
- * {"stream","data"} without a raw newline or control byte, and decode to
- * exactly the stream's name and the cleaned text — for every byte value,
- * quotes, backslashes, slashes, controls, NUL, DEL, U+2028/U+2029, long runs,
- * and characters split across chunks at every point. */
+/* Unit tests of gateway/ndjson.c (the output lines: json-c for ASCII text,
+ * jansson for the rest) with gateway/utf8.c in front of it, as the streams
+ * use them: a differential test against jansson's decoder. Every line must
+ * be one compact JSON object {"stream","data"} in ASCII (the SDK decodes each
+ * network chunk on its own) without a raw newline or control byte, and
+ * decode to exactly the stream's name and the cleaned text — for every byte
+ * value, quotes, backslashes, slashes, controls, NUL, DEL, U+2028/U+2029,
+ * long runs, and characters split across chunks at every point. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../check.h"
 #include "gw.h"
-#include "ndjson.h"
 
 static const char *const NAMES[2] = { "stdout", "stderr" };
 
@@ -25,8 +25,8 @@ static int line_decodes_to(const char *line, size_t linen, const char *name, con
         return 0;
     }
     for (size_t i = 0; i < linen; i++)
-        if ((unsigned char)line[i] < 0x20) {
-            printf("    a raw control byte 0x%02x in the line\n", (unsigned char)line[i]);
+        if ((unsigned char)line[i] < 0x20 || (unsigned char)line[i] >= 0x80) {
+            printf("    a raw byte 0x%02x in the line\n", (unsigned char)line[i]);
             return 0;
         }
     json_t *j = json_loadb(line, linen, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &err);
@@ -107,9 +107,10 @@ static int streamed_lines_decode_to_the_text(struct ndjson *e, const uint8_t *p,
             k = n - i;
         bool final = i + k == n;
         size_t len, linen;
-        const uint8_t *text = utf8_view(&t, n ? p + i : NULL, k, final, &scratch, &len);
+        bool ascii;
+        const uint8_t *text = utf8_view(&t, n ? p + i : NULL, k, final, &scratch, &len, &ascii);
         if (len > 0) {
-            const char *line = ndjson_line(e, NAMES[stream], (const char *)text, len, &linen);
+            const char *line = ndjson_line(e, NAMES[stream], text, len, ascii, &linen);
             ok &= line_decodes_to(line, linen, NAMES[stream], text, len);
             buf_append(&got, text, len);
         }
@@ -165,35 +166,47 @@ static void long_lines_round_trip(void)
     ndjson_free(e);
 }
 
-/* The exact bytes: compact, keys in this order, UTF-8 and '/' raw, only
- * what JSON requires escaped (json-c's short escapes and \u00xx). */
-static void a_line_is_compact_utf8_with_only_the_required_escapes(void)
+/* The exact bytes: compact, keys in this order, '/' and DEL raw, only what
+ * JSON requires escaped — json-c's short escapes and \u00xx for ASCII,
+ * jansson's \uXXXX (a surrogate pair above U+FFFF) for the rest. */
+static void lines_are_compact_ascii_with_only_the_required_escapes(void)
 {
-    static const char text[] = "a/b\"c\\d\n\t\x01\x7f \xc3\xa9 \xe2\x80\xa8 \xf0\x9f\x98\x80";
-    static const char want[] = "{\"stream\":\"stderr\",\"data\":\"a/b\\\"c\\\\d\\n\\t\\u0001\x7f "
-                               "\xc3\xa9 \xe2\x80\xa8 \xf0\x9f\x98\x80\"}";
+    static const char ascii[] = "a/b\"c\\d\n\t\x01\x7f";
+    static const char want_ascii[] = "{\"stream\":\"stderr\",\"data\":\"a/b\\\"c\\\\d\\n\\t\\u0001\x7f\"}";
+    static const char uni[] = "/\x01 \xc3\xa9 \xe2\x80\xa8 \xf0\x9f\x98\x80";
+    static const char want_uni[] =
+        "{\"stream\":\"stdout\",\"data\":\"/\\u0001 \\u00E9 \\u2028 \\uD83D\\uDE00\"}";
     struct ndjson *e = ndjson_new();
     size_t linen;
-    const char *line = ndjson_line(e, "stderr", text, sizeof text - 1, &linen);
-    CHECK(linen == sizeof want - 1 && memcmp(line, want, linen) == 0);
-    if (linen != sizeof want - 1 || memcmp(line, want, linen) != 0)
+    const char *line =
+        ndjson_line(e, "stderr", (const uint8_t *)ascii, sizeof ascii - 1, true, &linen);
+    CHECK(linen == sizeof want_ascii - 1 && memcmp(line, want_ascii, linen) == 0);
+    if (linen != sizeof want_ascii - 1 || memcmp(line, want_ascii, linen) != 0)
         printf("    got %.*s\n", (int)linen, line);
-    line = ndjson_line(e, "stdout", "\0x", 2, &linen);
+    line = ndjson_line(e, "stdout", (const uint8_t *)uni, sizeof uni - 1, false, &linen);
+    CHECK(linen == sizeof want_uni - 1 && memcmp(line, want_uni, linen) == 0);
+    if (linen != sizeof want_uni - 1 || memcmp(line, want_uni, linen) != 0)
+        printf("    got %.*s\n", (int)linen, line);
+    line = ndjson_line(e, "stdout", (const uint8_t *)"\0x", 2, true, &linen);
     CHECK(linen == 36 && memcmp(line, "{\"stream\":\"stdout\",\"data\":\"\\u0000x\"}", 36) == 0);
     ndjson_free(e);
 }
 
-/* The encoder's buffer is reused: a short line after a long one is whole. */
+/* The encoders' buffers are reused: a short line after a long one is whole,
+ * from either encoder after either. */
 static void a_short_line_after_a_long_one_is_exact(void)
 {
     static uint8_t p[GW_LINE_RAW];
     memset(p, 'x', sizeof p);
     struct ndjson *e = ndjson_new();
     size_t linen;
-    const char *line = ndjson_line(e, "stdout", (const char *)p, sizeof p, &linen);
-    CHECK(line_decodes_to(line, linen, "stdout", p, sizeof p));
-    line = ndjson_line(e, "stderr", "ok", 2, &linen);
-    CHECK(line_decodes_to(line, linen, "stderr", (const uint8_t *)"ok", 2));
+    for (int first = 0; first < 2; first++)
+        for (int second = 0; second < 2; second++) {
+            const char *line = ndjson_line(e, "stdout", p, sizeof p, first, &linen);
+            CHECK(line_decodes_to(line, linen, "stdout", p, sizeof p));
+            line = ndjson_line(e, "stderr", (const uint8_t *)"ok", 2, second, &linen);
+            CHECK(line_decodes_to(line, linen, "stderr", (const uint8_t *)"ok", 2));
+        }
     ndjson_free(e);
 }
 
@@ -203,7 +216,7 @@ int main(int argc, char **argv)
         CHECK_TEST(every_byte_value_round_trips),
         CHECK_TEST(random_inputs_in_random_chunks_round_trip),
         CHECK_TEST(long_lines_round_trip),
-        CHECK_TEST(a_line_is_compact_utf8_with_only_the_required_escapes),
+        CHECK_TEST(lines_are_compact_ascii_with_only_the_required_escapes),
         CHECK_TEST(a_short_line_after_a_long_one_is_exact),
     };
     return check_run_only(tests, sizeof tests / sizeof *tests, argc > 1 ? argv[1] : NULL);
