@@ -4,9 +4,14 @@
  * Streams (a waiting POST /cmd, GET /logs) are NDJSON read by libmicrohttpd
  * from nd_read() in the connection's own thread, which blocks on its agent
  * connection. Each agent output chunk is cut into lines of at most
- * GW_LINE_RAW raw bytes, cleaned to UTF-8 per stream (utf8.c) and escaped to
- * ASCII by jansson, so a line is never more than ~6 x GW_LINE_RAW bytes; the
- * agent message it comes from stays in the client's buffer until consumed.
+ * GW_LINE_RAW raw bytes, cleaned to UTF-8 per stream (utf8.c, without a copy
+ * when it is valid) and encoded in ASCII (ndjson.c: by json-c when the text
+ * is ASCII, since jansson's string encoder is too slow for all of a
+ * command's output; else by jansson with \uXXXX escapes), so a line is never
+ * more than ~6 x GW_LINE_RAW bytes; the agent message it comes from stays in
+ * the client's buffer until consumed. A line is handed to libmicrohttpd
+ * straight from its encoder's buffer. The other lines (the command, errors)
+ * are jansson's.
  * Everything from the agent is checked: ids, stream names, types, offsets.
  */
 #include <string.h>
@@ -101,6 +106,9 @@ struct nd {
     uint64_t rid, cmd;
     json_t *command;            /* the last line of a waiting /cmd; NULL for /logs */
     struct buf out, scratch;
+    struct ndjson *enc;         /* output lines; its buffer holds `line` */
+    const char *line;           /* an output line not yet handed over, then its \n */
+    size_t linen;
     const uint8_t *cur;
     size_t curn;
     int cur_stream;
@@ -117,8 +125,20 @@ static int append_cb(const char *p, size_t n, void *data)
     return 0;
 }
 
+/* The pending output line goes to out before anything else is written after
+ * it (and before its encoder's buffer is reused). */
+static void unpend(struct nd *d)
+{
+    if (!d->line)
+        return;
+    buf_append(&d->out, d->line, d->linen);
+    buf_append(&d->out, "\n", 1);
+    d->line = NULL;
+}
+
 static void put_line(struct nd *d, json_t *j)
 {
+    unpend(d);
     json_dump_callback(j, append_cb, &d->out, JSON_COMPACT | JSON_ENSURE_ASCII);
     buf_append(&d->out, "\n", 1);
     json_decref(j);
@@ -126,13 +146,20 @@ static void put_line(struct nd *d, json_t *j)
 
 static void put_text(struct nd *d, int stream, const uint8_t *p, size_t n, bool final)
 {
-    buf_reset(&d->scratch, 4 * GW_LINE_RAW);
-    utf8_clean(&d->tail[stream], p, n, final, &d->scratch);
-    if (buf_size(&d->scratch) == 0)
+    size_t len, linen;
+    bool ascii;
+    const uint8_t *text = utf8_view(&d->tail[stream], p, n, final, &d->scratch, &len, &ascii);
+    if (len == 0)
         return;
-    put_line(d, json_pack("{s:s, s:o}", "stream", STREAM_NAMES[stream], "data",
-                          json_stringn_nocheck((const char *)buf_ptr(&d->scratch),
-                                               buf_size(&d->scratch))));
+    unpend(d);
+    const char *line = ndjson_line(d->enc, STREAM_NAMES[stream], text, len, ascii, &linen);
+    if (buf_size(&d->out) == 0) {       /* the usual case: no copy */
+        d->line = line;
+        d->linen = linen;
+    } else {
+        buf_append(&d->out, line, linen);
+        buf_append(&d->out, "\n", 1);
+    }
 }
 
 static void put_error(struct nd *d, const char *code, const char *msg)
@@ -225,29 +252,53 @@ static void nd_next(struct nd *d)
     }
 }
 
+/* Copy what is ready into dst: out, then the pending line and its newline. */
+static size_t nd_serve(struct nd *d, char *dst, size_t max)
+{
+    size_t n = buf_size(&d->out) < max ? buf_size(&d->out) : max;
+    if (n > 0) {
+        memcpy(dst, buf_ptr(&d->out), n);
+        buf_consume(&d->out, n);
+    }
+    if (!d->line || buf_size(&d->out) > 0)
+        return n;
+    size_t k = d->linen < max - n ? d->linen : max - n;
+    memcpy(dst + n, d->line, k);
+    n += k;
+    d->line += k;
+    d->linen -= k;
+    if (d->linen == 0 && n < max) {
+        dst[n++] = '\n';
+        d->line = NULL;
+    }
+    return n;
+}
+
+/* Fill libmicrohttpd's buffer (max: its free space, ~CONN_MEMORY) with as
+ * many lines as the agent message in hand gives: one HTTP chunk and one
+ * send for several lines. It waits for the agent only with nothing in hand. */
 static ssize_t nd_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     (void)pos;
     struct nd *d = cls;
+    size_t n = 0;
     for (;;) {
-        size_t have = buf_size(&d->out);
-        if (have > 0) {
-            size_t n = have < max ? have : max;
-            memcpy(out, buf_ptr(&d->out), n);
-            buf_consume(&d->out, n);
+        n += nd_serve(d, out + n, max - n);
+        if (n == max)
             return (ssize_t)n;
-        }
         if (d->gone)
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (d->done)
-            return MHD_CONTENT_READER_END_OF_STREAM;
         if (d->curn > 0) {
-            size_t n = d->curn < GW_LINE_RAW ? d->curn : GW_LINE_RAW;
-            put_text(d, d->cur_stream, d->cur, n, false);
-            d->cur += n;
-            d->curn -= n;
+            size_t k = d->curn < GW_LINE_RAW ? d->curn : GW_LINE_RAW;
+            put_text(d, d->cur_stream, d->cur, k, false);
+            d->cur += k;
+            d->curn -= k;
             continue;
         }
+        if (n > 0)
+            return (ssize_t)n;
+        if (d->done)
+            return MHD_CONTENT_READER_END_OF_STREAM;
         nd_next(d);
     }
 }
@@ -259,6 +310,7 @@ static void nd_free(void *cls)
     json_decref(d->command);
     buf_free(&d->out);
     buf_free(&d->scratch);
+    ndjson_free(d->enc);
     free(d);
 }
 
@@ -273,6 +325,7 @@ static enum MHD_Result nd_start(struct route *r, struct client *c, uint64_t rid,
     d->command = command;
     buf_init(&d->out);
     buf_init(&d->scratch);
+    d->enc = ndjson_new();
     if (first)
         put_line(d, first);
     return http_stream(r->conn, "application/x-ndjson", nd_read, d, nd_free);

@@ -11,6 +11,8 @@
  *   api_fs.c   files: write (tar upload streamed), read (streamed), mkdir
  *   utf8.c     incremental UTF-8 cleaning of command output
  *   routes.c   a session's ports served on local listeners, tunnelled to the guest
+ *   ndjson.c   the output lines of the NDJSON streams, in ASCII
+ *   jsonc.c    ... of ASCII text, encoded by json-c (its own header: jsonc.h)
  *
  * Threads: libmicrohttpd runs one thread per HTTP connection; a request
  * blocks that thread on its own agent connection. The session table is
@@ -211,6 +213,25 @@ struct u8tail {
 /* Append the valid UTF-8 of (tail + p[0..n)) to out, invalid bytes as U+FFFD;
  * an incomplete character at the end stays in tail unless final. */
 void utf8_clean(struct u8tail *t, const uint8_t *p, size_t n, bool final, struct buf *out);
+/* The same text as utf8_clean, *len bytes: p itself when nothing is held in
+ * t and p is valid UTF-8 (but for an incomplete last character, then held in
+ * t unless final), else scratch (reset first; an ill-formed byte grows to 3,
+ * so at most 3 x (n + 3) bytes, kept allocated up to UTF8_SCRATCH_KEEP).
+ * *ascii: the text is all ASCII. */
+#define UTF8_SCRATCH_KEEP (4u * GW_LINE_RAW)
+const uint8_t *utf8_view(struct u8tail *t, const uint8_t *p, size_t n, bool final,
+                         struct buf *scratch, size_t *len, bool *ascii);
+
+/* --- ndjson.c -------------------------------------------------------------- */
+struct ndjson;  /* one stream's output-line encoder; its buffers are reused */
+#define NDJSON_KEEP (8u * GW_LINE_RAW)  /* jansson's line buffer kept up to this */
+struct ndjson *ndjson_new(void);
+void ndjson_free(struct ndjson *e);
+/* {"stream":stream,"data":text} as compact ASCII JSON without its newline;
+ * text is n bytes of valid UTF-8 (may hold NUL), ascii when it is all ASCII
+ * (utf8_view says). The result belongs to e, valid until the next call. */
+const char *ndjson_line(struct ndjson *e, const char *stream, const uint8_t *text, size_t n,
+                        bool ascii, size_t *len);
 
 /* --- http.c ---------------------------------------------------------------- */
 struct req;     /* one HTTP request */

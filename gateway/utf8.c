@@ -5,7 +5,8 @@
  * until the rest arrives. Anything that is not UTF-8 (stray continuation
  * bytes, overlong forms, surrogates, code points above U+10FFFF) becomes one
  * U+FFFD per maximal ill-formed subpart, as the WHATWG decoder and the SDK's
- * own TextDecoder do.
+ * own TextDecoder do. utf8_view hands valid input back as it is, without a
+ * copy: the usual case, and the streams' hot path.
  */
 #include <string.h>
 
@@ -77,15 +78,28 @@ static size_t finish_tail(struct u8tail *t, const uint8_t *p, size_t n, bool fin
     return (size_t)-r > have ? (size_t)-r - have : 0;
 }
 
+/* The end of the run of ASCII bytes at p[i..n): 8 bytes at a time, since
+ * command output is mostly ASCII and this is on every byte of it. */
+static size_t ascii_end(const uint8_t *p, size_t i, size_t n)
+{
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & 0x8080808080808080ull)
+            break;
+    }
+    while (i < n && p[i] < 0x80)
+        i++;
+    return i;
+}
+
 void utf8_clean(struct u8tail *t, const uint8_t *p, size_t n, bool final, struct buf *out)
 {
     size_t i = 0;
     if (t->n > 0)
         i = finish_tail(t, p, n, final, out);
     while (i < n) {
-        size_t run = i;
-        while (run < n && p[run] < 0x80)
-            run++;
+        size_t run = ascii_end(p, i, n);
         if (run > i) {
             buf_append(out, p + i, run - i);
             i = run;
@@ -108,4 +122,42 @@ void utf8_clean(struct u8tail *t, const uint8_t *p, size_t n, bool final, struct
             i += (size_t)-r;
         }
     }
+}
+
+const uint8_t *utf8_view(struct u8tail *t, const uint8_t *p, size_t n, bool final,
+                         struct buf *scratch, size_t *len, bool *ascii)
+{
+    size_t i = 0;
+    buf_reset(scratch, UTF8_SCRATCH_KEEP);
+    *ascii = true;
+    while (t->n == 0 && i < n) {
+        i = ascii_end(p, i, n);
+        if (i == n)
+            break;
+        int r = seq(p + i, n - i);
+        if (r > 0) {
+            i += (size_t)r;
+            *ascii = false;
+        } else if (r == 0 && !final) {     /* valid so far; the rest waits */
+            memcpy(t->b, p + i, n - i);
+            t->n = (uint8_t)(n - i);
+            *len = i;
+            return p;
+        } else {
+            break;                          /* ill-formed: clean from here */
+        }
+    }
+    if (t->n == 0 && i == n) {
+        *len = n;
+        return p;
+    }
+    /* p[0..i) is whole valid characters and t holds nothing for them */
+    if (i > 0)
+        buf_append(scratch, p, i);
+    utf8_clean(t, p + i, n - i, final, scratch);
+    *len = buf_size(scratch);
+    /* this path always gives a non-ASCII character: a completed held-back
+     * one, or U+FFFD */
+    *ascii = false;
+    return buf_ptr(scratch);
 }

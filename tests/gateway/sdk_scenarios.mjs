@@ -108,6 +108,12 @@ const scenarios = {
       const s = await big.stdout();
       assert.equal(s.length, 3000000);
       assert.ok(/^a+$/.test(s));
+      // non-ASCII in megabytes of output: the SDK's NDJSON parser decodes each
+      // network chunk on its own, so raw UTF-8 split between two chunks would
+      // become U+FFFD; the gateway's lines are ASCII (\uXXXX)
+      const many = await run(sbx, "sh", ["-c",
+        "l=$(printf 'caf\\303\\251 \\344\\270\\255 \\360\\237\\230\\200'); yes \"$l\" | head -n 200000"]);
+      assert.ok((await many.stdout()) === "café 中 😀\n".repeat(200000), "3 MB of non-ASCII output altered");
       // characters split across writes (and so across agent chunks) come out whole
       const u = await run(sbx, "sh", ["-c",
         "printf 'caf\\303'; sleep 0.2; printf '\\251 \\360\\237'; sleep 0.2; printf '\\230\\200 \\377!'"]);

@@ -1,7 +1,8 @@
 /* Unit tests of gateway/utf8.c: command output cleaned to UTF-8 one chunk at a
  * time — a character split at any point comes out whole, ill-formed bytes
  * become one U+FFFD per maximal subpart (what Python's errors="replace" and
- * the WHATWG decoder produce), valid text is never altered. */
+ * the WHATWG decoder produce), valid text is never altered; utf8_view gives
+ * the same text, without a copy when the input is valid. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,16 +11,32 @@
 
 #define R "\xef\xbf\xbd"
 
-/* Clean s in chunks of at most step bytes, final on the last one. */
-static int cleaned_is(const char *s, size_t n, size_t step, const char *want)
+/* Clean s in chunks of at most step bytes, final on the last one, with
+ * utf8_clean, or with utf8_view (what the streams use) when view. */
+static int cleaned_is_by(const char *s, size_t n, size_t step, const char *want, bool view)
 {
     struct u8tail t = { .n = 0 };
-    struct buf out;
+    struct buf out, scratch;
     buf_init(&out);
+    buf_init(&scratch);
     for (size_t i = 0; i < n; i += step) {
-        size_t k = n - i < step ? n - i : step;
-        utf8_clean(&t, (const uint8_t *)s + i, k, i + k == n, &out);
+        size_t k = n - i < step ? n - i : step, len;
+        bool ascii;
+        if (!view) {
+            utf8_clean(&t, (const uint8_t *)s + i, k, i + k == n, &out);
+            continue;
+        }
+        const uint8_t *v =
+            utf8_view(&t, (const uint8_t *)s + i, k, i + k == n, &scratch, &len, &ascii);
+        if (len > 0)
+            buf_append(&out, v, len);
+        for (size_t j = 0; j < len; j++)
+            if (v[j] >= 0x80 && ascii) {
+                printf("    step %zu: non-ASCII text said to be ASCII\n", step);
+                return 0;
+            }
     }
+    buf_free(&scratch);
     if (n == 0)
         utf8_clean(&t, NULL, 0, true, &out);
     int ok = buf_size(&out) == strlen(want) &&
@@ -28,6 +45,11 @@ static int cleaned_is(const char *s, size_t n, size_t step, const char *want)
         printf("    step %zu: got %zu bytes, want %zu\n", step, buf_size(&out), strlen(want));
     buf_free(&out);
     return ok;
+}
+
+static int cleaned_is(const char *s, size_t n, size_t step, const char *want)
+{
+    return cleaned_is_by(s, n, step, want, false) && cleaned_is_by(s, n, step, want, true);
 }
 
 static void check_all_steps(const char *s, size_t n, const char *want)
@@ -89,6 +111,27 @@ static void a_final_flush_without_bytes_ends_the_tail(void)
     buf_free(&out);
 }
 
+/* The streams' hot path: valid input comes back as it is, not copied; an
+ * incomplete last character is held back all the same; ASCII is told apart
+ * (json-c encodes it, ndjson.c). */
+static void a_view_of_valid_text_is_the_input_itself(void)
+{
+    static const uint8_t s[] = "plain \xc3\xa9 \xf0\x9f\x98\x80 \xe4\xb8";
+    struct u8tail t = { .n = 0 };
+    struct buf scratch;
+    buf_init(&scratch);
+    size_t len;
+    bool ascii;
+    CHECK(utf8_view(&t, s, sizeof s - 1, false, &scratch, &len, &ascii) == s);
+    CHECK(len == sizeof s - 3 && t.n == 2 && buf_size(&scratch) == 0 && !ascii);
+    const uint8_t *v = utf8_view(&t, (const uint8_t *)"\xad!", 2, false, &scratch, &len, &ascii);
+    CHECK(len == 4 && memcmp(v, "\xe4\xb8\xad!", 4) == 0 && t.n == 0 && !ascii);
+    const uint8_t *a = (const uint8_t *)"ascii\x01\x7f only, then \xc3";
+    CHECK(utf8_view(&t, a, 20, false, &scratch, &len, &ascii) == a);
+    CHECK(len == 19 && ascii && t.n == 1);
+    buf_free(&scratch);
+}
+
 int main(int argc, char **argv)
 {
     static const struct check_test tests[] = {
@@ -98,6 +141,7 @@ int main(int argc, char **argv)
         CHECK_TEST(nothing_is_held_beyond_three_bytes),
         CHECK_TEST(empty_input_is_empty),
         CHECK_TEST(a_final_flush_without_bytes_ends_the_tail),
+        CHECK_TEST(a_view_of_valid_text_is_the_input_itself),
     };
     return check_run_only(tests, sizeof tests / sizeof *tests, argc > 1 ? argv[1] : NULL);
 }
