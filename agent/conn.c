@@ -210,7 +210,11 @@ void conn_kick(struct conn *c)
         buf_reset(&c->out, 0);
         return;
     }
-    if (conn_flush(c) < 0)
+    /* While the write watcher waits for room in the socket, a write now
+     * would mostly fail with EAGAIN or move a few bytes: the watcher's
+     * callback writes it all in one go. Output to an idle socket (a lone
+     * echo) still goes out at once. */
+    if (!ev_is_active(&c->wio) && conn_flush(c) < 0)
         return;
     size_t pending = buf_size(&c->out);
     if (conn_congested(c) && !c->rpaused) {

@@ -51,6 +51,24 @@ class BinaryData(AgentTestCase):
         self.assertEqual(r.stdout.split()[0].decode(), hashlib.sha256(data).hexdigest())
 
 
+class Interactive(AgentTestCase):
+    """Output is relayed as it comes, not when more has gathered."""
+
+    def test_a_lone_line_is_delivered_while_the_command_waits_for_input(self):
+        # The command writes one short line, then blocks on stdin: the line
+        # must reach us before we send anything (no batching waits for more).
+        rid, r = self.c.exec_start(["sh", "-c", 'echo hi; read x; echo "$x"'])
+        m = self.c.recv_match(lambda m: m.get("id") == rid and m.get("type") in ("output", "exit"),
+                              timeout=T(20))
+        self.assertEqual((m["type"], m.get("stream"), m.get("data")), ("output", "stdout", b"hi\n"))
+        self.c.ok("stdin", cmd=r["cmd"], data=b"bye\n")
+        rest = []
+        while not rest or rest[-1]["type"] != "exit":
+            rest.append(self.c.recv_id(rid, timeout=T(20)))
+        self.assertEqual(b"".join(m["data"] for m in rest if m["type"] == "output"), b"bye\n")
+        self.assertEqual(rest[-1]["code"], 0)
+
+
 class LargeOutput(AgentTestCase):
 
     def test_256_mib_of_random_output_arrives_intact(self):
