@@ -35,11 +35,15 @@ def hostport(url):
 
 
 def refused(url):
+    """Nothing listens at url. A reset means a listener took the connection
+    into its backlog and closed meanwhile: not refused yet (ask again)."""
     try:
         with socket.create_connection(hostport(url), timeout=5):
             return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False
 
 
 def closed_without_data(url):
