@@ -1,5 +1,6 @@
-/* ctl.h — what sandboxctl's command files share (sandboxctl.c: connecting,
- * messages, output; ctl_files.c: the file commands). Not a library API. */
+/* ctl.h — what sandboxctl's files share: the plumbing in ctl_common.c
+ * (connecting, messages, output) and each command file's verbs, which
+ * sandboxctl.c's dispatch table calls. Not a library API. */
 #ifndef SA_CTL_H
 #define SA_CTL_H
 
@@ -18,6 +19,13 @@
 #define EXIT_CANNOT_EXEC 126
 #define EXIT_NOT_FOUND 127
 #define EXIT_CONN 255
+
+/* ctl_common.c */
+
+/* Our terminal is in raw mode (exec -t): messages end in "\r\n". */
+extern bool tty_raw;
+/* --token-file, or $SANDBOX_AGENT_TOKEN_FILE: presented when the agent asks. */
+extern const char *token_file;
 
 /* "sandboxctl: MESSAGE" on stderr. */
 void warnmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -44,6 +52,25 @@ int call_failed(const char *what, int rc, const struct sa_err *e);
 int out_flush(struct buf *b, const char *what);
 /* A decimal u64, nothing else: 0 or -1. */
 int parse_u64(const char *s, uint64_t *v);
+/* Log positions [from, to) of a command's output are gone: a message. */
+void report_gap(uint64_t from, uint64_t to);
+
+/* ctl_codec.c (no agent) */
+int cmd_encode(int argc, char **argv);
+int cmd_decode(int argc, char **argv);
+
+/* ctl_exec.c */
+int cmd_exec(const char *addr, int argc, char **argv);
+
+/* ctl_cmds.c */
+int cmd_ping(const char *addr, int argc, char **argv);
+int cmd_logs(const char *addr, int argc, char **argv);
+int cmd_wait(const char *addr, int argc, char **argv);
+int cmd_kill(const char *addr, int argc, char **argv);
+int cmd_release(const char *addr, int argc, char **argv);
+int cmd_inspect(const char *addr, int argc, char **argv);
+int cmd_ps(const char *addr, int argc, char **argv);
+int cmd_stats(const char *addr, int argc, char **argv);
 
 /* ctl_files.c */
 int cmd_upload(const char *addr, int argc, char **argv);
