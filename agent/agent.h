@@ -11,7 +11,6 @@
  *   init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
  *   fop.c      file operations: helper        fop_child.c  the helper's side: the
  *              processes, relaying                         operations, as the user
- *   xfer.c     tar extraction and packing (in the helper)
  *   notify.c   readiness to a service manager ($NOTIFY_SOCKET)
  *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
  *              defaults, clock, entropy,                 for `stats`
@@ -24,7 +23,10 @@
  *   fop_io.c   the helper's framed I/O    fop_xfer.c uploads and downloads
  *              (its side of the pipes)               over xfer.c, in the helper
  *   xfer_main.c  sandbox-agent-xfer, the archive helper binary (regular build)
- *   fdio.c     write-all and friends, shared with the helper and sandboxctl
+ *
+ * Shared with sandboxctl and the gateway, in common/ (common/README.md): the
+ * tar engine (xfer.c, run by the helper), fd helpers (fdio.c), the clocks
+ * (clock.c).
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H
@@ -137,7 +139,6 @@ struct agent {
     bool stopping;
 };
 
-uint64_t agent_now_ms(void);      /* wall clock, ms since epoch */
 /* The default cwd of commands: set_defaults' cwd, else the workdir. */
 static inline const char *agent_default_cwd(const struct agent *a)
 {

@@ -16,6 +16,8 @@
 #include "agent.h"
 #include "cgroup.h"
 #include "conn.h"
+#include "clock.h"
+#include "fdio.h"
 #include "log.h"
 #include "reader.h"
 #include "request.h"
@@ -291,12 +293,6 @@ static const char *cmd_cwd(struct agent *a, const struct wire_exec_req *x)
     if (x->cwd[0] == '/')
         return x->cwd;
     return zone_printf(&a->zone, "%s/%s", agent_default_cwd(a), x->cwd);
-}
-
-static int set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl < 0 ? -1 : fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
 static void close_fds(int *fds, int n)
@@ -718,10 +714,10 @@ static int cmd_pipes(struct cmd_fds *f, bool stdin_null, struct sa_err *e)
         if (pipe2(p, O_CLOEXEC) < 0)
             goto fail;
         f->in_r = p[0], f->in_w = p[1];
-        if (set_nonblock(f->in_w) < 0)
+        if (fd_set_nonblock(f->in_w, true) < 0)
             goto fail;
     }
-    if (set_nonblock(f->out_r) < 0 || set_nonblock(f->err_r) < 0)
+    if (fd_set_nonblock(f->out_r, true) < 0 || fd_set_nonblock(f->err_r, true) < 0)
         goto fail;
     /* a bulk writer fills a bigger pipe in fewer wake-ups (best effort) */
     (void)fcntl(f->out_r, F_SETPIPE_SZ, (int)CMD_PIPE_SIZE);
@@ -756,7 +752,7 @@ static int cmd_pty(struct cmd_fds *f, uint16_t rows, uint16_t cols, uid_t uid, s
     if (ioctl(m, TIOCSWINSZ, &ws) < 0)
         goto fail;
     f->in_w = fcntl(m, F_DUPFD_CLOEXEC, 3);
-    if (f->in_w < 0 || set_nonblock(m) < 0)   /* one file description: both fds */
+    if (f->in_w < 0 || fd_set_nonblock(m, true) < 0)   /* one file description: both fds */
         goto fail;
     return 0;
 fail:
@@ -786,7 +782,7 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->a = a;
     c->id = id;
     c->pid = pid;
-    c->started_ms = agent_now_ms();
+    c->started_ms = clock_wall_ms();
     c->t0 = ev_now(a->loop);
     size_t alloc;
     bool cut;

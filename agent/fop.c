@@ -17,6 +17,7 @@
 #include "cmd.h"
 #include "fop_io.h"
 #include "conn.h"
+#include "fdio.h"
 #include "log.h"
 #include "request.h"
 #include "spawn.h"
@@ -185,13 +186,6 @@ static void pipe_size(int fd)
     (void)fcntl(fd, F_SETPIPE_SZ, (int)FOP_PIPE_SIZE);   /* a bigger pipe, fewer wake-ups */
 }
 
-static void set_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0)
-        (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-}
-
 /* The helper's fds: in, out, ctl become 0, 1, 3 (a missing input: /dev/null);
  * everything else above 2 is closed, so the helper holds no connection or
  * command pipe open. */
@@ -358,9 +352,9 @@ static int fop_start(struct conn *c, const struct fop_job *j, const struct ident
         close_fd(&out[0]);
         return err_sys(e, err, "fork a file helper");
     }
-    set_nonblock(out[0]);
+    (void)fd_set_nonblock(out[0], true);
     if (input)
-        set_nonblock(in[1]);
+        (void)fd_set_nonblock(in[1], true);
     fop_new(c, j, pid, in[1], ctl[1], out[0]);
     log_debug("conn %llu: request %llu: file helper %d", (unsigned long long)c->serial,
               (unsigned long long)j->id, (int)pid);

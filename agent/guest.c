@@ -14,6 +14,7 @@
 
 #include "agent.h"
 #include "cmd.h"
+#include "clock.h"
 #include "conn.h"
 #include "fdio.h"
 #include "log.h"
@@ -269,7 +270,7 @@ int guest_set_time(struct conn *c, const struct wire_req *r, const msgpack_objec
     if (ms > GUEST_TIME_MAX_MS)
         return err_set(e, 0, "bad_request", "time_ms beyond the year 9999");
     struct timespec ts = {.tv_sec = (time_t)(ms / 1000u), .tv_nsec = (long)(ms % 1000u) * 1000000L};
-    int64_t before = (int64_t)agent_now_ms();
+    int64_t before = (int64_t)clock_wall_ms();
     if (clock_settime(CLOCK_REALTIME, &ts) < 0)
         return err_sys(e, errno, "clock_settime");
     log_info("clock set by the host (moved by %+lld ms)", (long long)((int64_t)ms - before));

@@ -23,13 +23,6 @@
 
 #define SPAWN_STACK_SIZE (256u << 10)
 
-uint64_t agent_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void read_boot_id(char *out, size_t n)
 {
     snprintf(out, n, "unknown");

@@ -24,6 +24,7 @@
 
 #include "bench.h"
 #include "client.h"
+#include "fdio.h"
 
 #define TUN_CHUNK (1u << 20)            /* one write of the bulk push */
 #define TUN_WARMUP 100                  /* round trips not counted */
@@ -161,8 +162,7 @@ static int tun_open(const char *addr, unsigned port)
     if (buf_size(&rest) > 0)
         die("tunnel: bytes before the server spoke");
     buf_free(&rest);
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+    if (fd_set_nonblock(fd, false) < 0)
         die("tunnel: fcntl: %s", strerror(errno));
     return fd;
 }

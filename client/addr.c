@@ -17,6 +17,9 @@
 
 #include <linux/vm_sockets.h>
 
+#include "clock.h"
+#include "fdio.h"
+
 #define FC_LINE_MAX 64   /* "OK 1073741824\n" is 14 bytes */
 
 /* --- parsing -------------------------------------------------------------- */
@@ -166,16 +169,10 @@ int addr_timeout_from_env(void)
 
 /* --- deadlines ------------------------------------------------------------ */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int remaining(int64_t deadline)
 {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - clock_mono_ms();
     return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
@@ -205,8 +202,7 @@ static int wait_fd(int fd, short events, int64_t deadline)
  * 0 or -errno. */
 static int connect_until(int fd, const struct sockaddr *sa, socklen_t len, int64_t deadline)
 {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    if (fd_set_nonblock(fd, true) < 0)
         return -errno;
     int r = connect(fd, sa, len);
     if (r < 0 && (errno == EINPROGRESS || errno == EINTR)) {
@@ -221,7 +217,7 @@ static int connect_until(int fd, const struct sockaddr *sa, socklen_t len, int64
     }
     if (r < 0)
         return -errno;
-    if (fcntl(fd, F_SETFL, fl) < 0)
+    if (fd_set_nonblock(fd, false) < 0)
         return -errno;
     return 0;
 }
@@ -383,7 +379,7 @@ int addr_connect(const struct addr *a, int timeout_ms, struct sa_err *e)
 {
     if (timeout_ms < 0)
         timeout_ms = addr_timeout_from_env();
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = clock_mono_ms() + timeout_ms;
     int fd;
     switch (a->kind) {
     case ADDR_UNIX:

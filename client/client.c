@@ -13,6 +13,8 @@
 
 #include "addr.h"
 #include "buf.h"
+#include "clock.h"
+#include "fdio.h"
 #include "json.h"
 
 #define CLIENT_STDIN_WINDOW_DEFAULT (1u << 20)   /* PROTOCOL.md: hello's default */
@@ -30,25 +32,19 @@ struct client {
 
 /* --- time ----------------------------------------------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Milliseconds left before deadline for poll(); deadline < 0 is forever. */
 static int poll_left(int64_t deadline)
 {
     if (deadline < 0)
         return -1;
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - clock_mono_ms();
     return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
 static int64_t deadline_of(int timeout_ms)
 {
-    return timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+    return timeout_ms < 0 ? -1 : clock_mono_ms() + timeout_ms;
 }
 
 /* Wait for events on the socket. 1 ready, -1 with e on timeout or error. */
@@ -205,8 +201,7 @@ int client_open_fd(int fd, int timeout_ms, struct client **out, struct sa_err *e
     buf_init(&c->out);
     if (!msgpack_zone_init(&c->zone, WIRE_ZONE_CHUNK))
         abort();    /* out of memory, as xmalloc */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+    if (fd_set_nonblock(fd, true) < 0 ||
         fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
         err_sys(e, errno, "fcntl");
         client_free(c);
@@ -410,7 +405,7 @@ int client_call(struct client *c, uint64_t id, int timeout_ms, msgpack_object *r
             /* an agent that keeps sending other frames must not keep the
              * call past its deadline: client_recv only looks at the clock
              * when it has to wait */
-            if (deadline >= 0 && now_ms() >= deadline)
+            if (deadline >= 0 && clock_mono_ms() >= deadline)
                 return err_set(e, ETIMEDOUT, NULL, "no answer from the agent in time");
             continue;
         }

@@ -1,11 +1,27 @@
-/* err.h — the one error convention of the project.
+/* err.h — how errors travel: three conventions, each where it belongs.
  *
- * A fallible function returns int: 0 on success, -1 on failure, and fills a
- * `struct sa_err` with an errno (0 when the failure is not a system error), a
- * stable machine-readable code (the string sent on the wire: an errno name such
- * as "ENOENT", or a protocol code such as "bad_request") and a human message.
- * Callers add context as the error travels up with err_wrap(), which prefixes
- * the message ("spawn: chdir /x: No such file or directory").
+ * 1. Module boundaries (the rule). A fallible function that another module
+ *    calls returns int: 0 on success, -1 on failure, and fills a
+ *    `struct sa_err` with an errno (0 when the failure is not a system error),
+ *    a stable machine-readable code (the string sent on the wire: an errno
+ *    name such as "ENOENT", or a protocol code such as "bad_request") and a
+ *    human message. Callers add context as the error travels up with
+ *    err_wrap(), which prefixes the message ("spawn: chdir /x: No such file or
+ *    directory"). Every request handler, every public function of agent/,
+ *    client/, gateway/ and common/xfer.c.
+ *
+ * 2. Leaf helpers: thin wrappers of one or two system calls, static in their
+ *    file or in common/fdio.h, whose only caller turns the failure into an
+ *    sa_err (or ignores it on purpose). They return 0, or -1 with errno set
+ *    (as the system call did) — or, where the helper must close fds on the
+ *    way out and so could clobber errno, -errno (client/addr.c's connect
+ *    steps). No sa_err, nothing logged: the caller knows what was being done.
+ *
+ * 3. Die in a child. Code that runs in a forked child with nobody to return
+ *    to (spawn.c's child before exec, fop_child.c's operations, the sync
+ *    child) reports on its pipe in its own framing and _exit()s; and the
+ *    command-line tools and sa-bench exit with a message (die()). Never in
+ *    the agent's own process.
  *
  * Out-of-memory is not an error: xmalloc() and friends abort.
  */

@@ -1,4 +1,4 @@
-/* fuzz_archive.c — libFuzzer target for the upload path (agent/xfer.c).
+/* fuzz_archive.c — libFuzzer target for the upload path (common/xfer.c).
  *
  * The input is the byte stream an upload would carry (plain tar, gzip, zstd:
  * detected from the bytes). Each run extracts it into a fresh directory

@@ -72,14 +72,6 @@
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-/* main.c's, which the target does not link. */
-uint64_t agent_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static struct agent A;
 static char *initial_user;
 

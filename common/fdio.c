@@ -1,6 +1,7 @@
 #include "fdio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 int fd_write_all(int fd, const void *p, size_t n)
@@ -16,4 +17,13 @@ int fd_write_all(int fd, const void *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
+}
+
+int fd_set_nonblock(int fd, bool on)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -1;
+    int want = on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+    return want == fl ? 0 : fcntl(fd, F_SETFL, want);
 }

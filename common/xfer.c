@@ -1078,8 +1078,7 @@ static int pack_file(struct pctx *p, int dfd, const char *name, const char *anam
         return pack_fail_errno(p, errno, aname, "stat");
     if (!S_ISREG(st.st_mode))
         return pack_fail_errno(p, EAGAIN, aname, "changed while packing:");
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+    if (fd_set_nonblock(fd, false) < 0)
         return pack_fail_errno(p, errno, aname, "open");
     if (pack_header(p, aname, &st, NULL) < 0)
         return -1;
