@@ -99,15 +99,23 @@ static void cmd_log_freed(struct agent *a, size_t n)
 {
     a->log_bytes -= n;
     a->trim_owed += n;
-    if (a->trim_owed >= CMD_TRIM_MIN && !ev_is_active(&a->trim))
+    a->trim_freed_at = ev_now(a->loop);
+    if (a->trim_owed >= CMD_TRIM_MIN && !ev_is_active(&a->trim)) {
+        ev_timer_set(&a->trim, CMD_TRIM_DELAY_S, 0.);
         ev_timer_start(a->loop, &a->trim);
+    }
 }
 
 void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct agent *a = w->data;
+    ev_tstamp quiet = ev_now(loop) - a->trim_freed_at;
+    if (quiet < CMD_TRIM_DELAY_S) {        /* still freeing: wait for the stream to end */
+        ev_timer_set(w, CMD_TRIM_DELAY_S - quiet, 0.);
+        ev_timer_start(loop, w);
+        return;
+    }
     a->trim_owed = 0;
 #ifdef __GLIBC__
     malloc_trim(0);
