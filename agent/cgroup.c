@@ -699,8 +699,51 @@ static void adopt_leftovers(struct cg_state *cg)
     closedir(d);
 }
 
-/* Move a short-lived child into a probe cgroup: proves that cgroup.procs
- * writes work here (permissions, delegation, no-internal-process rule).
+/* A child born in cgroup dfd (clone3 with CLONE_INTO_CGROUP, as commands
+ * are: spawn.c). Fork-like (no CLONE_VM): the child may return from
+ * syscall() on its copy of the stack; it only calls _exit. Returns as fork
+ * does; -1 with ENOSYS when the kernel (or the architecture's headers)
+ * lacks it, so that the caller moves a child by cgroup.procs instead. */
+static pid_t probe_clone_into(int dfd)
+{
+#ifdef SYS_clone3
+    struct {
+        uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid,
+            set_tid_size, cgroup;
+    } args = {.flags = 0x200000000ULL /* CLONE_INTO_CGROUP */, .exit_signal = SIGCHLD,
+              .cgroup = (uint64_t)dfd};
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0 && (errno == E2BIG || errno == EINVAL))  /* clone3 older than 5.7 */
+        errno = ENOSYS;
+    return (pid_t)pid;
+#else
+    (void)dfd;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* A child moved into the probe cgroup by a write of "0" to its cgroup.procs. */
+static pid_t probe_fork_into(int dfd)
+{
+    int pfd = open_file(dfd, "cgroup.procs", O_WRONLY);
+    if (pfd < 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(write(pfd, "0", 1) == 1 ? 0 : (errno & 0xff ? errno & 0xff : EIO));
+    int err = errno;
+    close(pfd);
+    errno = err;
+    return pid;
+}
+
+/* Start a short-lived child in a probe cgroup: proves that processes can be
+ * put into our cgroups here (permissions, delegation, no-internal-process
+ * rule). Born there by clone3 where the kernel has it, as commands are:
+ * moving a process by cgroup.procs waits for an RCU grace period (the
+ * cgroup threadgroup lock taken for writing), which was most of the agent's
+ * start-up (~5-12 ms of it here); the write is the fallback, as in spawn.c.
  * Reaps only its own child, with waitpid(pid). */
 static int probe_join(struct cg_state *cg, struct sa_err *e)
 {
@@ -709,33 +752,30 @@ static int probe_join(struct cg_state *cg, struct sa_err *e)
     if (mkdirat(cg->base_fd, probe, 0755) < 0)
         return err_sys(e, errno, "mkdir %s/%s", cg->base_path, probe);
     int err = 0;
-    int pfd = -1;
+    pid_t pid = -1;
     {
         cleanup_close int dfd = open_file(cg->base_fd, probe, O_PATH | O_DIRECTORY);
-        if (dfd >= 0)
-            pfd = open_file(dfd, "cgroup.procs", O_WRONLY);
-    }
-    if (pfd < 0) {
-        err = errno;
-    } else {
-        pid_t pid = fork();
-        if (pid == 0)
-            _exit(write(pfd, "0", 1) == 1 ? 0 : (errno & 0xff ? errno & 0xff : EIO));
+        if (dfd >= 0) {
+            pid = probe_clone_into(dfd);
+            if (pid == 0)
+                _exit(0);
+            if (pid < 0 && errno == ENOSYS)
+                pid = probe_fork_into(dfd);
+        }
         if (pid < 0)
             err = errno;
-        close(pfd);
-        int st = 0;
-        pid_t w = -1;
-        while (pid > 0 && (w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
-            ;
-        if (pid > 0 && w < 0)
-            err = errno;
-        else if (pid > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-            err = WIFEXITED(st) ? WEXITSTATUS(st) : ECHILD;
     }
+    int st = 0;
+    pid_t w = -1;
+    while (pid > 0 && (w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+        ;
+    if (pid > 0 && w < 0)
+        err = errno;
+    else if (pid > 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        err = WIFEXITED(st) ? WEXITSTATUS(st) : ECHILD;
     (void)unlinkat(cg->base_fd, probe, AT_REMOVEDIR);
     if (err)
-        return err_sys(e, err, "moving a process into %s/%s", cg->base_path, probe);
+        return err_sys(e, err, "putting a process into %s/%s", cg->base_path, probe);
     return 0;
 }
 

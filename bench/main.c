@@ -91,7 +91,7 @@ static const struct {
     {"text", bench_text, "text ADDR BYTES        stdout of head -c BYTES /dev/zero | tr '\\0' a, MiB/s"},
     {"lines", bench_lines, "lines ADDR N           output of seq N, lines counted, lines/s"},
     {"cps", bench_cps, "cps ADDR N CONNS       N /bin/true over CONNS connections, commands/s"},
-    {"startup", bench_startup, "startup N AGENT ARGS.. exec of the agent to its hello (p50, p99)"},
+    {"startup", bench_startup, "startup N AGENT ARGS.. exec of the agent to its hello (p50, p99), and of /bin/true to its exit"},
     {"stats", bench_stats, "stats ADDR             hello capabilities, stats (agent_rss, log_bytes...)"},
     {"stall", bench_stall, "stall ADDR PID          ping p50/p99/max (us) every ms until PID exits"},
     {"release", bench_release, "release ADDR           release every exited command (logs, records)"},
