@@ -20,7 +20,6 @@
 #include "fdio.h"
 #include "log.h"
 #include "reader.h"
-#include "request.h"
 #include "spawn.h"
 
 static void cmd_out_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -261,28 +260,6 @@ static char **cmd_build_env(struct agent *a, const struct wire_exec_req *x,
         if (strncmp(env[i], "PATH=", 5) == 0)
             *path = env[i] + 5;
     return env;
-}
-
-int cmd_identity(struct agent *a, const char *user, bool sudo, const struct ident **env_id,
-                 const struct ident **run, struct sa_err *e)
-{
-    if (a->dev) {
-        if (sudo || (user && strcmp(user, a->default_user) != 0)) {
-            err_set(e, EPERM, NULL, "dev mode: the agent is not root and runs every command as "
-                                    "itself (%s)", a->default_user);
-            e->stage = "user";
-            return -1;
-        }
-        *run = NULL;
-        return ident_lookup_uid(&a->idents, getuid(), env_id, e);
-    }
-    const char *name = sudo ? "root" : user ? user : a->default_user;
-    if (ident_lookup(&a->idents, name, run, e) < 0) {
-        e->stage = "user";
-        return -1;
-    }
-    *env_id = *run;
-    return 0;
 }
 
 /* The request's cwd; absent, or relative, against the default cwd. */
@@ -854,7 +831,8 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
 {
     struct agent *a = conn->a;
     const struct ident *env_id, *run;
-    if (cmd_identity(a, x->user, x->sudo, &env_id, &run, e) < 0)
+    if (ident_choose(&a->idents, a->dev, a->default_user, x->user, x->sudo, &env_id, &run,
+                     e) < 0)
         return -1;
     const char *path;
     char **envp = cmd_build_env(a, x, env_id, &path);
@@ -979,7 +957,7 @@ static void cmd_ack_reply(struct stdin_ack *k, const char *code, const char *msg
     if (!k->conn)
         return;
     if (!code) {
-        req_reply_ok(k->conn, k->req_id);
+        wire_msg_ok(conn_out(k->conn), k->req_id);
     } else {
         struct sa_err e;
         err_set(&e, 0, code, "%s", msg);
@@ -1083,7 +1061,7 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
     if (cmd_lookup(a, cmd_id, &c, e) < 0)
         return -1;
     if (n == 0 && eof && (c->done || c->in_fd < 0 || c->in_eof)) {
-        req_reply_ok(conn, req_id);     /* closing what is closed is not an error */
+        wire_msg_ok(conn_out(conn), req_id);     /* closing what is closed is not an error */
         conn_kick(conn);
         return 0;
     }

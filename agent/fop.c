@@ -19,7 +19,6 @@
 #include "conn.h"
 #include "fdio.h"
 #include "log.h"
-#include "request.h"
 #include "spawn.h"
 
 /* One chunk waiting for its acknowledgement: sent once the helper's input
@@ -388,7 +387,7 @@ int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *
     if (a->nfops >= FOP_MAX)
         return err_set(e, 0, "too_many", "%d file operations are running", FOP_MAX);
     const struct ident *env_id, *run;
-    if (cmd_identity(a, user, sudo, &env_id, &run, e) < 0)
+    if (ident_choose(&a->idents, a->dev, a->default_user, user, sudo, &env_id, &run, e) < 0)
         return -1;
     j.privileged = (run ? run->uid : geteuid()) == 0;
     if ((j.keep_owners || j.allow_devices) && !j.privileged)
@@ -423,7 +422,7 @@ static void fop_ack_reply(struct fop *f, uint64_t req_id, const char *code, cons
     if (!f->conn)
         return;
     if (!code) {
-        req_reply_ok(f->conn, req_id);
+        wire_msg_ok(conn_out(f->conn), req_id);
     } else {
         struct sa_err e;
         err_set(&e, 0, code, "%s", msg);

@@ -19,11 +19,7 @@ typedef int (*req_fn)(struct conn *c, const struct wire_req *r, const msgpack_ob
 
 void req_reply_ok(struct conn *c, uint64_t id)
 {
-    struct wire_enc w;
-    wire_begin(&w, conn_out(c), 2);
-    wire_kv_str(&w, "type", "ok");
-    wire_kv_uint(&w, "id", id);
-    wire_end(&w);
+    wire_msg_ok(conn_out(c), id);
 }
 
 static int req_ping(struct conn *c, const struct wire_req *r, const msgpack_object *m,
@@ -90,7 +86,7 @@ static int req_signal(struct conn *c, const struct wire_req *r, const msgpack_ob
         return err_set(e, EINVAL, NULL, "signal %llu is not 1..64", (unsigned long long)sig);
     if (cmd_signal(c->a, id, (int)sig, group, e) < 0)
         return -1;
-    req_reply_ok(c, r->id);
+    wire_msg_ok(conn_out(c), r->id);
     return 0;
 }
 
@@ -166,7 +162,7 @@ static int req_resize(struct conn *c, const struct wire_req *r, const msgpack_ob
         return err_set(e, 0, "bad_request", "rows and cols must be 1..65535");
     if (cmd_resize(c->a, id, (uint16_t)rows, (uint16_t)cols, e) < 0)
         return -1;
-    req_reply_ok(c, r->id);
+    wire_msg_ok(conn_out(c), r->id);
     return 0;
 }
 

@@ -15,7 +15,6 @@
 #include "conn.h"
 #include "log.h"
 #include "msg.h"
-#include "request.h"
 
 /* One direction of a tunnel: bytes read from `from`, written to `to`. */
 struct tun_dir {
@@ -316,7 +315,7 @@ static void tun_established(struct tunnel *t)
         tun_free(t);
         return;
     }
-    req_reply_ok(c, t->req_id);
+    wire_msg_ok(conn_out(c), t->req_id);
     t->conn = NULL;
     struct buf in, out;
     t->cfd = conn_detach(c, &in, &out);

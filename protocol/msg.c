@@ -166,6 +166,15 @@ void wire_msg_hello(struct buf *b, const struct wire_hello *h)
     wire_end(&w);
 }
 
+void wire_msg_ok(struct buf *b, uint64_t id)
+{
+    struct wire_enc w;
+    wire_begin(&w, b, 2);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", id);
+    wire_end(&w);
+}
+
 void wire_msg_error(struct buf *b, bool has_id, uint64_t id, const struct sa_err *e)
 {
     struct wire_enc w;
