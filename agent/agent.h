@@ -12,9 +12,13 @@
  *   fop.c      file operations: helper        fop_child.c  the helper's side: the
  *              processes, relaying                         operations, as the user
  *   notify.c   readiness to a service manager ($NOTIFY_SOCKET)
- *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
- *              defaults, clock, entropy,                 for `stats`
- *              restore, stats reply, shutdown
+ *   guest_*.c  guest duties (guest.h), one    stats.c    /proc and statvfs reads
+ *              file per concern:                         for `stats`
+ *     guest_auth.c      the token: the gate in front of every request, `auth`
+ *     guest_session.c   session defaults (`set_defaults`: env, cwd, user)
+ *     guest_snap.c      snapshot/restore: `sync`, clock, entropy, `restored`
+ *     guest_stats.c     the `stats` reply
+ *     guest_shutdown.c  `shutdown`; the agent's OOM protection
  *   tunnel.c   `connect`: TCP connections in the guest relayed over the
  *              agent connection that asked
  *   outlog.c   a command's output log     reader.c   its readers (logs, the
