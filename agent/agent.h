@@ -38,6 +38,7 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 
@@ -49,11 +50,6 @@
 #include "tunnel.h"
 #include "wire.h"
 
-/* Per connection: stop reading requests (and the pipes of commands that
- * stream to it) above CONN_OUT_HIGH bytes of pending output; resume below
- * CONN_OUT_LOW. */
-#define CONN_OUT_HIGH (1u << 20)
-#define CONN_OUT_LOW (256u << 10)
 /* One read(2) of command output; the agent reads at most
  * CMD_READS_PER_CB of them per pipe per loop iteration (fairness). */
 #define CMD_READ_CHUNK (64u << 10)
@@ -76,10 +72,6 @@
 /* Requests waiting for an acknowledgement (stdin per command, chunk per
  * transfer): at most this many, besides the byte window (window_exceeded). */
 #define ACKS_MAX 1024
-/* Stream requests (exec streams, logs, wait) answering on one connection
- * at once: each may owe an event, so their number bounds the output the
- * connection can be owed beyond CONN_OUT_HIGH (too_many beyond). */
-#define CONN_MAX_STREAMS 4096
 /* Bytes owed to followers (log bytes a follower has not been sent yet), all
  * logs together, may fill at most this share of --log-total-cap; the rest is
  * reachable by logs nobody follows (PROTOCOL.md "The log, its caps"). */
@@ -132,8 +124,8 @@ struct agent {
     ev_idle cg_prepare;           /* makes the next command's cgroup when idle */
     uint64_t next_conn_id;
     unsigned nconns, ncmds_running, ncmds_exited;
-    struct guest_sync *syncs;     /* sync(2) children not yet reaped */
-    struct fop *fops;             /* file operations' helpers (fop.h) */
+    LIST_HEAD(, guest_sync) syncs; /* sync(2) children not yet reaped */
+    LIST_HEAD(, fop) fops;        /* file operations' helpers (fop.h) */
     char *xfer_helper;            /* the archive helper's path, once needed */
     unsigned nfops;
     struct tunnels tunnels;       /* `connect` (tunnel.h) */

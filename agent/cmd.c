@@ -27,6 +27,7 @@ static void cmd_in_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void cmd_child_cb(struct ev_loop *loop, ev_child *w, int revents);
 static void cmd_drain_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void cmd_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static const struct conn_pending_ops cmd_owner_ops;
 
 /* --- the table ----------------------------------------------------------- */
 
@@ -118,21 +119,24 @@ void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void cmd_free(struct cmd *c)
 {
     struct agent *a = c->a;
-    while (c->readers)
-        rd_close(c->readers);
+    while (!LIST_EMPTY(&c->readers))
+        rd_close(LIST_FIRST(&c->readers));
     cmd_log_freed(a, olog_clear(&c->log));
     olog_free(&c->log);
     buf_free(&c->in_buf);
-    while (c->acks) {
-        struct stdin_ack *k = c->acks;
-        c->acks = k->next;
+    struct stdin_ack *k;
+    while ((k = STAILQ_FIRST(&c->acks)) != NULL) {
+        STAILQ_REMOVE_HEAD(&c->acks, link);
+        conn_pending_remove(&k->pend);
         free(k);
     }
-    while (c->waiters) {
-        struct waiter *w = c->waiters;
-        c->waiters = w->next;
+    struct waiter *w;
+    while ((w = LIST_FIRST(&c->waiters)) != NULL) {
+        LIST_REMOVE(w, link);
+        conn_pending_remove(&w->pend);
         free(w);
     }
+    conn_pending_remove(&c->owner);
     if (c->cg_dirfd >= 0)
         cg_release(&a->cg, c->id, c->cg_dirfd);
     a->record_bytes -= c->rec_bytes;
@@ -160,7 +164,7 @@ static void cmd_evict(struct agent *a, size_t extra)
         next = c->xnext;
         if (a->ncmds_exited <= a->cfg.keep_exited && a->record_bytes + extra <= CMD_RECORD_BYTES)
             break;
-        if (!c->readers)
+        if (LIST_EMPTY(&c->readers))
             cmd_forget(a, c);
     }
 }
@@ -177,7 +181,7 @@ int cmd_release(struct agent *a, bool all, uint64_t cmd_id, uint64_t *released, 
         if (!c->done)
             return err_set(e, 0, "running", "command %llu is still running",
                            (unsigned long long)cmd_id);
-        if (c->readers)
+        if (!LIST_EMPTY(&c->readers))
             return err_set(e, 0, "busy", "the log of command %llu is being read",
                            (unsigned long long)cmd_id);
         cmd_forget(a, c);
@@ -186,7 +190,7 @@ int cmd_release(struct agent *a, bool all, uint64_t cmd_id, uint64_t *released, 
     }
     for (struct cmd *c = a->cmds, *next; c; c = next) {
         next = c->next;
-        if (c->done && !c->readers) {
+        if (c->done && LIST_EMPTY(&c->readers)) {
             cmd_forget(a, c);
             (*released)++;
         }
@@ -605,6 +609,16 @@ static void cmd_reply_exit(struct conn *conn, uint64_t req_id, const struct cmd 
     conn_kick(conn);
 }
 
+/* The connection of a `wait` closed: nobody to answer. */
+static void cmd_waiter_closed(struct conn_pending *p)
+{
+    struct waiter *w = container_of(p, struct waiter, pend);
+    LIST_REMOVE(w, link);
+    free(w);
+}
+
+static const struct conn_pending_ops cmd_waiter_ops = {cmd_waiter_closed, NULL};
+
 int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e)
 {
     struct cmd *c;
@@ -614,15 +628,12 @@ int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err 
         cmd_reply_exit(conn, req_id, c);
         return 0;
     }
-    if (conn->streams >= CONN_MAX_STREAMS)
-        return err_set(e, 0, "too_many", "%u streams are open on this connection",
-                       conn->streams);
+    if (conn_pending_room(conn, e) < 0)
+        return -1;
     struct waiter *w = xcalloc(1, sizeof *w);
-    w->conn = conn;
-    w->req_id = req_id;
-    w->next = c->waiters;
-    c->waiters = w;
-    conn->streams++;         /* a half-closed connection stays for its answer */
+    w->cmd = c;
+    LIST_INSERT_HEAD(&c->waiters, w, link);
+    conn_pending_add(conn, &w->pend, &cmd_waiter_ops, req_id, true);
     return 0;
 }
 
@@ -632,9 +643,8 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
     struct cmd *c;
     if (cmd_lookup(conn->a, cmd_id, &c, e) < 0)
         return -1;
-    if (conn->streams >= CONN_MAX_STREAMS)
-        return err_set(e, 0, "too_many", "%u streams are open on this connection",
-                       conn->streams);
+    if (conn_pending_room(conn, e) < 0)
+        return -1;
     struct wire_enc w;
     wire_begin(&w, conn_out(conn), 5);
     wire_kv_str(&w, "type", "ok");
@@ -776,7 +786,9 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->cg_dirfd = -1;
     olog_init(&c->log);
     buf_init(&c->in_buf);
-    c->acks_tail = &c->acks;
+    STAILQ_INIT(&c->acks);
+    LIST_INIT(&c->readers);
+    LIST_INIT(&c->waiters);
     for (int s = 0; s < 2; s++) {
         ev_io_init(&c->out_w[s], cmd_out_cb, c->out_fd[s], EV_READ);
         c->out_w[s].data = c;
@@ -802,7 +814,7 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
 }
 
 /* The limits an exec must pass before anything is spawned: --max-commands,
- * the connection's streams, one record per frame, CMD_RECORD_BYTES. */
+ * the connection's pending requests, one record per frame, CMD_RECORD_BYTES. */
 static int cmd_admit(struct conn *conn, const struct wire_exec_req *x, const char *cwd,
                      const char *user, struct sa_err *e)
 {
@@ -810,9 +822,8 @@ static int cmd_admit(struct conn *conn, const struct wire_exec_req *x, const cha
     if (a->ncmds_running >= a->cfg.max_commands)
         return err_set(e, 0, "too_many", "%u commands are running (--max-commands)",
                        a->ncmds_running);
-    if (!x->detached && conn->streams >= CONN_MAX_STREAMS)
-        return err_set(e, 0, "too_many", "%u streams are open on this connection",
-                       conn->streams);
+    if (!x->detached && conn_pending_room(conn, e) < 0)
+        return -1;
     size_t strings = argv_bytes(x->argv), need;
     size_t wire = strings + 5 * x->argc + strlen(cwd) + strlen(user);
     if (wire > a->cfg.max_frame - CMD_RECORD_SLACK)
@@ -875,7 +886,8 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
     cmd_cg_prepare_soon(a);             /* while this one runs */
     struct cmd *c = cmd_new(a, id, pid, &f, x, cwd, user);
     c->cg_dirfd = cg_dir;
-    c->owner = x->kill_on_disconnect ? conn : NULL;
+    if (x->kill_on_disconnect)
+        conn_pending_add(conn, &c->owner, &cmd_owner_ops, req_id, false);
     log_debug("cmd %llu: started %s as pid %d (%s)", (unsigned long long)c->id, x->argv[0],
               (int)pid, user);
     cmd_reply_started(conn, req_id, c);
@@ -944,41 +956,39 @@ static void cmd_out_cb(struct ev_loop *loop, ev_io *w, int revents)
         cmd_maybe_finish(c);
 }
 
-void cmd_conn_drained(struct agent *a, struct conn *conn)
-{
-    (void)a;
-    rd_pump_conn(conn);
-}
-
 /* --- stdin ---------------------------------------------------------------- */
 
 static void cmd_ack_reply(struct stdin_ack *k, const char *code, const char *msg)
 {
-    if (!k->conn)
+    struct conn *conn = k->pend.conn;
+    if (!conn)
         return;
     if (!code) {
-        wire_msg_ok(conn_out(k->conn), k->req_id);
+        wire_msg_ok(conn_out(conn), k->pend.req_id);
     } else {
         struct sa_err e;
         err_set(&e, 0, code, "%s", msg);
-        wire_msg_error(conn_out(k->conn), true, k->req_id, &e);
+        wire_msg_error(conn_out(conn), true, k->pend.req_id, &e);
     }
-    conn_kick(k->conn);
+    conn_pending_remove(&k->pend);
+    conn_kick(conn);
 }
+
+/* A stdin request's connection closed: its acknowledgement stays queued (it
+ * still marks where the bytes end) and is answered to nobody. */
+static const struct conn_pending_ops cmd_ack_ops = {NULL, NULL};
 
 /* Answer every waiting stdin request whose bytes are written, or all of them
  * with an error when code is set. */
 static void cmd_acks_settle(struct cmd *c, const char *code, const char *msg)
 {
-    while (c->acks && (code || c->acks->upto <= c->in_written)) {
-        struct stdin_ack *k = c->acks;
-        c->acks = k->next;
+    struct stdin_ack *k;
+    while ((k = STAILQ_FIRST(&c->acks)) != NULL && (code || k->upto <= c->in_written)) {
+        STAILQ_REMOVE_HEAD(&c->acks, link);
         c->nacks--;
         cmd_ack_reply(k, code, msg);
         free(k);
     }
-    if (!c->acks)
-        c->acks_tail = &c->acks;
 }
 
 static void cmd_stdin_close(struct cmd *c)
@@ -1045,11 +1055,9 @@ static void cmd_stdin_queue(struct cmd *c, struct conn *conn, uint64_t req_id, c
         c->in_last = 0;
     c->in_accepted += n + neot;
     struct stdin_ack *k = xcalloc(1, sizeof *k);
-    k->conn = conn;
-    k->req_id = req_id;
     k->upto = c->in_accepted;
-    *c->acks_tail = k;
-    c->acks_tail = &k->next;
+    STAILQ_INSERT_TAIL(&c->acks, k, link);
+    conn_pending_add(conn, &k->pend, &cmd_ack_ops, req_id, true);
     c->nacks++;
 }
 
@@ -1142,6 +1150,20 @@ void cmd_kill_all(struct agent *a, int sig)
             cmd_kill_tree(c, sig, &e);
 }
 
+/* kill_on_disconnect: the exec's connection closed while the command runs. */
+static void cmd_owner_closed(struct conn_pending *p)
+{
+    struct cmd *c = container_of(p, struct cmd, owner);
+    struct sa_err e;
+    if (c->reaped)
+        return;                      /* exited: only its output is being drained */
+    log_info("cmd %llu: connection closed; killing (kill_on_disconnect)",
+             (unsigned long long)c->id);
+    cmd_kill_tree(c, SIGKILL, &e);
+}
+
+static const struct conn_pending_ops cmd_owner_ops = {cmd_owner_closed, NULL};
+
 static void cmd_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
     (void)revents;
@@ -1210,12 +1232,12 @@ static void cmd_finish(struct cmd *c)
     buf_free(&c->in_buf);
     cmd_acks_settle(c, "exited", "the command exited before its stdin was written");
     log_debug("cmd %llu: exited (status 0x%x)", (unsigned long long)c->id, (unsigned)c->status);
-    while (c->waiters) {
-        struct waiter *w = c->waiters;
-        c->waiters = w->next;
-        w->conn->streams--;
-        cmd_reply_exit(w->conn, w->req_id, c);
-        conn_idle_check(w->conn);
+    conn_pending_remove(&c->owner);     /* reaped: nothing left to kill */
+    struct waiter *w;
+    while ((w = LIST_FIRST(&c->waiters)) != NULL) {
+        LIST_REMOVE(w, link);
+        cmd_reply_exit(w->pend.conn, w->pend.req_id, c);
+        conn_pending_remove(&w->pend);
         free(w);
     }
     rd_pump_cmd(c);
@@ -1224,37 +1246,6 @@ static void cmd_finish(struct cmd *c)
         c->cg_dirfd = -1;
     }
     cmd_evict(a, 0);
-}
-
-void cmd_conn_closed(struct agent *a, struct conn *conn)
-{
-    while (conn->readers)
-        rd_close(conn->readers);
-    for (struct cmd *c = a->cmds; c; c = c->next) {
-        if (c->owner == conn) {
-            c->owner = NULL;
-            if (!c->reaped) {
-                struct sa_err e;
-                log_info("cmd %llu: connection closed; killing (kill_on_disconnect)",
-                         (unsigned long long)c->id);
-                cmd_kill_tree(c, SIGKILL, &e);
-            }
-        }
-        for (struct stdin_ack *k = c->acks; k; k = k->next)
-            if (k->conn == conn)
-                k->conn = NULL;
-        for (struct waiter **pw = &c->waiters; *pw;) {
-            struct waiter *w = *pw;
-            if (w->conn == conn) {
-                *pw = w->next;
-                conn->streams--;
-                free(w);
-            } else {
-                pw = &w->next;
-            }
-        }
-    }
-    cmd_resume_all(a);
 }
 
 void cmd_cg_prepare_soon(struct agent *a)

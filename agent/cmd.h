@@ -14,28 +14,28 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 
 #include "buf.h"
+#include "conn.h"
 #include "msg.h"
 #include "ident.h"
 #include "outlog.h"
 
 struct agent;
-struct conn;
 struct reader;
 
 struct stdin_ack {             /* a stdin request waiting for its bytes to be written */
-    struct stdin_ack *next;
-    struct conn *conn;         /* NULL once that connection closed */
-    uint64_t req_id;
+    STAILQ_ENTRY(stdin_ack) link;
+    struct conn_pending pend;  /* holds its connection; off it once that closed */
     uint64_t upto;             /* acknowledged when this many bytes were written */
 };
 
 struct waiter {                /* a `wait` request */
-    struct waiter *next;
-    struct conn *conn;
-    uint64_t req_id;
+    LIST_ENTRY(waiter) link;
+    struct cmd *cmd;
+    struct conn_pending pend;  /* holds its connection */
 };
 
 struct cmd {
@@ -56,8 +56,8 @@ struct cmd {
     ev_io out_w[2];
     bool paused;               /* the log has no room: a follower is behind */
     struct olog log;
-    struct reader *readers;
-    struct waiter *waiters;
+    LIST_HEAD(, reader) readers;
+    LIST_HEAD(, waiter) waiters;
 
     /* stdin */
     int in_fd;
@@ -66,13 +66,13 @@ struct cmd {
     uint64_t in_accepted, in_written;
     bool in_eof;               /* close once in_buf is written */
     char in_last;              /* last byte queued (pty: is a line pending?) */
-    struct stdin_ack *acks, **acks_tail;
+    STAILQ_HEAD(, stdin_ack) acks;
     unsigned nacks;            /* at most ACKS_MAX (agent.h) */
 
     bool pty;
     int pty_fd;                /* the master, for resize (-1 without pty) */
     int cg_dirfd;              /* the command's cgroup (-1 without) */
-    struct conn *owner;        /* kill_on_disconnect: the exec's connection */
+    struct conn_pending owner; /* kill_on_disconnect: on the exec's connection */
 
     /* exit */
     ev_child child_w;
@@ -110,8 +110,6 @@ void cmd_maybe_resume(struct cmd *c);
  * the global log cap may go on. */
 void cmd_share_freed(struct agent *a);
 
-void cmd_conn_closed(struct agent *a, struct conn *c);
-void cmd_conn_drained(struct agent *a, struct conn *c);
 /* Signal every running command (its cgroup, or its process group). */
 void cmd_kill_all(struct agent *a, int sig);
 void cmd_free_all(struct agent *a);

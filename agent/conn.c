@@ -8,18 +8,16 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "cmd.h"
-#include "fop.h"
-#include "guest.h"
 #include "log.h"
 #include "msg.h"
 #include "request.h"
-#include "tunnel.h"
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_idle_check(struct conn *c);
+static void conn_pending_unlink(struct conn_pending *p);
 
 static void conn_send_hello(struct conn *c)
 {
@@ -65,6 +63,7 @@ void conn_accept(struct agent *a, int fd, const char *peer)
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     buf_init(&c->in);
     buf_init(&c->out);
+    TAILQ_INIT(&c->pending);
     c->out.frame_max = a->cfg.max_frame;
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
@@ -102,10 +101,12 @@ void conn_close(struct conn *c)
     struct agent *a = c->a;
     log_debug("conn %llu: closed", (unsigned long long)c->serial);
     c->closed = true;          /* from here on nothing is written or scheduled */
-    cmd_conn_closed(a, c);
-    fop_conn_closed(a, c);
-    guest_conn_closed(a, c);
-    tunnel_conn_closed(a, c);
+    struct conn_pending *p;
+    while ((p = TAILQ_FIRST(&c->pending)) != NULL) {
+        conn_pending_unlink(p);
+        if (p->ops->closed)
+            p->ops->closed(p);
+    }
     ev_io_stop(a->loop, &c->rio);
     ev_io_stop(a->loop, &c->wio);
     ev_timer_stop(a->loop, &c->linger);
@@ -122,6 +123,65 @@ void conn_close(struct conn *c)
     buf_free(&c->in);
     buf_free(&c->out);
     free(c);
+}
+
+int conn_pending_room(const struct conn *c, struct sa_err *e)
+{
+    if (c->holding >= CONN_MAX_STREAMS)
+        return err_set(e, 0, "too_many", "%u requests are pending on this connection",
+                       c->holding);
+    return 0;
+}
+
+void conn_pending_add(struct conn *c, struct conn_pending *p, const struct conn_pending_ops *ops,
+                      uint64_t req_id, bool holds)
+{
+    p->ops = ops;
+    p->conn = c;
+    p->req_id = req_id;
+    p->holds = holds;
+    p->starved = false;
+    TAILQ_INSERT_TAIL(&c->pending, p, link);
+    c->holding += holds;
+}
+
+static void conn_pending_unlink(struct conn_pending *p)
+{
+    struct conn *c = p->conn;
+    TAILQ_REMOVE(&c->pending, p, link);
+    c->holding -= p->holds;
+    p->conn = NULL;
+    p->starved = false;
+}
+
+void conn_pending_remove(struct conn_pending *p)
+{
+    struct conn *c = p->conn;
+    if (!c)
+        return;
+    conn_pending_unlink(p);
+    conn_idle_check(c);
+}
+
+void conn_pending_starve(struct conn_pending *p)
+{
+    p->starved = true;
+    p->conn->starved = true;   /* conn_kick keeps the write watcher for it */
+}
+
+/* Room again: the pendings that starved go on (they may starve again). */
+static void conn_pending_drained(struct conn *c)
+{
+    if (!c->starved)
+        return;
+    c->starved = false;
+    for (struct conn_pending *p = TAILQ_FIRST(&c->pending), *next; p; p = next) {
+        next = TAILQ_NEXT(p, link);
+        if (!p->starved)
+            continue;
+        p->starved = false;
+        p->ops->drained(p);
+    }
 }
 
 void conn_stop_frames(struct conn *c)
@@ -232,11 +292,13 @@ void conn_kick(struct conn *c)
     }
 }
 
-void conn_idle_check(struct conn *c)
+/* A connection closing, or half-closed with nothing pending, closes once
+ * its output is written. */
+static void conn_idle_check(struct conn *c)
 {
     if (c->broken || c->closed || buf_size(&c->out) > 0)
         return;
-    if (c->closing || (c->rd_eof && c->streams == 0 && !conn_frame_ready(c)))
+    if (c->closing || (c->rd_eof && c->holding == 0 && !conn_frame_ready(c)))
         ev_timer_start(c->a->loop, &c->reap);   /* not from inside a caller's loop */
 }
 
@@ -250,14 +312,12 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (buf_size(&c->out) < CONN_OUT_LOW && !c->closing) {
         if (c->rpaused)
             conn_resume(c);
-        c->starved = false;
-        cmd_conn_drained(c->a, c);      /* may queue more and set starved again */
-        fop_conn_drained(c->a, c);
+        conn_pending_drained(c);       /* may queue more and starve again */
     }
     if (buf_size(&c->out) == 0 && !c->starved && !c->broken) {
         ev_io_stop(c->a->loop, &c->wio);
         buf_reset(&c->out, 64u << 10);
-        if (c->closing || (c->rd_eof && c->streams == 0 && !conn_frame_ready(c)))
+        if (c->closing || (c->rd_eof && c->holding == 0 && !conn_frame_ready(c)))
             conn_close(c);
     }
 }

@@ -30,9 +30,9 @@ struct fop_ack {
 };
 
 struct fop {
-    struct fop *prev, *next;
+    LIST_ENTRY(fop) link;        /* in a->fops */
     struct agent *a;
-    struct conn *conn;           /* NULL once its connection closed */
+    struct conn_pending pend;    /* holds its connection; off it once that closed */
     uint64_t id;                 /* the request's id (chunks' ref) */
     enum fop_kind kind;
     pid_t pid;
@@ -76,6 +76,7 @@ static void fop_in_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void fop_child_cb(struct ev_loop *loop, ev_child *w, int revents);
 static void fop_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void fop_cancel_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static const struct conn_pending_ops fop_pending_ops;
 
 /* --- request parsing --------------------------------------------------------- */
 
@@ -267,7 +268,6 @@ static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, i
     struct agent *a = c->a;
     struct fop *f = xcalloc(1, sizeof *f);
     f->a = a;
-    f->conn = c;
     f->id = j->id;
     f->kind = j->kind;
     f->pid = pid;
@@ -297,12 +297,9 @@ static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, i
     ev_timer_start(a->loop, &f->idle_w);
     ev_timer_init(&f->cancel_w, fop_cancel_cb, FOP_CANCEL_GRACE_S, 0.);
     f->cancel_w.data = f;
-    f->next = a->fops;
-    if (a->fops)
-        a->fops->prev = f;
-    a->fops = f;
+    LIST_INSERT_HEAD(&a->fops, f, link);
     a->nfops++;
-    c->streams++;
+    conn_pending_add(c, &f->pend, &fop_pending_ops, j->id, true);
     return f;
 }
 
@@ -399,34 +396,29 @@ int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *
 
 static struct fop *fop_find(struct conn *c, uint64_t id)
 {
-    for (struct fop *f = c->a->fops; f; f = f->next)
-        if (f->conn == c && f->id == id && !f->terminal)
+    struct fop *f;
+    LIST_FOREACH(f, &c->a->fops, link)
+        if (f->pend.conn == c && f->id == id && !f->terminal)
             return f;
     return NULL;
 }
 
 static void fop_unlink(struct fop *f)
 {
-    struct agent *a = f->a;
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        a->fops = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
-    a->nfops--;
+    LIST_REMOVE(f, link);
+    f->a->nfops--;
 }
 
 static void fop_ack_reply(struct fop *f, uint64_t req_id, const char *code, const char *msg)
 {
-    if (!f->conn)
+    if (!f->pend.conn)
         return;
     if (!code) {
-        wire_msg_ok(conn_out(f->conn), req_id);
+        wire_msg_ok(conn_out(f->pend.conn), req_id);
     } else {
         struct sa_err e;
         err_set(&e, 0, code, "%s", msg);
-        wire_msg_error(conn_out(f->conn), true, req_id, &e);
+        wire_msg_error(conn_out(f->pend.conn), true, req_id, &e);
     }
 }
 
@@ -443,8 +435,8 @@ static void fop_acks_settle(struct fop *f, const char *code, const char *msg)
     }
     if (!f->acks)
         f->acks_tail = &f->acks;
-    if (f->conn)
-        conn_kick(f->conn);
+    if (f->pend.conn)
+        conn_kick(f->pend.conn);
 }
 
 static void fop_close_input(struct fop *f, bool complete)
@@ -498,7 +490,7 @@ static void fop_maybe_done(struct fop *f)
 {
     if (!f->reaped || !f->out_eof)
         return;
-    struct conn *c = f->conn;
+    struct conn *c = f->pend.conn;
     if (c && !f->terminal) {
         char why[96];
         fop_status_text(f->status, why, sizeof why);
@@ -513,9 +505,8 @@ static void fop_maybe_done(struct fop *f)
     fop_acks_settle(f, "stopped", "the transfer has stopped; its final reply says why");
     fop_unlink(f);
     if (c) {
-        c->streams--;
+        conn_pending_remove(&f->pend);
         conn_kick(c);
-        conn_idle_check(c);
     }
     fop_free(f);
 }
@@ -592,14 +583,15 @@ static void fop_relay(struct fop *f)
         f->terminal = (tn == 3 && memcmp(t, "end", 3) == 0) ||
                       (tn == 5 && memcmp(t, "error", 5) == 0) ||
                       (f->oneshot && tn == 2 && memcmp(t, "ok", 2) == 0);
-        if (f->conn)
-            buf_append(conn_out(f->conn), buf_ptr(&f->obuf), WIRE_HDR_LEN + (size_t)len);
+        if (f->pend.conn)
+            buf_append(conn_out(f->pend.conn), buf_ptr(&f->obuf),
+                       WIRE_HDR_LEN + (size_t)len);
         buf_consume(&f->obuf, WIRE_HDR_LEN + (size_t)len);
     }
     if (buf_size(&f->obuf) == 0)
         buf_reset(&f->obuf, 64u << 10);
-    if (f->conn)
-        conn_kick(f->conn);
+    if (f->pend.conn)
+        conn_kick(f->pend.conn);
 }
 
 static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -608,9 +600,10 @@ static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct fop *f = w->data;
     for (int i = 0; i < FOP_READS_PER_CB && !f->out_eof; i++) {
-        if (f->conn && conn_congested(f->conn)) {
+        if (f->pend.conn && conn_congested(f->pend.conn)) {
             f->paused = true;
             ev_io_stop(f->a->loop, &f->out_w);
+            conn_pending_starve(&f->pend);   /* fop_drained resumes it */
             break;
         }
         ssize_t n = read(f->out_fd, buf_reserve(&f->obuf, FOP_READ_CHUNK), FOP_READ_CHUNK);
@@ -642,13 +635,18 @@ static void fop_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     fop_maybe_done(f);
 }
 
-void fop_conn_drained(struct agent *a, struct conn *c)
+/* The connection has room again: relay on. */
+static void fop_drained(struct conn_pending *p)
 {
-    for (struct fop *f = a->fops; f; f = f->next)
-        if (f->conn == c && f->paused && !conn_congested(c)) {
-            f->paused = false;
-            ev_io_start(a->loop, &f->out_w);
-        }
+    struct fop *f = container_of(p, struct fop, pend);
+    if (!f->paused)
+        return;
+    if (conn_congested(p->conn)) {       /* filled again by another pending */
+        conn_pending_starve(p);
+        return;
+    }
+    f->paused = false;
+    ev_io_start(f->a->loop, &f->out_w);
 }
 
 /* --- input: chunks ------------------------------------------------------------- */
@@ -736,36 +734,32 @@ int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
 
 /* --- connections going away, exit -------------------------------------------------- */
 
-void fop_conn_closed(struct agent *a, struct conn *c)
+/* Its connection closed. Nobody wants its result: an upload or write sees
+ * the cancellation (input closed without the eof byte) and gets
+ * FOP_CANCEL_GRACE_S to remove its temporary file; any other helper is
+ * killed now, whatever it is blocked in. */
+static void fop_closed(struct conn_pending *p)
 {
-    for (struct fop *f = a->fops, *next; f; f = next) {
-        next = f->next;
-        if (f->conn != c)
-            continue;
-        f->conn = NULL;
-        c->streams--;
-        /* nobody wants its result: an upload or write sees the cancellation
-         * (input closed without the eof byte) and gets FOP_CANCEL_GRACE_S to
-         * remove its temporary file; any other helper is killed now, whatever
-         * it is blocked in. */
-        if (f->has_input)
-            ev_timer_start(a->loop, &f->cancel_w);
-        else
-            fop_kill(f);
-        fop_close_input(f, false);
-        fop_acks_settle(f, "stopped", "");
-        fop_close_output(f);             /* a helper still writing gets EPIPE and ends */
-        fop_maybe_done(f);
-    }
+    struct fop *f = container_of(p, struct fop, pend);
+    if (f->has_input)
+        ev_timer_start(f->a->loop, &f->cancel_w);
+    else
+        fop_kill(f);
+    fop_close_input(f, false);
+    fop_acks_settle(f, "stopped", "");
+    fop_close_output(f);                 /* a helper still writing gets EPIPE and ends */
+    fop_maybe_done(f);
 }
+
+static const struct conn_pending_ops fop_pending_ops = {fop_closed, fop_drained};
 
 void fop_free_all(struct agent *a)
 {
-    while (a->fops) {
-        struct fop *f = a->fops;
+    struct fop *f;
+    while ((f = LIST_FIRST(&a->fops)) != NULL) {
         fop_kill(f);
         ev_child_stop(a->loop, &f->child_w);
-        f->conn = NULL;
+        conn_pending_remove(&f->pend);
         fop_close_input(f, false);
         fop_close_output(f);
         fop_unlink(f);

@@ -79,10 +79,6 @@ int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *
                 struct sa_err *e);
 int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
               struct sa_err *e);
-/* The connection has room again: resume the helpers relaying to it. */
-void fop_conn_drained(struct agent *a, struct conn *c);
-/* The connection is going away: cancel its transfers. */
-void fop_conn_closed(struct agent *a, struct conn *c);
 /* At exit: kill the helpers still running and free everything. */
 void fop_free_all(struct agent *a);
 

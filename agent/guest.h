@@ -51,8 +51,6 @@ int guest_add_entropy(struct conn *c, const struct wire_req *r, const msgpack_ob
                       struct sa_err *e);
 int guest_restored(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                    struct sa_err *e);
-/* Forget the connection in pending sync replies. */
-void guest_conn_closed(struct agent *a, struct conn *c);
 /* Stop watching the sync children (they finish on their own); guest_free. */
 void guest_syncs_free(struct agent *a);
 

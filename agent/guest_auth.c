@@ -7,7 +7,6 @@
 #include "agent.h"
 #include "conn.h"
 #include "log.h"
-#include "request.h"
 
 /* --- the token -------------------------------------------------------------- */
 
@@ -51,6 +50,6 @@ int guest_auth(struct conn *c, const struct wire_req *r, const msgpack_object *m
     }
     c->authed = true;
     log_debug("conn %llu: authenticated", (unsigned long long)c->serial);
-    req_reply_ok(c, r->id);
+    wire_msg_ok(conn_out(c), r->id);
     return 0;
 }

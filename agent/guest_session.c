@@ -11,7 +11,6 @@
 #include "agent.h"
 #include "conn.h"
 #include "log.h"
-#include "request.h"
 
 /* --- session defaults -------------------------------------------------------- */
 
@@ -117,7 +116,7 @@ int guest_set_defaults(struct conn *c, const struct wire_req *r, const msgpack_o
     }
     log_info("session defaults: user %s, cwd %s, %zu env entries", a->default_user,
              agent_default_cwd(a), a->default_envc);
-    req_reply_ok(c, r->id);
+    wire_msg_ok(conn_out(c), r->id);
     return 0;
 }
 

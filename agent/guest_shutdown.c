@@ -11,7 +11,6 @@
 #include "agent.h"
 #include "conn.h"
 #include "log.h"
-#include "request.h"
 
 int guest_shutdown(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                    struct sa_err *e)
@@ -20,7 +19,7 @@ int guest_shutdown(struct conn *c, const struct wire_req *r, const msgpack_objec
     (void)e;
     char why[64];
     snprintf(why, sizeof why, "shutdown request (conn %llu)", (unsigned long long)c->serial);
-    req_reply_ok(c, r->id);
+    wire_msg_ok(conn_out(c), r->id);
     conn_kick(c);               /* the ok goes out before the loop may end */
     init_shutdown(c->a, why);
     return 0;

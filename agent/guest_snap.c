@@ -18,16 +18,17 @@
 #include "conn.h"
 #include "fdio.h"
 #include "log.h"
-#include "request.h"
 
 /* A sync(2) running in a child; answered when the child is reaped. */
 struct guest_sync {
-    struct guest_sync *next;
+    LIST_ENTRY(guest_sync) link; /* in a->syncs */
     struct agent *a;
     ev_child child;
-    struct conn *conn;          /* NULL once that connection closed */
-    uint64_t id;
+    struct conn_pending pend;   /* holds its connection; off it once that closed */
 };
+
+/* Its connection closed: the sync goes on, its reply to nobody. */
+static const struct conn_pending_ops guest_sync_ops = {NULL, NULL};
 
 /* sync(2) can take seconds on a VM with much dirty data: it runs in a forked
  * child, and the reply goes out when the child is reaped, so other commands'
@@ -38,16 +39,12 @@ static void guest_sync_done_cb(struct ev_loop *loop, ev_child *w, int revents)
     (void)revents;
     struct guest_sync *s = w->data;
     ev_child_stop(loop, w);
-    for (struct guest_sync **p = &s->a->syncs; *p; p = &(*p)->next)
-        if (*p == s) {
-            *p = s->next;
-            break;
-        }
-    if (s->conn) {
-        s->conn->streams--;
-        req_reply_ok(s->conn, s->id);
-        conn_kick(s->conn);
-        conn_idle_check(s->conn);
+    LIST_REMOVE(s, link);
+    struct conn *c = s->pend.conn;
+    if (c) {
+        wire_msg_ok(conn_out(c), s->pend.req_id);
+        conn_pending_remove(&s->pend);
+        conn_kick(c);
     }
     free(s);
 }
@@ -69,24 +66,13 @@ int guest_sync(struct conn *c, const struct wire_req *r, const msgpack_object *m
     }
     struct guest_sync *s = xcalloc(1, sizeof *s);
     s->a = c->a;
-    s->conn = c;
-    s->id = r->id;
-    c->streams++;               /* a half-closed connection waits for this reply */
+    /* holds: a half-closed connection waits for this reply */
+    conn_pending_add(c, &s->pend, &guest_sync_ops, r->id, true);
     ev_child_init(&s->child, guest_sync_done_cb, pid, 0);
     s->child.data = s;
     ev_child_start(c->a->loop, &s->child);
-    s->next = c->a->syncs;
-    c->a->syncs = s;
+    LIST_INSERT_HEAD(&c->a->syncs, s, link);
     return 0;
-}
-
-void guest_conn_closed(struct agent *a, struct conn *c)
-{
-    for (struct guest_sync *s = a->syncs; s; s = s->next)
-        if (s->conn == c) {
-            s->conn = NULL;
-            c->streams--;
-        }
 }
 
 int guest_set_time(struct conn *c, const struct wire_req *r, const msgpack_object *m,
@@ -102,7 +88,7 @@ int guest_set_time(struct conn *c, const struct wire_req *r, const msgpack_objec
     if (clock_settime(CLOCK_REALTIME, &ts) < 0)
         return err_sys(e, errno, "clock_settime");
     log_info("clock set by the host (moved by %+lld ms)", (long long)((int64_t)ms - before));
-    req_reply_ok(c, r->id);
+    wire_msg_ok(conn_out(c), r->id);
     return 0;
 }
 
@@ -162,9 +148,10 @@ int guest_restored(struct conn *c, const struct wire_req *r, const msgpack_objec
 
 void guest_syncs_free(struct agent *a)
 {
-    while (a->syncs) {          /* at exit: the children finish on their own */
-        struct guest_sync *s = a->syncs;
-        a->syncs = s->next;
+    struct guest_sync *s;
+    while ((s = LIST_FIRST(&a->syncs)) != NULL) {  /* at exit: the children finish alone */
+        LIST_REMOVE(s, link);
+        conn_pending_remove(&s->pend);
         ev_child_stop(a->loop, &s->child);
         free(s);
     }

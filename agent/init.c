@@ -314,11 +314,12 @@ static bool init_systemd_service(const struct agent *a)
            S_ISDIR(sb.st_mode);
 }
 
-/* Every connection has written what it was owed (or cannot take it). */
+/* Every connection has written what it was owed (or cannot take it): its
+ * output, and the answers of its pending requests (readers, file operations). */
 static bool init_flushed(const struct agent *a)
 {
     for (const struct conn *c = a->conns; c; c = c->next)
-        if (!c->broken && (buf_size(&c->out) > 0 || c->readers))
+        if (!c->broken && (buf_size(&c->out) > 0 || c->holding > 0))
             return false;
     return true;
 }

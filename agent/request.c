@@ -17,11 +17,6 @@
 typedef int (*req_fn)(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                       struct sa_err *e);
 
-void req_reply_ok(struct conn *c, uint64_t id)
-{
-    wire_msg_ok(conn_out(c), id);
-}
-
 static int req_ping(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                     struct sa_err *e)
 {

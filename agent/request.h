@@ -11,8 +11,4 @@ struct conn;
  * the connection (after an error); a bad request gets an error reply. */
 void req_handle(struct conn *c, const uint8_t *payload, size_t len);
 
-/* {type:"ok", id} with no result fields (wire_msg_ok; for guest.c until it
- * calls that itself). */
-void req_reply_ok(struct conn *c, uint64_t id);
-
 #endif
