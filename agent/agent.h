@@ -43,9 +43,11 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "conn.h"
 #include "cgroup.h"
 #include "ident.h"
 #include "init.h"
+#include "listen.h"
 #include "notify.h"
 #include "tunnel.h"
 #include "wire.h"
@@ -100,7 +102,6 @@ struct agent {
     char **default_env;           /* set_defaults' env, "K=V", NULL-terminated (or NULL) */
     size_t default_envc;
     uint64_t generation;          /* `restored` notifications so far */
-    bool insecure_tcp;            /* a tcp: listener serves without a token (--insecure-tcp) */
     char boot_id[64];
     struct ident_cache idents;
     msgpack_zone zone;            /* decode zone, cleared after every frame */
@@ -108,8 +109,8 @@ struct agent {
     struct rlimit nofile;         /* RLIMIT_NOFILE at start-up, restored in commands */
     void *spawn_stack;            /* stack of the CLONE_VFORK child */
     size_t spawn_stack_size;
-    struct listener *listeners;
-    struct conn *conns;           /* doubly linked */
+    struct listeners lsn;         /* listen.h */
+    struct conn_set conns;        /* the open connections (conn.h) */
     struct cmd *cmds, *cmds_tail; /* running and remembered commands, newest first */
     struct cmd *exited, *exited_tail; /* exited commands, oldest exit first */
     uint64_t record_bytes;        /* every record's strings (CMD_RECORD_BYTES) */
@@ -122,8 +123,7 @@ struct agent {
     struct cg_state cg;           /* per-command cgroups, when available */
     ev_timer cg_sweep;
     ev_idle cg_prepare;           /* makes the next command's cgroup when idle */
-    uint64_t next_conn_id;
-    unsigned nconns, ncmds_running, ncmds_exited;
+    unsigned ncmds_running, ncmds_exited;
     LIST_HEAD(, guest_sync) syncs; /* sync(2) children not yet reaped */
     LIST_HEAD(, fop) fops;        /* file operations' helpers (fop.h) */
     char *xfer_helper;            /* the archive helper's path, once needed */

@@ -79,9 +79,32 @@ struct conn_pending {
     TAILQ_ENTRY(conn_pending) link;
 };
 
+/* What transport hands the services, wired by main (as redis's ae takes a
+ * proc and its client data): transport knows no service. */
+struct conn_ops {
+    /* A new connection: queue its greeting. */
+    void (*opened)(struct conn *c);
+    /* The payload of one whole frame (valid during the call): handle it,
+     * replies to conn_out(c). */
+    void (*frame)(struct conn *c, const uint8_t *payload, size_t len);
+};
+
+/* The open connections and what transport needs to run them. */
+struct conn_set {
+    struct ev_loop *loop;
+    const struct conn_ops *ops;
+    struct agent *a;           /* client data: every connection's `a`, never read here */
+    uint32_t max_frame;        /* --max-frame */
+    unsigned max;              /* --max-connections */
+    TAILQ_HEAD(, conn) list;
+    unsigned n;                /* in the list */
+    uint64_t next_serial;
+};
+
 struct conn {
-    struct agent *a;
-    struct conn *prev, *next;
+    struct agent *a;           /* the services' state (conn_set.a) */
+    struct conn_set *set;
+    TAILQ_ENTRY(conn) link;    /* in set->list */
     uint64_t serial;
     int fd;
     ev_io rio, wio;
@@ -102,9 +125,11 @@ struct conn {
     char peer[64];
 };
 
-void conn_accept(struct agent *a, int fd, const char *peer);
-/* Over --max-connections: an error frame (too_many, no id), then close fd. */
-void conn_refuse(struct agent *a, int fd, const char *peer);
+void conn_set_init(struct conn_set *s, struct ev_loop *loop, const struct conn_ops *ops,
+                   struct agent *a, uint32_t max_frame, unsigned max);
+/* A connection on fd (non-blocking, close-on-exec), peer naming it for the
+ * log. Over s->max: an error frame (too_many, no id), then fd is closed. */
+void conn_accept(struct conn_set *s, int fd, const char *peer);
 /* Frames for the client go here; then conn_kick(). */
 static inline struct buf *conn_out(struct conn *c) { return &c->out; }
 /* Write what is pending (never frees c: a write error closes it later). */
@@ -132,6 +157,9 @@ void conn_stop_frames(struct conn *c);
 /* Hand c's socket over and free c (as a close: its streams end): returns the
  * fd; *in gets the bytes read and not processed, *out those not written. */
 int conn_detach(struct conn *c, struct buf *in, struct buf *out);
-void conn_close_all(struct agent *a);
+void conn_close_all(struct conn_set *s);
+/* Every connection has written what it was owed (its output, the answers of
+ * its holding pendings), or cannot take it (broken). */
+bool conn_all_flushed(const struct conn_set *s);
 
 #endif

@@ -20,6 +20,7 @@
 #include "init.h"
 #include "listen.h"
 #include "log.h"
+#include "request.h"
 
 #define SPAWN_STACK_SIZE (256u << 10)
 
@@ -87,6 +88,10 @@ static int agent_init(struct agent *a, struct sa_err *e)
     a->loop = ev_default_loop(0);
     if (!a->loop)
         return err_set(e, 0, "internal", "cannot initialise libev");
+    /* transport: frames reach the services through request.c */
+    static const struct conn_ops req_ops = {req_opened, req_handle};
+    conn_set_init(&a->conns, a->loop, &req_ops, a, a->cfg.max_frame, a->cfg.max_connections);
+    lsn_init(&a->lsn, a->loop, &a->cfg, &a->conns);
     if (cfg_load_token(&a->cfg, e) < 0)
         return -1;
     guest_oom_protect();
@@ -150,9 +155,9 @@ static void agent_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void agent_free(struct agent *a)
 {
-    lsn_close_all(a);
+    lsn_close_all(&a->lsn);
     cmd_kill_all(a, SIGKILL);
-    conn_close_all(a);
+    conn_close_all(&a->conns);
     tunnel_close_all(a);
     fop_free_all(a);
     cmd_free_all(a);
@@ -202,7 +207,7 @@ int main(int argc, char **argv)
     if (agent_init(&a, &e) < 0)
         goto fail;
     for (int i = 0; i < a.cfg.nlisten; i++) {
-        if (lsn_open(&a, a.cfg.listen[i], &e) == 0)
+        if (lsn_open(&a.lsn, a.cfg.listen[i], &e) == 0)
             continue;
         if (!a.init.pid1)
             goto fail;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "agent.h"
@@ -16,6 +17,42 @@
 
 typedef int (*req_fn)(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                       struct sa_err *e);
+
+void req_opened(struct conn *c)
+{
+    struct agent *a = c->a;
+    c->authed = a->cfg.token_len == 0;   /* else after `auth` (guest_auth.c) */
+    const char *caps[16];
+    size_t n = 0;
+    static const char *const base[] = {"exec", "stdin", "signal", "lifecycle", "pty", "guest",
+                                       "files", "fs", "gzip"};
+    for (size_t i = 0; i < sizeof base / sizeof *base; i++)
+        caps[n++] = base[i];
+    if (a->cg.enabled)
+        caps[n++] = "cgroup";
+    if (a->cfg.tunnel != CFG_TUNNEL_OFF)
+        caps[n++] = "tunnel";
+    if (SA_HAVE_ZSTD)                   /* the linked libarchive reads zstd (CMakeLists.txt) */
+        caps[n++] = "zstd";
+    caps[n] = NULL;
+    char agent[64];
+    snprintf(agent, sizeof agent, "sandbox-agent %s", SA_VERSION);
+    struct wire_hello h = {
+        .agent = agent,
+        .caps = caps,
+        .boot_id = a->boot_id,
+        .user = a->default_user,
+        .workdir = agent_default_cwd(a),
+        .dev = a->dev,
+        .max_frame = a->cfg.max_frame,
+        .stdin_window = a->cfg.stdin_window,
+        .generation = a->generation,
+        .auth_required = a->cfg.token_len > 0,
+        .insecure_tcp = a->lsn.insecure_tcp,
+    };
+    wire_msg_hello(conn_out(c), &h);
+}
+
 
 static int req_ping(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                     struct sa_err *e)
@@ -216,11 +253,10 @@ void req_handle(struct conn *c, const uint8_t *payload, size_t len)
     err_clear(&e);
     if (wire_decode(payload, len, &c->a->zone, &root, &e) < 0) {
         conn_fail(c, &e);
-        return;
-    }
-    if (wire_parse_req(&root, &r, &e) < 0 || req_dispatch(c, &r, &root, &e) < 0) {
+    } else if (wire_parse_req(&root, &r, &e) < 0 || req_dispatch(c, &r, &root, &e) < 0) {
         log_debug("conn %llu: request %llu: %s: %s", (unsigned long long)c->serial,
                   (unsigned long long)r.id, e.code, e.msg);
         wire_msg_error(conn_out(c), r.has_id, r.id, &e);
     }
+    msgpack_zone_clear(&c->a->zone);      /* what the request decoded into */
 }
