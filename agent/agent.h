@@ -1,36 +1,39 @@
 /* agent.h — the one explicit state of the daemon, passed down everywhere.
  *
- * Module map (one file per concern):
- *   config.c   settings: flags, --config      listen.c   listeners, accept,
- *              file, kernel cmdline; peer                peer checks
- *              allow-lists
- *   conn.c     connections: frames in/out     request.c  request dispatch
- *   cmd.c      the command table, output,     spawn.c    fork/exec of a command
- *              stdin, exit                    ident.c    users and groups
- *   log.c      the log sink                   main.c     wiring
- *   init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
- *   fop.c      file operations: helper        fop_child.c  the helper's side: the
- *              processes, relaying                         operations, as the user
- *   notify.c   readiness to a service manager ($NOTIFY_SOCKET)
- *   guest_*.c  guest duties (guest.h), one    stats.c    /proc and statvfs reads
- *              file per concern:                         for `stats`
- *     guest_auth.c      the token: the gate in front of every request, `auth`
- *     guest_session.c   session defaults (`set_defaults`: env, cwd, user)
- *     guest_snap.c      snapshot/restore: `sync`, clock, entropy, `restored`
- *     guest_stats.c     the `stats` reply
- *     guest_shutdown.c  `shutdown`; the agent's OOM protection
- *   tunnel.c   `connect`: TCP connections in the guest relayed over the
- *              agent connection that asked
- *   outlog.c   a command's output log     reader.c   its readers (logs, the
- *              (chunks, positions)                   attached exec, followers)
- *   cgroup.c   per-command cgroups, group signals, cgroup.kill
- *   fop_io.c   the helper's framed I/O    fop_xfer.c uploads and downloads
- *              (its side of the pipes)               over xfer.c, in the helper
+ * Module map, one file per concern, by layer: a file calls into the layers
+ * below it and, one way, into its own; never up (docs/agent.md "Source map").
+ *   protocol/, common/   frames, msgpack, errors; fd helpers, clocks, the tar
+ *                        engine (shared with sandboxctl and the gateway)
+ *   OS adapters
+ *     log.c      the log sink               config.c  settings: flags, --config,
+ *     spawn.c    fork/exec of a command               kernel cmdline; allow-lists
+ *     cgroup.c   per-command cgroups, group signals, cgroup.kill
+ *     ident.c    users and groups; who a request runs as (ident_choose)
+ *     outlog.c   a command's output log (chunks, positions)
+ *     stats.c    /proc and statvfs reads    notify.c  readiness ($NOTIFY_SOCKET)
+ *     fop_io.c   a file helper's framed I/O (its side of the pipes)
+ *   transport (knows no service: main wires conn_ops)
+ *     listen.c   listeners, accept, peer checks
+ *     conn.c     connections: frames in/out; the work pending on each
+ *                (struct conn_pending: closed, drained, holds)
+ *   services
+ *     cmd.c      the command table, output, stdin, exit   } the one pair
+ *     reader.c   its log's readers (logs, attached exec)   } that call each other
+ *     fop.c      file operations: helper processes, relaying; the helper's
+ *                side: fop_child.c (operations, as the user), fop_xfer.c
+ *                (uploads and downloads over xfer.c)
+ *     guest_*.c  guest duties (guest.h), one file per concern:
+ *       guest_auth.c      the token: the gate in front of every request, `auth`
+ *       guest_session.c   session defaults (`set_defaults`: env, cwd, user)
+ *       guest_snap.c      snapshot/restore: `sync`, clock, entropy, `restored`
+ *       guest_stats.c     the `stats` reply
+ *       guest_shutdown.c  `shutdown`; the agent's OOM protection
+ *     init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
+ *     tunnel.c   `connect`: TCP connections in the guest relayed over the
+ *                agent connection that asked
+ *   request.c    the request table and the auth gate; the hello (conn_ops)
+ *   main.c       wiring: settings, each subsystem's init/free, conn_ops, signals
  *   xfer_main.c  sandbox-agent-xfer, the archive helper binary (regular build)
- *
- * Shared with sandboxctl and the gateway, in common/ (common/README.md): the
- * tar engine (xfer.c, run by the helper), fd helpers (fdio.c), the clocks
- * (clock.c).
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@ static void cmd_in_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void cmd_child_cb(struct ev_loop *loop, ev_child *w, int revents);
 static void cmd_drain_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void cmd_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void cmd_cg_prepare_soon(struct agent *a);
 static const struct conn_pending_ops cmd_owner_ops;
 
 /* --- the table ----------------------------------------------------------- */
@@ -103,7 +105,7 @@ static void cmd_log_freed(struct agent *a, size_t n)
         ev_timer_start(a->loop, &a->trim);
 }
 
-void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
@@ -1248,13 +1250,13 @@ static void cmd_finish(struct cmd *c)
     cmd_evict(a, 0);
 }
 
-void cmd_cg_prepare_soon(struct agent *a)
+static void cmd_cg_prepare_soon(struct agent *a)
 {
     if (a->cg.enabled)
         ev_idle_start(a->loop, &a->cg_prepare);
 }
 
-void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents)
+static void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     (void)revents;
     struct agent *a = w->data;
@@ -1262,16 +1264,47 @@ void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents)
     cg_prepare(&a->cg, a->next_cmd_id + 1);
 }
 
-void cmd_cg_sweep(struct agent *a)
+/* The periodic sweep (CMD_CG_SWEEP_S): the kernel closes a dying process's
+ * pipes before it leaves its cgroup, so a cgroup can still look populated
+ * when the command finishes. */
+static void cmd_cg_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    /* the kernel closes a dying process's pipes before it leaves its cgroup,
-     * so a cgroup can still look populated when the command finishes */
+    (void)loop;
+    (void)revents;
+    struct agent *a = w->data;
     for (struct cmd *c = a->cmds; c; c = c->next)
         if (c->done && c->cg_dirfd >= 0 && !cg_populated(c->cg_dirfd)) {
             cg_release(&a->cg, c->id, c->cg_dirfd);
             c->cg_dirfd = -1;
         }
     cg_sweep(&a->cg);
+}
+
+int cmd_init(struct agent *a, struct sa_err *e)
+{
+    a->scratch = xmalloc(CMD_READ_CHUNK);
+    a->spawn_stack_size = CMD_SPAWN_STACK_SIZE;
+    a->spawn_stack = mmap(NULL, a->spawn_stack_size, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (a->spawn_stack == MAP_FAILED)
+        return err_sys(e, errno, "mmap spawn stack");
+    const char *why_not = NULL;
+    cg_init(&a->cg, &why_not);
+    if (a->cg.enabled)
+        log_info("per-command cgroups under %s", a->cg.base_path);
+    else
+        log_info("no per-command cgroups (%s): kill reaches process groups only",
+                 why_not ? why_not : "unavailable");
+    ev_timer_init(&a->cg_sweep, cmd_cg_sweep_cb, CMD_CG_SWEEP_S, CMD_CG_SWEEP_S);
+    a->cg_sweep.data = a;
+    if (a->cg.enabled)
+        ev_timer_start(a->loop, &a->cg_sweep);
+    ev_timer_init(&a->trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
+    a->trim.data = a;
+    ev_idle_init(&a->cg_prepare, cmd_cg_prepare_cb);
+    a->cg_prepare.data = a;
+    cmd_cg_prepare_soon(a);
+    return 0;
 }
 
 void cmd_free_all(struct agent *a)
@@ -1288,4 +1321,15 @@ void cmd_free_all(struct agent *a)
         ev_timer_stop(a->loop, &c->timeout_w);
         cmd_free(c);
     }
+    if (a->loop) {           /* NULL: start-up failed before the loop */
+        ev_timer_stop(a->loop, &a->cg_sweep);
+        ev_idle_stop(a->loop, &a->cg_prepare);
+        ev_timer_stop(a->loop, &a->trim);
+    }
+    cg_free(&a->cg);
+    free(a->scratch);
+    a->scratch = NULL;
+    if (a->spawn_stack && a->spawn_stack != MAP_FAILED)
+        munmap(a->spawn_stack, a->spawn_stack_size);
+    a->spawn_stack = NULL;
 }

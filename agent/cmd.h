@@ -23,6 +23,9 @@
 #include "ident.h"
 #include "outlog.h"
 
+#define CMD_SPAWN_STACK_SIZE (256u << 10)   /* the CLONE_VFORK child's stack */
+#define CMD_CG_SWEEP_S 2.0                  /* cgroups of finished commands, removed */
+
 struct agent;
 struct reader;
 
@@ -112,14 +115,13 @@ void cmd_share_freed(struct agent *a);
 
 /* Signal every running command (its cgroup, or its process group). */
 void cmd_kill_all(struct agent *a, int sig);
+/* Once the loop exists: the pipe-read scratch buffer, the spawn stack
+ * (CMD_SPAWN_STACK_SIZE), per-command cgroups when available, and the
+ * table's own timers: the cgroup sweep (CMD_CG_SWEEP_S: cgroups of finished
+ * commands that have emptied), the malloc_trim timer (CMD_TRIM_DELAY_S) and
+ * the idle watcher that makes the next command's cgroup ahead of its exec. */
+int cmd_init(struct agent *a, struct sa_err *e);
+/* Free every command and what cmd_init made (after start-up failures too). */
 void cmd_free_all(struct agent *a);
-/* Remove the cgroups of finished commands that have emptied (periodic). */
-void cmd_cg_sweep(struct agent *a);
-/* Once the loop is idle, make the next command's cgroup (cgroup.h,
- * cg_prepare), so that an exec does not wait for the mkdir. */
-void cmd_cg_prepare_soon(struct agent *a);
-void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents);
-/* The trim timer (struct agent's `trim`, CMD_TRIM_DELAY_S, one-shot). */
-void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 #endif

@@ -765,4 +765,6 @@ void fop_free_all(struct agent *a)
         fop_unlink(f);
         fop_free(f);
     }
+    free(a->xfer_helper);
+    a->xfer_helper = NULL;
 }

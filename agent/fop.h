@@ -79,7 +79,8 @@ int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *
                 struct sa_err *e);
 int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
               struct sa_err *e);
-/* At exit: kill the helpers still running and free everything. */
+/* At exit: kill the helpers still running and free everything (the archive
+ * helper's path too). */
 void fop_free_all(struct agent *a);
 
 /* Helper side (fop_child.c): run j with fd 0 the input (or /dev/null), fd 1
