@@ -4,7 +4,8 @@
  *   config.c   settings: flags, --config      listen.c   listeners, accept,
  *              file, kernel cmdline; peer                peer checks
  *              allow-lists
- *   conn.c     connections: frames in/out     request.c  request dispatch
+ *   conn.c     connections: frames in/out     request.c  request dispatch and
+ *                                                        all field parsing
  *   cmd.c      the command table, output,     spawn.c    fork/exec of a command
  *              stdin, exit                    ident.c    users and groups
  *   log.c      the log sink                   main.c     wiring

@@ -37,9 +37,8 @@ static void guest_stats_cmds(struct wire_enc *w, struct agent *a)
         }
 }
 
-int guest_stats(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e)
+int guest_stats(struct conn *c, const struct wire_req *r, struct sa_err *e)
 {
-    (void)m;
     (void)e;
     struct agent *a = c->a;
     struct stats_sys s;
