@@ -124,7 +124,7 @@ int guest_add_entropy(struct conn *c, const struct wire_req *r, const char *p, s
     if (!credited && fd_write_all(fd, p, n) < 0)
         return err_sys(e, errno, "writing /dev/urandom");
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 3);
+    wire_begin(&w, conn_out(c));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", r->id);
     wire_kv_bool(&w, "credited", credited);
@@ -139,7 +139,7 @@ int guest_restored(struct conn *c, const struct wire_req *r, struct sa_err *e)
     a->generation++;
     log_info("restored from a snapshot: generation %llu", (unsigned long long)a->generation);
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 3);
+    wire_begin(&w, conn_out(c));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", r->id);
     wire_kv_uint(&w, "generation", a->generation);

@@ -22,7 +22,7 @@ typedef int (*req_fn)(struct conn *c, const struct wire_req *r, const msgpack_ob
 void req_reply_ok(struct conn *c, uint64_t id)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 2);
+    wire_begin(&w, conn_out(c));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", id);
     wire_end(&w);
@@ -34,7 +34,7 @@ static int req_ping(struct conn *c, const struct wire_req *r, const msgpack_obje
     (void)m;
     (void)e;
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 3);
+    wire_begin(&w, conn_out(c));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", r->id);
     wire_kv_uint(&w, "time_ms", clock_wall_ms());
@@ -151,7 +151,7 @@ static int req_release(struct conn *c, const struct wire_req *r, const msgpack_o
     if (cmd_release(c->a, all, id, &n, e) < 0)
         return -1;
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 3);
+    wire_begin(&w, conn_out(c));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", r->id);
     wire_kv_uint(&w, "released", n);

@@ -34,7 +34,7 @@ int cmd_ping(const char *addr, int argc, char **argv)
     struct wire_enc w;
     struct sa_err e;
     msgpack_object reply;
-    uint64_t id = client_begin(c, &w, "ping", 0);
+    uint64_t id = client_begin(c, &w, "ping");
     if (client_end(c, &w, &e) < 0 || client_call(c, id, addr_timeout_from_env(), &reply, &e) != 0) {
         warnmsg("ping: %s", e.msg);
         client_free(c);
@@ -71,7 +71,7 @@ static int call_cmd(struct client *c, const char *type, uint64_t cmd, int timeou
                     msgpack_object *reply, struct sa_err *e)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, type, 1);
+    uint64_t id = client_begin(c, &w, type);
     wire_kv_uint(&w, "cmd", cmd);
     if (client_end(c, &w, e) < 0)
         return -1;
@@ -198,7 +198,7 @@ static int logs_event(struct logs_state *st, const msgpack_object *m, int *statu
 static uint64_t logs_request(struct client *c, const struct logs_opts *o, struct sa_err *e)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "logs", 3);
+    uint64_t id = client_begin(c, &w, "logs");
     wire_kv_uint(&w, "cmd", o->cmd);
     wire_kv_uint(&w, "from", o->from);
     wire_kv_bool(&w, "follow", o->follow);
@@ -346,7 +346,7 @@ int cmd_kill(const char *addr, int argc, char **argv)
     if (rc != 0)
         return rc;
     struct client *c = connect_or_die(addr);
-    uint64_t id = client_begin(c, &w, "signal", 2);
+    uint64_t id = client_begin(c, &w, "signal");
     wire_kv_uint(&w, "cmd", cmd);
     wire_kv_uint(&w, "signal", (uint64_t)sig);
     rc = client_end(c, &w, &e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, &e);
@@ -387,7 +387,7 @@ int cmd_release(const char *addr, int argc, char **argv)
         struct wire_enc w;
         struct sa_err e;
         msgpack_object reply;
-        uint64_t cmd = 0, id = client_begin(c, &w, "release", 1);
+        uint64_t cmd = 0, id = client_begin(c, &w, "release");
         if (all) {
             wire_kv_bool(&w, "all", true);
         } else {
@@ -632,7 +632,7 @@ static int agent_time(struct client *c, uint64_t *now_ms, struct sa_err *e)
 {
     struct wire_enc w;
     msgpack_object reply;
-    uint64_t id = client_begin(c, &w, "ping", 0);
+    uint64_t id = client_begin(c, &w, "ping");
     int rc = client_end(c, &w, e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, e);
     if (rc == 0 && !wire_obj_uint(wire_get(&reply, "time_ms"), now_ms))
         *now_ms = 0;
@@ -645,7 +645,7 @@ static int ps_list(struct client *c, const struct ps_opts *o, uint64_t cursor,
                    msgpack_object *reply, struct sa_err *e)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "list", cursor ? 2 : 1);
+    uint64_t id = client_begin(c, &w, "list");
     wire_kv_bool(&w, "running", !o->all);
     if (cursor)
         wire_kv_uint(&w, "cursor", cursor);
@@ -820,7 +820,7 @@ int cmd_stats(const char *addr, int argc, char **argv)
     struct wire_enc w;
     struct sa_err e;
     msgpack_object reply;
-    uint64_t id = client_begin(c, &w, "stats", 0);
+    uint64_t id = client_begin(c, &w, "stats");
     rc = client_end(c, &w, &e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, &e);
     if (rc != 0) {
         rc = call_failed("stats", rc, &e);

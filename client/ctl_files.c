@@ -125,11 +125,6 @@ static int fopts_parse(int argc, char **argv, const char *what, unsigned allowed
     return 0;
 }
 
-static uint32_t who_fields(const struct who *w)
-{
-    return (w->user ? 1u : 0u) + (w->sudo ? 1u : 0u);
-}
-
 static void who_pack(struct wire_enc *enc, const struct who *w)
 {
     if (w->user)
@@ -242,7 +237,7 @@ static int send_stream(struct client *c, uint64_t id, struct source *src, const 
                 goto out;        /* no eof chunk: closing the connection cancels */
             }
             struct wire_enc w;
-            uint64_t cid = client_begin(c, &w, "chunk", eof ? 3 : 2);
+            uint64_t cid = client_begin(c, &w, "chunk");
             wire_kv_uint(&w, "ref", id);
             wire_kv_bin(&w, "data", block, (size_t)n);
             if (eof)
@@ -473,8 +468,7 @@ int cmd_upload(const char *addr, int argc, char **argv)
     }
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "upload", 1 + (parents ? 1 : 0) + (keep ? 1 : 0) +
-                                                    who_fields(&who));
+    uint64_t id = client_begin(c, &w, "upload");
     wire_kv_str(&w, "dest", dest);
     if (parents)
         wire_kv_bool(&w, "parents", true);
@@ -529,8 +523,7 @@ int cmd_put(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "write", 2 + (has_mode ? 1 : 0) + (append ? 1 : 0) +
-                                                   who_fields(&who));
+    uint64_t id = client_begin(c, &w, "write");
     wire_kv_str(&w, "path", remote);
     wire_kv_bool(&w, "parents", true);
     if (has_mode)
@@ -606,7 +599,7 @@ int cmd_download(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "download", 1 + (gzip ? 1 : 0) + who_fields(&who));
+    uint64_t id = client_begin(c, &w, "download");
     wire_key(&w, "paths");
     msgpack_pack_array(&w.pk, (uint32_t)(argc - optind));
     for (int i = optind; i < argc; i++)
@@ -663,7 +656,7 @@ int cmd_fget(const char *addr, int argc, char **argv)
     if (c) {
         struct wire_enc w;
         struct sa_err e;
-        uint64_t id = client_begin(c, &w, "read", 1 + who_fields(&who));
+        uint64_t id = client_begin(c, &w, "read");
         wire_kv_str(&w, "path", remote);
         who_pack(&w, &who);
         if (client_end(c, &w, &e) < 0 || client_flush_all(c, -1, &e) < 0)
@@ -754,7 +747,7 @@ int cmd_stat(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "stat", 1 + (follow ? 1 : 0) + who_fields(&who));
+    uint64_t id = client_begin(c, &w, "stat");
     wire_kv_str(&w, "path", argv[optind]);
     if (follow)
         wire_kv_bool(&w, "follow", true);
@@ -859,7 +852,7 @@ int cmd_ls(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "ls", 1 + who_fields(&who));
+    uint64_t id = client_begin(c, &w, "ls");
     wire_kv_str(&w, "path", path);
     who_pack(&w, &who);
     struct lent *v = NULL;
@@ -934,14 +927,11 @@ static int for_each_path(const char *addr, const char *type, const char *what,
     struct client *c = connect_cap(addr, "fs", what, &rc);
     if (!c)
         return rc;
-    uint32_t nf = 1 + (o->set & F_MODE ? 1 : 0) + who_fields(&o->who);
-    for (size_t k = 0; k < sizeof flags / sizeof *flags; k++)
-        nf += o->set & flags[k].bit ? 1 : 0;
     uint64_t first = 0;
     struct sa_err e;
     for (int i = 0; i < n; i++) {
         struct wire_enc w;
-        uint64_t id = client_begin(c, &w, type, nf);
+        uint64_t id = client_begin(c, &w, type);
         if (i == 0)
             first = id;
         wire_kv_str(&w, "path", paths[i]);
@@ -1030,7 +1020,7 @@ int cmd_mv(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "rename", 2 + (noclobber ? 1 : 0) + who_fields(&who));
+    uint64_t id = client_begin(c, &w, "rename");
     wire_kv_str(&w, "from", argv[optind]);
     wire_kv_str(&w, "to", argv[optind + 1]);
     if (noclobber)
