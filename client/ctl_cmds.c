@@ -23,7 +23,7 @@
 
 /* --- ping ----------------------------------------------------------------- */
 
-int cmd_ping(const char *addr, int argc, char **argv)
+int verb_ping(const char *addr, int argc, char **argv)
 {
     (void)argv;
     if (argc > 1)
@@ -46,7 +46,7 @@ int cmd_ping(const char *addr, int argc, char **argv)
     return fflush(stdout) == 0 ? 0 : EXIT_CONN;
 }
 
-/* --- commands about one command id: shared -------------------------------- */
+/* --- verbs about one command id: shared ----------------------------------- */
 
 /* The single ID argument left after the options: 0, or a usage error's status. */
 static int one_id(const char *what, int argc, char **argv, uint64_t *id)
@@ -225,7 +225,7 @@ static int logs_run(struct client *c, const struct logs_opts *o)
     }
 }
 
-int cmd_logs(const char *addr, int argc, char **argv)
+int verb_logs(const char *addr, int argc, char **argv)
 {
     struct logs_opts o;
     int rc = logs_parse(argc, argv, &o);
@@ -284,7 +284,7 @@ static int wait_status(const struct wait_opts *o, const msgpack_object *reply)
     return code >= 0 && code <= 255 ? (int)code : EXIT_CONN;
 }
 
-int cmd_wait(const char *addr, int argc, char **argv)
+int verb_wait(const char *addr, int argc, char **argv)
 {
     struct wait_opts o;
     struct sa_err e;
@@ -333,7 +333,7 @@ static int kill_parse(int argc, char **argv, int *sig, uint64_t *cmd)
     return one_id("kill", argc, argv, cmd);
 }
 
-int cmd_kill(const char *addr, int argc, char **argv)
+int verb_kill(const char *addr, int argc, char **argv)
 {
     int sig;
     uint64_t cmd;
@@ -359,7 +359,7 @@ int cmd_kill(const char *addr, int argc, char **argv)
 /* --- release -------------------------------------------------------------- */
 
 /* release --all | release ID...: the agent forgets exited commands. */
-int cmd_release(const char *addr, int argc, char **argv)
+int verb_release(const char *addr, int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "all", no_argument, NULL, 'a' },
@@ -422,7 +422,7 @@ static void record_json(struct buf *b, const msgpack_object *m)
     free(kv);
 }
 
-int cmd_inspect(const char *addr, int argc, char **argv)
+int verb_inspect(const char *addr, int argc, char **argv)
 {
     uint64_t cmd;
     struct sa_err e;
@@ -658,7 +658,7 @@ static int ps_list(struct client *c, const struct ps_opts *o, uint64_t cursor,
     return rc;
 }
 
-int cmd_ps(const char *addr, int argc, char **argv)
+int verb_ps(const char *addr, int argc, char **argv)
 {
     struct ps_opts o;
     struct sa_err e;
@@ -793,7 +793,7 @@ static void stats_render(struct buf *b, const msgpack_object *r)
     }
 }
 
-int cmd_stats(const char *addr, int argc, char **argv)
+int verb_stats(const char *addr, int argc, char **argv)
 {
     enum { OPT_JSON = 256 };
     static const struct option longopts[] = {

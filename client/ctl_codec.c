@@ -91,7 +91,7 @@ static int encode_line(const char *p, size_t n, msgpack_zone *z, struct buf *out
     return 0;
 }
 
-int cmd_encode(int argc, char **argv)
+int verb_encode(int argc, char **argv)
 {
     (void)argv;
     if (argc > 1)
@@ -183,7 +183,7 @@ static int decode_loop(struct buf *in, struct buf *out, msgpack_zone *z, struct 
     return 0;
 }
 
-int cmd_decode(int argc, char **argv)
+int verb_decode(int argc, char **argv)
 {
     (void)argv;
     if (argc > 1)

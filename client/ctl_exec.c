@@ -223,14 +223,14 @@ static bool inflight_ack(struct session *s, uint64_t id)
 
 /* Start a request about our command: type, id and cmd; the caller adds the
  * rest. Returns the request id. */
-static uint64_t cmd_begin(struct session *s, struct wire_enc *w, const char *type)
+static uint64_t session_req_begin(struct session *s, struct wire_enc *w, const char *type)
 {
     uint64_t id = client_begin(s->c, w, type);
     wire_kv_uint(w, "cmd", s->cmd);
     return id;
 }
 
-static int cmd_end(struct session *s, struct wire_enc *w)
+static int session_req_end(struct session *s, struct wire_enc *w)
 {
     struct sa_err e;
     return client_end(s->c, w, &e) < 0 ? fail_conn(s, &e) : 0;
@@ -239,9 +239,9 @@ static int cmd_end(struct session *s, struct wire_enc *w)
 static int send_stdin(struct session *s, const uint8_t *p, size_t n)
 {
     struct wire_enc w;
-    uint64_t id = cmd_begin(s, &w, "stdin");
+    uint64_t id = session_req_begin(s, &w, "stdin");
     wire_kv_bin(&w, "data", p, n);
-    if (cmd_end(s, &w) < 0)
+    if (session_req_end(s, &w) < 0)
         return -1;
     inflight_push(s, id, (uint32_t)n);
     return 0;
@@ -251,16 +251,16 @@ static int send_close_stdin(struct session *s)
 {
     struct wire_enc w;
     s->stdin_open = false;
-    cmd_begin(s, &w, "close_stdin");
-    return cmd_end(s, &w);
+    session_req_begin(s, &w, "close_stdin");
+    return session_req_end(s, &w);
 }
 
 static int send_signal(struct session *s, int sig)
 {
     struct wire_enc w;
-    cmd_begin(s, &w, "signal");
+    session_req_begin(s, &w, "signal");
     wire_kv_uint(&w, "signal", (uint64_t)sig);
-    return cmd_end(s, &w);
+    return session_req_end(s, &w);
 }
 
 static int send_resize(struct session *s)
@@ -268,10 +268,10 @@ static int send_resize(struct session *s)
     struct wire_enc w;
     uint16_t rows, cols;
     tty_size(&rows, &cols);
-    cmd_begin(s, &w, "resize");
+    session_req_begin(s, &w, "resize");
     wire_kv_uint(&w, "rows", rows);
     wire_kv_uint(&w, "cols", cols);
-    return cmd_end(s, &w);
+    return session_req_end(s, &w);
 }
 
 /* Our stdin is readable (or at EOF, or gone). */
@@ -617,7 +617,7 @@ static int exec_start(struct client *c, const struct exec_opts *o)
     return s.code;
 }
 
-int cmd_exec(const char *addr, int argc, char **argv)
+int verb_exec(const char *addr, int argc, char **argv)
 {
     struct exec_opts o;
     int rc = exec_parse(argc, argv, &o);

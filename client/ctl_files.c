@@ -447,7 +447,7 @@ static int upload_report(const msgpack_object *m)
     return EXIT_FAILED;
 }
 
-int cmd_upload(const char *addr, int argc, char **argv)
+int verb_upload(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "upload", F_PARENTS | F_GZIP | F_KEEP, &o);
@@ -492,7 +492,7 @@ int cmd_upload(const char *addr, int argc, char **argv)
     return rc;
 }
 
-int cmd_put(const char *addr, int argc, char **argv)
+int verb_put(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "put", F_MODE | F_APPEND, &o);
@@ -581,7 +581,7 @@ static int recv_stream(struct client *c, uint64_t id, int fd, const char *what)
     }
 }
 
-int cmd_download(const char *addr, int argc, char **argv)
+int verb_download(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "download", F_GZIP, &o);
@@ -615,7 +615,7 @@ int cmd_download(const char *addr, int argc, char **argv)
     return rc;
 }
 
-int cmd_fget(const char *addr, int argc, char **argv)
+int verb_fget(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "get", 0, &o);
@@ -732,7 +732,7 @@ static void fmt_mtime(int64_t ms, char *out, size_t n)
         snprintf(out, n, "?");
 }
 
-int cmd_stat(const char *addr, int argc, char **argv)
+int verb_stat(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "stat", F_FOLLOW | F_JSON, &o);
@@ -836,7 +836,7 @@ static char *render_entry(const msgpack_object *ent, bool longfmt, bool json)
     return s;
 }
 
-int cmd_ls(const char *addr, int argc, char **argv)
+int verb_ls(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "ls", F_LONG | F_JSON, &o);
@@ -969,7 +969,7 @@ static int for_each_path(const char *addr, const char *type, const char *what,
     return rc;
 }
 
-int cmd_mkdir(const char *addr, int argc, char **argv)
+int verb_mkdir(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "mkdir", F_PARENTS | F_MODE, &o);
@@ -980,7 +980,7 @@ int cmd_mkdir(const char *addr, int argc, char **argv)
     return for_each_path(addr, "mkdir", "mkdir", &o, argc - optind, argv + optind);
 }
 
-int cmd_rm(const char *addr, int argc, char **argv)
+int verb_rm(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "rm", F_RECURSIVE | F_FORCE, &o);
@@ -991,7 +991,7 @@ int cmd_rm(const char *addr, int argc, char **argv)
     return for_each_path(addr, "remove", "rm", &o, argc - optind, argv + optind);
 }
 
-int cmd_chmod(const char *addr, int argc, char **argv)
+int verb_chmod(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "chmod", 0, &o);
@@ -1005,7 +1005,7 @@ int cmd_chmod(const char *addr, int argc, char **argv)
     return for_each_path(addr, "chmod", "chmod", &o, argc - optind - 1, argv + optind + 1);
 }
 
-int cmd_mv(const char *addr, int argc, char **argv)
+int verb_mv(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "mv", F_NOCLOBBER, &o);
