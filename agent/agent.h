@@ -31,7 +31,8 @@
  *     init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
  *     tunnel.c   `connect`: TCP connections in the guest relayed over the
  *                agent connection that asked
- *   request.c    the request table and the auth gate; the hello (conn_ops)
+ *   request.c    the request table, the auth gate, every request's field
+ *                parsing; the hello (conn_ops)
  *   main.c       wiring: settings, each subsystem's init/free, conn_ops, signals
  *   xfer_main.c  sandbox-agent-xfer, the archive helper binary (regular build)
  */

@@ -506,14 +506,8 @@ static void cmd_kv_exit(struct wire_enc *w, const struct cmd *c)
     wire_kv_uint(w, "stderr_bytes", x.stderr_bytes);
 }
 
-/* A command record (PROTOCOL.md "get, list, wait"): its number of keys,
- * and the keys themselves, so that it can stand alone in a map or share the
- * reply's. */
-static uint32_t cmd_record_nkeys(const struct cmd *c)
-{
-    return (c->done ? 17 : 11) + c->argv_cut;
-}
-
+/* A command record's keys (PROTOCOL.md "get, list, wait"), so that it can
+ * stand alone in a map or share the reply's. */
 static void cmd_record_kv(struct wire_enc *w, const struct cmd *c)
 {
     uint32_t argc = 0;
@@ -545,7 +539,7 @@ int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *
     if (cmd_lookup(conn->a, cmd_id, &c, e) < 0)
         return -1;
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 2 + cmd_record_nkeys(c));
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     cmd_record_kv(&w, c);
@@ -573,8 +567,9 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
         if (limit && n == limit)
             break;
         size_t before = buf_size(&recs);
-        msgpack_pack_map(&r.pk, cmd_record_nkeys(c));
+        unsigned rec = wire_map_begin(&r);
         cmd_record_kv(&r, c);
+        wire_map_end(&r, rec);
         if (buf_size(&recs) + CMD_LIST_OVERHEAD > a->cfg.max_frame && n > 0) {
             recs.len = recs.head + before;       /* this one starts the next page */
             break;
@@ -586,7 +581,7 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
         c = c->next;
     bool more = c != NULL && last != NULL;
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), more ? 5 : 4);
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_bool(&w, "more", more);
@@ -602,7 +597,7 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
 static void cmd_reply_exit(struct conn *conn, uint64_t req_id, const struct cmd *c)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 9);
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_uint(&w, "cmd", c->id);
@@ -648,7 +643,7 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
     if (conn_pending_room(conn, e) < 0)
         return -1;
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 5);
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_uint(&w, "cmd", c->id);
@@ -753,7 +748,7 @@ fail:
 static void cmd_reply_started(struct conn *conn, uint64_t req_id, const struct cmd *c)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 7);
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_uint(&w, "cmd", c->id);

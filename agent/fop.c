@@ -62,122 +62,12 @@ struct fop {
     ev_tstamp last_progress;     /* a byte from or to it, or its client holding it back */
 };
 
-static const struct {
-    const char *type;
-    enum fop_kind kind;
-} fop_types[] = {
-    {"upload", FOP_UPLOAD}, {"download", FOP_DOWNLOAD}, {"read", FOP_READ},
-    {"write", FOP_WRITE}, {"stat", FOP_STAT}, {"ls", FOP_LS}, {"mkdir", FOP_MKDIR},
-    {"remove", FOP_REMOVE}, {"rename", FOP_RENAME}, {"chmod", FOP_CHMOD},
-};
-
 static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void fop_in_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void fop_child_cb(struct ev_loop *loop, ev_child *w, int revents);
 static void fop_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void fop_cancel_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static const struct conn_pending_ops fop_pending_ops;
-
-/* --- request parsing --------------------------------------------------------- */
-
-static int need_str(const msgpack_object *m, const char *key, msgpack_zone *z, const char **v,
-                    struct sa_err *e)
-{
-    char *s = NULL;
-    if (wire_opt_cstr(m, key, z, &s, e) < 0)
-        return -1;
-    if (!s || !s[0])
-        return err_set(e, 0, "bad_request", "field '%s' (a non-empty string) is required", key);
-    *v = s;
-    return 0;
-}
-
-static int opt_mode(const msgpack_object *m, struct fop_job *j, bool required, struct sa_err *e)
-{
-    uint64_t mode = 0;
-    j->has_mode = wire_get(m, "mode") != NULL;
-    if (required && !j->has_mode)
-        return err_set(e, 0, "bad_request", "field 'mode' (an unsigned integer) is required");
-    if (wire_opt_uint(m, "mode", &mode, e) < 0)
-        return -1;
-    if (mode > 07777)
-        return err_set(e, 0, "bad_request", "mode %llo is not within 07777",
-                       (unsigned long long)mode);
-    j->mode = (uint32_t)mode;
-    return 0;
-}
-
-static int parse_paths(const msgpack_object *m, msgpack_zone *z, struct fop_job *j,
-                       struct sa_err *e)
-{
-    const msgpack_object *o = wire_get(m, "paths");
-    if (!o || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size == 0)
-        return err_set(e, 0, "bad_request", "field 'paths' (a non-empty array of strings) is "
-                                            "required");
-    j->npaths = o->via.array.size;
-    j->paths = msgpack_zone_malloc(z, (j->npaths + 1) * sizeof *j->paths);
-    if (!j->paths)
-        return err_set(e, ENOMEM, NULL, "out of memory");
-    for (size_t i = 0; i < j->npaths; i++) {
-        j->paths[i] = wire_obj_cstr(&o->via.array.ptr[i], z);
-        if (!j->paths[i] || !j->paths[i][0])
-            return err_set(e, 0, "bad_request", "paths[%zu] is not a non-empty string", i);
-    }
-    j->paths[j->npaths] = NULL;
-    return 0;
-}
-
-/* Fill j from the request's fields for its kind. */
-static int fop_parse(const msgpack_object *m, msgpack_zone *z, struct fop_job *j,
-                     struct sa_err *e)
-{
-    switch (j->kind) {
-    case FOP_UPLOAD:
-        j->path = "/";
-        if (wire_opt_cstr(m, "dest", z, (char **)&j->path, e) < 0 ||
-            wire_opt_bool(m, "parents", &j->parents, e) < 0 ||
-            wire_opt_bool(m, "keep_owners", &j->keep_owners, e) < 0 ||
-            wire_opt_bool(m, "allow_devices", &j->allow_devices, e) < 0)
-            return -1;
-        if (!j->path[0])
-            return err_set(e, 0, "bad_request", "field 'dest' is empty");
-        return 0;
-    case FOP_DOWNLOAD:
-        return parse_paths(m, z, j, e) < 0 || wire_opt_bool(m, "gzip", &j->gzip, e) < 0 ? -1 : 0;
-    case FOP_READ:
-        j->has_length = wire_get(m, "length") != NULL;
-        return need_str(m, "path", z, &j->path, e) < 0 ||
-               wire_opt_uint(m, "offset", &j->offset, e) < 0 ||
-               wire_opt_uint(m, "length", &j->length, e) < 0 ? -1 : 0;
-    case FOP_WRITE:
-        return need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, false, e) < 0 ||
-               wire_opt_bool(m, "append", &j->append, e) < 0 ||
-               wire_opt_bool(m, "parents", &j->parents, e) < 0 ? -1 : 0;
-    case FOP_STAT:
-        return need_str(m, "path", z, &j->path, e) < 0 ||
-               wire_opt_bool(m, "follow", &j->follow, e) < 0 ? -1 : 0;
-    case FOP_LS:
-        return need_str(m, "path", z, &j->path, e);
-    case FOP_MKDIR:
-        if (need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, false, e) < 0 ||
-            wire_opt_bool(m, "parents", &j->parents, e) < 0)
-            return -1;
-        if (!j->has_mode)
-            j->mode = 0755;
-        return 0;
-    case FOP_REMOVE:
-        return need_str(m, "path", z, &j->path, e) < 0 ||
-               wire_opt_bool(m, "recursive", &j->recursive, e) < 0 ||
-               wire_opt_bool(m, "force", &j->force, e) < 0 ? -1 : 0;
-    case FOP_RENAME:
-        j->overwrite = true;
-        return need_str(m, "from", z, &j->path, e) < 0 || need_str(m, "to", z, &j->path2, e) < 0 ||
-               wire_opt_bool(m, "overwrite", &j->overwrite, e) < 0 ? -1 : 0;
-    case FOP_CHMOD:
-        return need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, true, e) < 0 ? -1 : 0;
-    }
-    return err_set(e, 0, "internal", "unknown file operation");
-}
 
 /* --- helper processes ---------------------------------------------------------- */
 
@@ -357,34 +247,21 @@ static int fop_start(struct conn *c, const struct fop_job *j, const struct ident
     return 0;
 }
 
-int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+int fop_request(struct conn *c, const struct wire_req *r, const struct fop_req *q,
                 struct sa_err *e)
 {
     struct agent *a = c->a;
-    struct fop_job j;
-    memset(&j, 0, sizeof j);
-    size_t k = 0;
-    while (k < sizeof fop_types / sizeof *fop_types && !wire_req_is(r, fop_types[k].type))
-        k++;
-    if (k == sizeof fop_types / sizeof *fop_types)
-        return err_set(e, 0, "internal", "not a file operation");
-    if (!r->has_id)
-        return err_set(e, 0, "bad_request", "field 'id' is required");
-    j.kind = fop_types[k].kind;
+    struct fop_job j = q->job;
     j.id = r->id;
     j.max_frame = a->cfg.max_frame;
     j.cwd = agent_default_cwd(a);
     j.max_bytes = a->cfg.upload_max_bytes;
     j.max_entries = a->cfg.upload_max_entries;
-    char *user = NULL;
-    bool sudo = false;
-    if (wire_opt_cstr(m, "user", &a->zone, &user, e) < 0 ||
-        wire_opt_bool(m, "sudo", &sudo, e) < 0 || fop_parse(m, &a->zone, &j, e) < 0)
-        return -1;
     if (a->nfops >= FOP_MAX)
         return err_set(e, 0, "too_many", "%d file operations are running", FOP_MAX);
     const struct ident *env_id, *run;
-    if (ident_choose(&a->idents, a->dev, a->default_user, user, sudo, &env_id, &run, e) < 0)
+    if (ident_choose(&a->idents, a->dev, a->default_user, q->user, q->sudo, &env_id, &run,
+                     e) < 0)
         return -1;
     j.privileged = (run ? run->uid : geteuid()) == 0;
     if ((j.keep_owners || j.allow_devices) && !j.privileged)
@@ -688,17 +565,13 @@ static void fop_in_cb(struct ev_loop *loop, ev_io *w, int revents)
     fop_in_flush(w->data);
 }
 
-int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+int fop_chunk(struct conn *c, const struct wire_req *r, const struct fop_chunk_req *q,
               struct sa_err *e)
 {
-    uint64_t ref;
-    const char *data = "";
-    size_t n = 0;
-    bool eof = false;
-    if (!wire_obj_uint(wire_get(m, "ref"), &ref))
-        return err_set(e, 0, "bad_request", "field 'ref' (an unsigned integer) is required");
-    if (wire_opt_bytes(m, "data", &data, &n, e) < 0 || wire_opt_bool(m, "eof", &eof, e) < 0)
-        return -1;
+    uint64_t ref = q->ref;
+    const char *data = q->data;
+    size_t n = q->n;
+    bool eof = q->eof;
     struct fop *f = fop_find(c, ref);
     if (!f)
         return err_set(e, 0, "not_found", "no upload or write %llu on this connection",

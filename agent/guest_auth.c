@@ -35,13 +35,10 @@ int guest_check_auth(struct conn *c, const struct wire_req *r, struct sa_err *e)
     return err_set(e, 0, "auth_required", "authenticate first: send auth {token}");
 }
 
-int guest_auth(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e)
+int guest_auth(struct conn *c, const struct wire_req *r, const char *tok, size_t n,
+               struct sa_err *e)
 {
     const struct cfg *cfg = &c->a->cfg;
-    const char *tok;
-    size_t n;
-    if (!wire_obj_bytes(wire_get(m, "token"), &tok, &n))
-        return err_set(e, 0, "bad_request", "field 'token' (bin or str) is required");
     if (cfg->token_len && !guest_token_eq(cfg->token, cfg->token_len, tok, n)) {
         log_warn("conn %llu (%s): wrong token; closing", (unsigned long long)c->serial, c->peer);
         c->authed = false;

@@ -12,10 +12,8 @@
 #include "conn.h"
 #include "log.h"
 
-int guest_shutdown(struct conn *c, const struct wire_req *r, const msgpack_object *m,
-                   struct sa_err *e)
+int guest_shutdown(struct conn *c, const struct wire_req *r, struct sa_err *e)
 {
-    (void)m;
     (void)e;
     char why[64];
     snprintf(why, sizeof why, "shutdown request (conn %llu)", (unsigned long long)c->serial);

@@ -49,9 +49,8 @@ static void guest_sync_done_cb(struct ev_loop *loop, ev_child *w, int revents)
     free(s);
 }
 
-int guest_sync(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e)
+int guest_sync(struct conn *c, const struct wire_req *r, struct sa_err *e)
 {
-    (void)m;
     pid_t pid = fork();
     if (pid < 0)
         return err_sys(e, errno, "fork for sync");
@@ -75,14 +74,8 @@ int guest_sync(struct conn *c, const struct wire_req *r, const msgpack_object *m
     return 0;
 }
 
-int guest_set_time(struct conn *c, const struct wire_req *r, const msgpack_object *m,
-                   struct sa_err *e)
+int guest_set_time(struct conn *c, const struct wire_req *r, uint64_t ms, struct sa_err *e)
 {
-    uint64_t ms;
-    if (!wire_obj_uint(wire_get(m, "time_ms"), &ms))
-        return err_set(e, 0, "bad_request", "field 'time_ms' (an unsigned integer) is required");
-    if (ms > GUEST_TIME_MAX_MS)
-        return err_set(e, 0, "bad_request", "time_ms beyond the year 9999");
     struct timespec ts = {.tv_sec = (time_t)(ms / 1000u), .tv_nsec = (long)(ms % 1000u) * 1000000L};
     int64_t before = (int64_t)clock_wall_ms();
     if (clock_settime(CLOCK_REALTIME, &ts) < 0)
@@ -107,13 +100,9 @@ static bool guest_credit_entropy(int fd, const char *p, size_t n)
     return rc == 0;
 }
 
-int guest_add_entropy(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+int guest_add_entropy(struct conn *c, const struct wire_req *r, const char *p, size_t n,
                       struct sa_err *e)
 {
-    const char *p;
-    size_t n;
-    if (!wire_obj_bytes(wire_get(m, "data"), &p, &n) || n < 1 || n > GUEST_ENTROPY_MAX)
-        return err_set(e, 0, "bad_request", "field 'data' must be 1..%d bytes", GUEST_ENTROPY_MAX);
     cleanup_close int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return err_sys(e, errno, "open /dev/urandom");
@@ -121,7 +110,7 @@ int guest_add_entropy(struct conn *c, const struct wire_req *r, const msgpack_ob
     if (!credited && fd_write_all(fd, p, n) < 0)
         return err_sys(e, errno, "writing /dev/urandom");
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 3);
+    wire_begin(&w, conn_out(c));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", r->id);
     wire_kv_bool(&w, "credited", credited);
@@ -129,16 +118,14 @@ int guest_add_entropy(struct conn *c, const struct wire_req *r, const msgpack_ob
     return 0;
 }
 
-int guest_restored(struct conn *c, const struct wire_req *r, const msgpack_object *m,
-                   struct sa_err *e)
+int guest_restored(struct conn *c, const struct wire_req *r, struct sa_err *e)
 {
-    (void)m;
     (void)e;
     struct agent *a = c->a;
     a->generation++;
     log_info("restored from a snapshot: generation %llu", (unsigned long long)a->generation);
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 3);
+    wire_begin(&w, conn_out(c));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", r->id);
     wire_kv_uint(&w, "generation", a->generation);

@@ -15,12 +15,13 @@ static void guest_stats_cmd(struct wire_enc *w, const struct cmd *c)
 {
     /* once the leader is reaped its pid may belong to someone else */
     pid_t pid = c->reaped ? 0 : c->pid;
-    msgpack_pack_map(&w->pk, 5);
+    unsigned entry = wire_map_begin(w);
     wire_kv_uint(w, "cmd", c->id);
     wire_kv_uint(w, "pid", (uint64_t)c->pid);
     wire_kv_str(w, "state", "running");
     wire_kv_uint(w, "cpu_ms", stats_cpu_ms(pid, c->cg_dirfd));
     wire_kv_uint(w, "rss", stats_rss(pid));
+    wire_map_end(w, entry);
 }
 
 static void guest_stats_cmds(struct wire_enc *w, struct agent *a)
@@ -37,15 +38,14 @@ static void guest_stats_cmds(struct wire_enc *w, struct agent *a)
         }
 }
 
-int guest_stats(struct conn *c, const struct wire_req *r, const msgpack_object *m, struct sa_err *e)
+int guest_stats(struct conn *c, const struct wire_req *r, struct sa_err *e)
 {
-    (void)m;
     (void)e;
     struct agent *a = c->a;
     struct stats_sys s;
     stats_system(a->workdir, &s);
     struct wire_enc w;
-    wire_begin(&w, conn_out(c), 16 + TUNNEL_STATS_KEYS);
+    wire_begin(&w, conn_out(c));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", r->id);
     wire_kv_uint(&w, "uptime_ms", s.uptime_ms);

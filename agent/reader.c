@@ -67,7 +67,7 @@ bool rd_has_exec_stream(const struct cmd *c)
 static void rd_send_gap(struct reader *r, uint64_t to)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(r->pend.conn), 5);
+    wire_begin(&w, conn_out(r->pend.conn));
     wire_kv_str(&w, "type", "gap");
     wire_kv_uint(&w, "id", r->pend.req_id);
     wire_kv_uint(&w, "cmd", r->cmd->id);
@@ -80,7 +80,7 @@ static void rd_send_gap(struct reader *r, uint64_t to)
 static void rd_send_end(struct reader *r)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(r->pend.conn), 4);
+    wire_begin(&w, conn_out(r->pend.conn));
     wire_kv_str(&w, "type", "end");
     wire_kv_uint(&w, "id", r->pend.req_id);
     wire_kv_uint(&w, "cmd", r->cmd->id);

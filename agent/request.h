@@ -1,6 +1,11 @@
-/* request.h — the services' face to transport (main wires these into
- * conn_ops): greet a connection, decode one frame and dispatch the request it
- * holds (the table, the auth gate). */
+/* request.h — decode one frame and dispatch the request it holds.
+ *
+ * request.c is the one place that reads a request's fields: the table of
+ * request types, the auth gate (guest_check_auth) in front of it, and the
+ * parsing and checking of every field. The services (cmd.h, fop.h, guest.h)
+ * get parsed values and structs, never a msgpack object; their errors for
+ * bad fields are "bad_request" from here. (`connect` is the exception:
+ * tunnel.c reads its fields after it stopped the connection's frames.) */
 #ifndef SA_REQUEST_H
 #define SA_REQUEST_H
 

@@ -221,17 +221,16 @@ static bool inflight_ack(struct session *s, uint64_t id)
     return false;
 }
 
-/* Start a request about our command: type, id and cmd, then nfields more.
- * Returns the request id. */
-static uint64_t cmd_begin(struct session *s, struct wire_enc *w, const char *type,
-                          uint32_t nfields)
+/* Start a request about our command: type, id and cmd; the caller adds the
+ * rest. Returns the request id. */
+static uint64_t session_req_begin(struct session *s, struct wire_enc *w, const char *type)
 {
-    uint64_t id = client_begin(s->c, w, type, nfields + 1);
+    uint64_t id = client_begin(s->c, w, type);
     wire_kv_uint(w, "cmd", s->cmd);
     return id;
 }
 
-static int cmd_end(struct session *s, struct wire_enc *w)
+static int session_req_end(struct session *s, struct wire_enc *w)
 {
     struct sa_err e;
     return client_end(s->c, w, &e) < 0 ? fail_conn(s, &e) : 0;
@@ -240,9 +239,9 @@ static int cmd_end(struct session *s, struct wire_enc *w)
 static int send_stdin(struct session *s, const uint8_t *p, size_t n)
 {
     struct wire_enc w;
-    uint64_t id = cmd_begin(s, &w, "stdin", 1);
+    uint64_t id = session_req_begin(s, &w, "stdin");
     wire_kv_bin(&w, "data", p, n);
-    if (cmd_end(s, &w) < 0)
+    if (session_req_end(s, &w) < 0)
         return -1;
     inflight_push(s, id, (uint32_t)n);
     return 0;
@@ -252,16 +251,16 @@ static int send_close_stdin(struct session *s)
 {
     struct wire_enc w;
     s->stdin_open = false;
-    cmd_begin(s, &w, "close_stdin", 0);
-    return cmd_end(s, &w);
+    session_req_begin(s, &w, "close_stdin");
+    return session_req_end(s, &w);
 }
 
 static int send_signal(struct session *s, int sig)
 {
     struct wire_enc w;
-    cmd_begin(s, &w, "signal", 1);
+    session_req_begin(s, &w, "signal");
     wire_kv_uint(&w, "signal", (uint64_t)sig);
-    return cmd_end(s, &w);
+    return session_req_end(s, &w);
 }
 
 static int send_resize(struct session *s)
@@ -269,10 +268,10 @@ static int send_resize(struct session *s)
     struct wire_enc w;
     uint16_t rows, cols;
     tty_size(&rows, &cols);
-    cmd_begin(s, &w, "resize", 2);
+    session_req_begin(s, &w, "resize");
     wire_kv_uint(&w, "rows", rows);
     wire_kv_uint(&w, "cols", cols);
-    return cmd_end(s, &w);
+    return session_req_end(s, &w);
 }
 
 /* Our stdin is readable (or at EOF, or gone). */
@@ -499,15 +498,13 @@ static int session_run(struct session *s)
 static void pack_env(struct wire_enc *w, const struct exec_opts *o)
 {
     wire_key(w, "env");
-    msgpack_pack_map(&w->pk, (uint32_t)o->nenv);
+    unsigned env = wire_map_begin(w);
     for (size_t i = 0; i < o->nenv; i++) {
         const char *eq = strchr(o->env[i], '=');
-        size_t kn = (size_t)(eq - o->env[i]), vn = strlen(eq + 1);
-        msgpack_pack_str(&w->pk, kn);
-        msgpack_pack_str_body(&w->pk, o->env[i], kn);
-        msgpack_pack_str(&w->pk, vn);
-        msgpack_pack_str_body(&w->pk, eq + 1, vn);
+        wire_key_n(w, o->env[i], (size_t)(eq - o->env[i]));
+        wire_str(w, eq + 1);
     }
+    wire_map_end(w, env);
 }
 
 static void pack_pty(struct wire_enc *w)
@@ -517,19 +514,18 @@ static void pack_pty(struct wire_enc *w)
     bool has_term = term && *term;
     tty_size(&rows, &cols);
     wire_key(w, "pty");
-    msgpack_pack_map(&w->pk, has_term ? 3 : 2);
+    unsigned pty = wire_map_begin(w);
     wire_kv_uint(w, "rows", rows);
     wire_kv_uint(w, "cols", cols);
     if (has_term)
         wire_kv_str(w, "term", term);
+    wire_map_end(w, pty);
 }
 
 static uint64_t exec_request(struct client *c, const struct exec_opts *o, struct sa_err *e)
 {
     struct wire_enc w;
-    uint32_t n = (uint32_t)(1 + (o->nenv > 0) + (o->cwd != NULL) + (o->user != NULL) +
-                            o->sudo + o->stdin_null + o->detach + (o->timeout_ms > 0) + o->tty);
-    uint64_t id = client_begin(c, &w, "exec", n);
+    uint64_t id = client_begin(c, &w, "exec");
     wire_key(&w, "argv");
     msgpack_pack_array(&w.pk, (uint32_t)o->argc);
     for (size_t i = 0; i < o->argc; i++)
@@ -621,7 +617,7 @@ static int exec_start(struct client *c, const struct exec_opts *o)
     return s.code;
 }
 
-int cmd_exec(const char *addr, int argc, char **argv)
+int verb_exec(const char *addr, int argc, char **argv)
 {
     struct exec_opts o;
     int rc = exec_parse(argc, argv, &o);

@@ -1,4 +1,4 @@
-/* xfer.h — the archive engine of uploads and downloads (issue 4).
+/* xfer.h — the archive engine of uploads and downloads (docs/files.md).
  *
  * This module runs inside a forked helper that already has the identity of the
  * user the transfer is done for; it does no forking, no identity switching and

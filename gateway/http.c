@@ -237,7 +237,7 @@ static bool is(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
-static enum MHD_Result cmd_route(struct route *r, char **seg, size_t n)
+static enum MHD_Result command_route(struct route *r, char **seg, size_t n)
 {
     /* seg[0] == "cmd" */
     if (n == 1)
@@ -277,7 +277,7 @@ static enum MHD_Result session_route(struct route *r, char **seg, size_t n)
     if (is(s1, "extend-timeout"))
         return is(r->method, "POST") ? api_extend(r) : method_not_allowed(r->conn, r->method);
     if (is(s1, "cmd"))
-        return cmd_route(r, seg + 1, n - 1);
+        return command_route(r, seg + 1, n - 1);
     if (!is(r->method, "POST"))
         return method_not_allowed(r->conn, r->method);
     if (is(seg[2], "read"))
