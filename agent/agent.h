@@ -11,7 +11,6 @@
  *     ident.c    users and groups; who a request runs as (ident_choose)
  *     outlog.c   a command's output log (chunks, positions)
  *     stats.c    /proc and statvfs reads    notify.c  readiness ($NOTIFY_SOCKET)
- *     fop_io.c   a file helper's framed I/O (its side of the pipes)
  *   transport (knows no service: main wires conn_ops)
  *     listen.c   listeners, accept, peer checks
  *     conn.c     connections: frames in/out; the work pending on each
@@ -20,8 +19,8 @@
  *     cmd.c      the command table, output, stdin, exit   } the one pair
  *     reader.c   its log's readers (logs, attached exec)   } that call each other
  *     fop.c      file operations: helper processes, relaying; the helper's
- *                side: fop_child.c (operations, as the user), fop_xfer.c
- *                (uploads and downloads over xfer.c)
+ *                side: fop_child.c (operations, as the user), fop_io.c (its
+ *                framed I/O), fop_xfer.c (uploads and downloads over xfer.c)
  *     guest_*.c  guest duties (guest.h), one file per concern:
  *       guest_auth.c      the token: the gate in front of every request, `auth`
  *       guest_session.c   session defaults (`set_defaults`: env, cwd, user)
