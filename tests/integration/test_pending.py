@@ -99,6 +99,34 @@ class HalfClosed(AgentTestCase):
         self.assertEqual(last, {1: "ok", 2: "exit", 3: "ok", 4: "end", 5: "ok", 6: "exit"})
 
 
+class Bound(AgentTestCase):
+    """At most 4096 requests wait for their answer on one connection when an
+    exec stream, logs or wait would add one (conn.h CONN_MAX_STREAMS); stdin
+    acknowledgements count among them."""
+
+    def test_the_4096th_pending_request_is_the_last_and_room_comes_back(self):
+        r = self.c.ok("exec", argv=["sh", "-c", "read x; exit 5"], detached=True)
+        self.addCleanup(kill_sessions, [r["pid"]])
+        fed = self.c.ok("exec", argv=["sh", "-c", "sleep 1000; cat"], detached=True)
+        self.addCleanup(kill_sessions, [fed["pid"]])
+        c = self.agent.client()
+        self.addCleanup(c.close)
+        # a stdin acknowledgement that waits (256 KiB into a 64 KiB pipe nobody reads)
+        c.send({"type": "stdin", "id": 1, "cmd": fed["cmd"], "data": b"x" * (256 * KiB)})
+        for i in range(2, 4097):
+            c.send({"type": "wait", "id": i, "cmd": r["cmd"]})
+        c.send({"type": "wait", "id": 4097, "cmd": r["cmd"]})
+        c.send({"type": "logs", "id": 4098, "cmd": r["cmd"], "follow": True})
+        for rid in (4097, 4098):
+            m = c.recv_id(rid, T(30))
+            self.assertEqual((m["type"], m.get("code")), ("error", "too_many"), m)
+        self.assertEqual(c.request("ping")["type"], "ok")    # other requests still go
+        self.c.ok("stdin", cmd=r["cmd"], data=b"\n")         # the command exits
+        codes = [c.recv_id(i, T(30))["code"] for i in range(2, 4097)]
+        self.assertEqual(set(codes), {5})
+        self.assertEqual(c.ok("logs", cmd=fed["cmd"])["type"], "ok")   # room again
+
+
 class Closed(AgentTestCase):
     """A connection that goes away ends its pendings; its commands go on
     unless kill_on_disconnect."""
