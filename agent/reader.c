@@ -115,7 +115,8 @@ static bool rd_step(struct reader *r)
     const struct olog_chunk *k = olog_find(l, r->pos);
     uint64_t skip = r->pos - k->pos;
     wire_msg_output(conn_out(r->pend.conn), r->pend.req_id, c->id,
-                    k->stream ? WIRE_STDERR : WIRE_STDOUT, k->offset + skip, r->pos, k->data + skip, k->len - skip);
+                    k->stream ? WIRE_STDERR : WIRE_STDOUT, k->offset + skip, r->pos,
+                    k->data + skip, k->len - skip);
     r->pos = k->pos + k->len;
     return false;
 }
