@@ -69,9 +69,6 @@
 #define CMD_RECORD_BYTES (64u << 20)
 #define CMD_EXITED_ARGV_MAX 4096u
 #define CMD_RECORD_SLACK 1024u
-/* Requests waiting for an acknowledgement (stdin per command, chunk per
- * transfer): at most this many, besides the byte window (window_exceeded). */
-#define ACKS_MAX 1024
 /* Stream requests (exec streams, logs, wait) answering on one connection
  * at once: each may owe an event, so their number bounds the output the
  * connection can be owed beyond CONN_OUT_HIGH (too_many beyond). */

@@ -799,6 +799,7 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->cg_dirfd = -1;
     olog_init(&c->log);
     buf_init(&c->in_buf);
+    ackwin_init(&c->in_win, a->cfg.stdin_window);
     c->acks_tail = &c->acks;
     for (int s = 0; s < 2; s++) {
         ev_io_init(&c->out_w[s], cmd_out_cb, c->out_fd[s], EV_READ);
@@ -992,10 +993,10 @@ static void cmd_ack_reply(struct stdin_ack *k, const char *code, const char *msg
  * with an error when code is set. */
 static void cmd_acks_settle(struct cmd *c, const char *code, const char *msg)
 {
-    while (c->acks && (code || c->acks->upto <= c->in_written)) {
+    while (c->acks && (code || ackwin_reached(&c->in_win, c->acks->upto))) {
         struct stdin_ack *k = c->acks;
         c->acks = k->next;
-        c->nacks--;
+        ackwin_answered(&c->in_win);
         cmd_ack_reply(k, code, msg);
         free(k);
     }
@@ -1020,7 +1021,7 @@ static void cmd_stdin_flush(struct cmd *c)
         ssize_t n = write(c->in_fd, buf_ptr(&c->in_buf), buf_size(&c->in_buf));
         if (n > 0) {
             buf_consume(&c->in_buf, (size_t)n);
-            c->in_written += (uint64_t)n;
+            ackwin_wrote(&c->in_win, (uint64_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -1065,14 +1066,12 @@ static void cmd_stdin_queue(struct cmd *c, struct conn *conn, uint64_t req_id, c
     buf_append(&c->in_buf, eot, neot);
     if (neot)
         c->in_last = 0;
-    c->in_accepted += n + neot;
     struct stdin_ack *k = xcalloc(1, sizeof *k);
     k->conn = conn;
     k->req_id = req_id;
-    k->upto = c->in_accepted;
+    k->upto = ackwin_take(&c->in_win, n + neot);
     *c->acks_tail = k;
     c->acks_tail = &k->next;
-    c->nacks++;
 }
 
 int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
@@ -1092,14 +1091,15 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
     if (c->in_fd < 0 || c->in_eof)
         return err_set(e, 0, "stdin_closed", "stdin of command %llu is closed",
                        (unsigned long long)cmd_id);
-    if (buf_size(&c->in_buf) + n > a->cfg.stdin_window)
+    enum ackwin_fit fit = ackwin_admit(&c->in_win, n);
+    if (fit == ACKWIN_OVER_BYTES)
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the stdin window of %u unacknowledged bytes",
                        n, a->cfg.stdin_window);
-    if (c->nacks >= ACKS_MAX)
+    if (fit == ACKWIN_OVER_MARKS)
         return err_set(e, 0, "window_exceeded",
                        "%u stdin requests of command %llu wait for their acknowledgement",
-                       c->nacks, (unsigned long long)cmd_id);
+                       c->in_win.nmarks, (unsigned long long)cmd_id);
     cmd_stdin_queue(c, conn, req_id, p, n, eof && c->pty);
     c->in_eof |= eof && !c->pty;
     cmd_stdin_flush(c);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "ackwin.h"
 #include "buf.h"
 #include "msg.h"
 #include "ident.h"
@@ -29,7 +30,7 @@ struct stdin_ack {             /* a stdin request waiting for its bytes to be wr
     struct stdin_ack *next;
     struct conn *conn;         /* NULL once that connection closed */
     uint64_t req_id;
-    uint64_t upto;             /* acknowledged when this many bytes were written */
+    uint64_t upto;             /* its mark in the cmd's in_win (ackwin.h) */
 };
 
 struct waiter {                /* a `wait` request */
@@ -63,11 +64,10 @@ struct cmd {
     int in_fd;
     ev_io in_w;
     struct buf in_buf;
-    uint64_t in_accepted, in_written;
+    struct ackwin in_win;      /* queued vs written; stdin_window, ACKWIN_MARKS_MAX */
     bool in_eof;               /* close once in_buf is written */
     char in_last;              /* last byte queued (pty: is a line pending?) */
     struct stdin_ack *acks, **acks_tail;
-    unsigned nacks;            /* at most ACKS_MAX (agent.h) */
 
     bool pty;
     int pty_fd;                /* the master, for resize (-1 without pty) */

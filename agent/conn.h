@@ -10,7 +10,7 @@
  * read wait in `in`) and the commands streaming to it stop reading their
  * pipes; below CONN_OUT_LOW they resume. So `out` holds at most CONN_OUT_HIGH
  * plus one reply (at most max_frame) plus what its streams and waiting
- * acknowledgements are owed (CONN_MAX_STREAMS, ACKS_MAX).
+ * acknowledgements are owed (CONN_MAX_STREAMS, common/ackwin.h ACKWIN_MARKS_MAX).
  */
 #ifndef SA_CONN_H
 #define SA_CONN_H
