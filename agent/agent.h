@@ -26,7 +26,7 @@
  *
  * Shared with sandboxctl and the gateway, in common/ (common/README.md): the
  * tar engine (xfer.c, run by the helper), fd helpers (fdio.c), the clocks
- * (clock.c).
+ * (clock.c), the acknowledged input window of stdin and chunks (ackwin.c).
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H

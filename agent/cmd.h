@@ -84,14 +84,14 @@ struct cmd {
     uint64_t exit_seq;         /* order of exits, for log eviction */
 };
 
-/* Start a command for request req_id on conn; sends the ok reply (or returns
- * -1 with e filled, stage set for spawn errors). */
 /* Who a request runs as: sudo → root, else user, else the default user. In
  * dev mode only the agent's own user, and *run is NULL ("stay as we are").
  * *env_id is whose HOME/USER/SHELL apply. Unknown user: "unknown_user". The
  * pointers are valid until the next lookup (ident.h). */
 int cmd_identity(struct agent *a, const char *user, bool sudo, const struct ident **env_id,
                  const struct ident **run, struct sa_err *e);
+/* Start a command for request req_id on conn; sends the ok reply (or returns
+ * -1 with e filled, stage set for spawn errors). */
 int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, struct sa_err *e);
 int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
               bool eof, struct sa_err *e);
