@@ -300,6 +300,37 @@ static pid_t joined_child(int procs_fd, bool grandchild, pid_t *gc)
     return pid;
 }
 
+/* The start of each real test: skipped (with the reason) where it cannot
+ * run, else a real cg_init_at and the paths around our directory. */
+static bool real_begin(struct cg_state *cg, char *top_path, char *own_path)
+{
+    if (real_skip[0]) {
+        CHECK_SKIP(real_skip);
+        return false;
+    }
+    if (!real_init(cg))
+        return false;
+    paths_of(cg, top_path, own_path);
+    return true;
+}
+
+static void real_end(struct cg_state *cg, const char *own_path)
+{
+    cg_free(cg);
+    real_cleanup(own_path);
+}
+
+/* Command id is done: its fds handed back as the agent does, and its
+ * (empty) cgroup directory is gone. */
+static bool released(struct cg_state *cg, uint64_t id, int procs_fd, int dirfd)
+{
+    char name[32];
+    snprintf(name, sizeof name, "cmd-%" PRIu64, id);
+    close(procs_fd);
+    cg_release(cg, id, dirfd);
+    return !exists_at(cg->base_path, name) && cg->npending == 0;
+}
+
 static void sleep_ms(long ms)
 {
     nanosleep(&(struct timespec){.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000}, NULL);
@@ -335,19 +366,14 @@ static bool pid_cgroup_ends_with(pid_t pid, const char *want)
 
 static void init_makes_top_and_agent_directory_and_free_removes_them(void)
 {
-    if (real_skip[0]) {
-        CHECK_SKIP(real_skip);
-        return;
-    }
     struct cg_state cg;
-    if (!real_init(&cg))
-        return;
     char want[128], top_path[PATH_MAX], own_path[PATH_MAX];
+    if (!real_begin(&cg, top_path, own_path))
+        return;
     snprintf(want, sizeof want, "/%s/agent-%d", top, (int)getpid());
     size_t n = strlen(cg.base_path), k = strlen(want);
     CHECK(n > k && strcmp(cg.base_path + n - k, want) == 0);
     CHECK(strcmp(cg.top_name, top) == 0);
-    paths_of(&cg, top_path, own_path);
     CHECK(exists_at(top_path, want + strlen(top) + 2));
     CHECK(!exists_at(cg.base_path, "probe"));      /* the join probe is gone */
     CHECK(cg.npending == 0);
@@ -359,15 +385,10 @@ static void init_makes_top_and_agent_directory_and_free_removes_them(void)
 
 static void a_command_cgroup_is_cmd_id_and_holds_what_joins_it(void)
 {
-    if (real_skip[0]) {
-        CHECK_SKIP(real_skip);
-        return;
-    }
     struct cg_state cg;
-    if (!real_init(&cg))
-        return;
     char top_path[PATH_MAX], own_path[PATH_MAX], want[128];
-    paths_of(&cg, top_path, own_path);
+    if (!real_begin(&cg, top_path, own_path))
+        return;
     int procs_fd, dirfd;
     struct sa_err e;
     CHECK(cg_create(&cg, 5, &procs_fd, &dirfd, &e) == 0 && procs_fd >= 0 && dirfd >= 0);
@@ -385,25 +406,16 @@ static void a_command_cgroup_is_cmd_id_and_holds_what_joins_it(void)
     CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
     CHECK(wait_unpopulated(dirfd));
     CHECK(cg_signal(dirfd, SIGTERM, &e) == 0);      /* nobody left */
-    close(procs_fd);
-    cg_release(&cg, 5, dirfd);
-    CHECK(!exists_at(cg.base_path, "cmd-5"));
-    CHECK(cg.npending == 0);
-    cg_free(&cg);
-    real_cleanup(own_path);
+    CHECK(released(&cg, 5, procs_fd, dirfd));
+    real_end(&cg, own_path);
 }
 
 static void kill_reaches_a_descendant_that_left_the_process_group(void)
 {
-    if (real_skip[0]) {
-        CHECK_SKIP(real_skip);
-        return;
-    }
     struct cg_state cg;
-    if (!real_init(&cg))
-        return;
     char top_path[PATH_MAX], own_path[PATH_MAX];
-    paths_of(&cg, top_path, own_path);
+    if (!real_begin(&cg, top_path, own_path))
+        return;
     int procs_fd, dirfd;
     struct sa_err e;
     CHECK(cg_create(&cg, 6, &procs_fd, &dirfd, &e) == 0);
@@ -416,33 +428,23 @@ static void kill_reaches_a_descendant_that_left_the_process_group(void)
     CHECK(wait_unpopulated(dirfd));                 /* the grandchild died too */
     if (gc > 0 && kill(gc, 0) == 0 && pid_cgroup_ends_with(gc, "/cmd-6"))
         kill(gc, SIGKILL);                          /* failed: do not leave it behind */
-    close(procs_fd);
-    cg_release(&cg, 6, dirfd);
-    CHECK(!exists_at(cg.base_path, "cmd-6"));
-    cg_free(&cg);
-    real_cleanup(own_path);
+    CHECK(released(&cg, 6, procs_fd, dirfd));
+    real_end(&cg, own_path);
 }
 
 static void prepare_makes_the_next_directory_and_a_spare_for_another_id_goes(void)
 {
-    if (real_skip[0]) {
-        CHECK_SKIP(real_skip);
-        return;
-    }
     struct cg_state cg;
-    if (!real_init(&cg))
-        return;
     char top_path[PATH_MAX], own_path[PATH_MAX];
-    paths_of(&cg, top_path, own_path);
+    if (!real_begin(&cg, top_path, own_path))
+        return;
     int procs_fd, dirfd;
     struct sa_err e;
     cg_prepare(&cg, 8);
     CHECK(cg.spare_id == 8 && exists_at(cg.base_path, "cmd-8"));
     CHECK(cg_create(&cg, 8, &procs_fd, &dirfd, &e) == 0 && procs_fd >= 0);
     CHECK(cg.spare_id == 0);
-    close(procs_fd);
-    cg_release(&cg, 8, dirfd);
-    CHECK(!exists_at(cg.base_path, "cmd-8"));
+    CHECK(released(&cg, 8, procs_fd, dirfd));
     cg_prepare(&cg, 9);
     CHECK(exists_at(cg.base_path, "cmd-9"));
     CHECK(cg_create(&cg, 10, &procs_fd, &dirfd, &e) == 0);
@@ -455,24 +457,16 @@ static void prepare_makes_the_next_directory_and_a_spare_for_another_id_goes(voi
     close(procs_fd);
     close(dirfd);
     CHECK(cg_create(&cg, 11, &procs_fd, &dirfd, &e) == 0 && procs_fd >= 0);
-    close(procs_fd);
-    cg_release(&cg, 11, dirfd);
-    CHECK(!exists_at(cg.base_path, "cmd-11"));
-    cg_free(&cg);
-    real_cleanup(own_path);
+    CHECK(released(&cg, 11, procs_fd, dirfd));
+    real_end(&cg, own_path);
 }
 
 static void a_busy_cgroup_is_queued_and_swept_once_empty_with_its_subcgroups(void)
 {
-    if (real_skip[0]) {
-        CHECK_SKIP(real_skip);
-        return;
-    }
     struct cg_state cg;
-    if (!real_init(&cg))
-        return;
     char top_path[PATH_MAX], own_path[PATH_MAX];
-    paths_of(&cg, top_path, own_path);
+    if (!real_begin(&cg, top_path, own_path))
+        return;
     int procs_fd, dirfd;
     struct sa_err e;
     CHECK(cg_create(&cg, 7, &procs_fd, &dirfd, &e) == 0);
@@ -498,21 +492,15 @@ static void a_busy_cgroup_is_queued_and_swept_once_empty_with_its_subcgroups(voi
     }
     CHECK(cg.npending == 0);
     CHECK(!exists_at(cg.base_path, "cmd-7"));
-    cg_free(&cg);
-    real_cleanup(own_path);
+    real_end(&cg, own_path);
 }
 
 static void init_removes_dead_agents_directories_and_adopts_our_leftovers(void)
 {
-    if (real_skip[0]) {
-        CHECK_SKIP(real_skip);
-        return;
-    }
     struct cg_state cg;
-    if (!real_init(&cg))
-        return;
     char top_path[PATH_MAX], own_path[PATH_MAX], path[2 * PATH_MAX];
-    paths_of(&cg, top_path, own_path);
+    if (!real_begin(&cg, top_path, own_path))
+        return;
     cg_free(&cg);
     /* a pid that no longer exists */
     pid_t dead = fork();
