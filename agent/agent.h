@@ -34,6 +34,10 @@
  *                parsing; the hello (conn_ops)
  *   main.c       wiring: settings, each subsystem's init/free, conn_ops, signals
  *   xfer_main.c  sandbox-agent-xfer, the archive helper binary (regular build)
+ *
+ * Shared with sandboxctl and the gateway, in common/ (common/README.md): the
+ * tar engine (xfer.c, run by the helper), fd helpers (fdio.c), the clocks
+ * (clock.c), the acknowledged input window of stdin and chunks (ackwin.c).
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H
@@ -74,9 +78,6 @@
 #define CMD_RECORD_BYTES (64u << 20)
 #define CMD_EXITED_ARGV_MAX 4096u
 #define CMD_RECORD_SLACK 1024u
-/* Requests waiting for an acknowledgement (stdin per command, chunk per
- * transfer): at most this many, besides the byte window (window_exceeded). */
-#define ACKS_MAX 1024
 /* Bytes owed to followers (log bytes a follower has not been sent yet), all
  * logs together, may fill at most this share of --log-total-cap; the rest is
  * reachable by logs nobody follows (PROTOCOL.md "The log, its caps"). */

@@ -783,6 +783,7 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->cg_dirfd = -1;
     olog_init(&c->log);
     buf_init(&c->in_buf);
+    ackwin_init(&c->in_win, a->cfg.stdin_window);
     STAILQ_INIT(&c->acks);
     LIST_INIT(&c->readers);
     LIST_INIT(&c->waiters);
@@ -980,9 +981,9 @@ static const struct conn_pending_ops cmd_ack_ops = {NULL, NULL};
 static void cmd_acks_settle(struct cmd *c, const char *code, const char *msg)
 {
     struct stdin_ack *k;
-    while ((k = STAILQ_FIRST(&c->acks)) != NULL && (code || k->upto <= c->in_written)) {
+    while ((k = STAILQ_FIRST(&c->acks)) != NULL && (code || ackwin_reached(&c->in_win, k->upto))) {
         STAILQ_REMOVE_HEAD(&c->acks, link);
-        c->nacks--;
+        ackwin_answered(&c->in_win);
         cmd_ack_reply(k, code, msg);
         free(k);
     }
@@ -1005,7 +1006,7 @@ static void cmd_stdin_flush(struct cmd *c)
         ssize_t n = write(c->in_fd, buf_ptr(&c->in_buf), buf_size(&c->in_buf));
         if (n > 0) {
             buf_consume(&c->in_buf, (size_t)n);
-            c->in_written += (uint64_t)n;
+            ackwin_wrote(&c->in_win, (uint64_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -1050,12 +1051,10 @@ static void cmd_stdin_queue(struct cmd *c, struct conn *conn, uint64_t req_id, c
     buf_append(&c->in_buf, eot, neot);
     if (neot)
         c->in_last = 0;
-    c->in_accepted += n + neot;
     struct stdin_ack *k = xcalloc(1, sizeof *k);
-    k->upto = c->in_accepted;
+    k->upto = ackwin_take(&c->in_win, n + neot);
     STAILQ_INSERT_TAIL(&c->acks, k, link);
     conn_pending_add(conn, &k->pend, &cmd_ack_ops, req_id, true);
-    c->nacks++;
 }
 
 int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
@@ -1075,14 +1074,15 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
     if (c->in_fd < 0 || c->in_eof)
         return err_set(e, 0, "stdin_closed", "stdin of command %llu is closed",
                        (unsigned long long)cmd_id);
-    if (buf_size(&c->in_buf) + n > a->cfg.stdin_window)
+    enum ackwin_fit fit = ackwin_admit(&c->in_win, n);
+    if (fit == ACKWIN_OVER_BYTES)
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the stdin window of %u unacknowledged bytes",
                        n, a->cfg.stdin_window);
-    if (c->nacks >= ACKS_MAX)
+    if (fit == ACKWIN_OVER_MARKS)
         return err_set(e, 0, "window_exceeded",
                        "%u stdin requests of command %llu wait for their acknowledgement",
-                       c->nacks, (unsigned long long)cmd_id);
+                       c->in_win.nmarks, (unsigned long long)cmd_id);
     cmd_stdin_queue(c, conn, req_id, p, n, eof && c->pty);
     c->in_eof |= eof && !c->pty;
     cmd_stdin_flush(c);

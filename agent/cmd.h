@@ -17,6 +17,7 @@
 #include <sys/queue.h>
 #include <sys/types.h>
 
+#include "ackwin.h"
 #include "buf.h"
 #include "conn.h"
 #include "msg.h"
@@ -32,7 +33,7 @@ struct reader;
 struct stdin_ack {             /* a stdin request waiting for its bytes to be written */
     STAILQ_ENTRY(stdin_ack) link;
     struct conn_pending pend;  /* holds its connection; off it once that closed */
-    uint64_t upto;             /* acknowledged when this many bytes were written */
+    uint64_t upto;             /* its mark in the cmd's in_win (ackwin.h) */
 };
 
 struct waiter {                /* a `wait` request */
@@ -66,11 +67,10 @@ struct cmd {
     int in_fd;
     ev_io in_w;
     struct buf in_buf;
-    uint64_t in_accepted, in_written;
+    struct ackwin in_win;      /* queued vs written; stdin_window, ACKWIN_MARKS_MAX */
     bool in_eof;               /* close once in_buf is written */
     char in_last;              /* last byte queued (pty: is a line pending?) */
     STAILQ_HEAD(, stdin_ack) acks;
-    unsigned nacks;            /* at most ACKS_MAX (agent.h) */
 
     bool pty;
     int pty_fd;                /* the master, for resize (-1 without pty) */

@@ -10,7 +10,7 @@
  * read wait in `in`) and the commands streaming to it stop reading their
  * pipes; below CONN_OUT_LOW they resume. So `out` holds at most CONN_OUT_HIGH
  * plus one reply (at most max_frame) plus what its pending work is owed
- * (CONN_MAX_STREAMS, ACKS_MAX).
+ * (CONN_MAX_STREAMS, common/ackwin.h ACKWIN_MARKS_MAX).
  *
  * Pending work. Whatever will still answer on a connection (a log reader, a
  * `wait`, a stdin acknowledgement, a file operation, a sync) or must know
@@ -26,7 +26,7 @@
  *     left; conn_pending_remove() is where that is checked.
  * Holding pendings are at most CONN_MAX_STREAMS per connection for requests
  * that open one at will (exec streams, logs, wait: conn_pending_room); stdin
- * acknowledgements are bounded per command instead (ACKS_MAX), file
+ * acknowledgements are bounded per command instead (ACKWIN_MARKS_MAX), file
  * operations agent-wide (FOP_MAX).
  */
 #ifndef SA_CONN_H

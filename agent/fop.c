@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ackwin.h"
 #include "agent.h"
 #include "cmd.h"
 #include "fop_io.h"
@@ -22,7 +23,7 @@
 #include "spawn.h"
 
 /* One chunk waiting for its acknowledgement: sent once the helper's input
- * has taken everything up to `upto`. */
+ * has taken everything up to `upto`, its mark in the fop's in_win. */
 struct fop_ack {
     struct fop_ack *next;
     uint64_t req_id;
@@ -44,9 +45,8 @@ struct fop {
     int in_fd, ctl_fd;           /* -1 once closed */
     ev_io in_w;
     struct buf in_buf;           /* accepted, not yet written: at most the stdin window */
-    uint64_t in_accepted, in_written;
+    struct ackwin in_win;        /* accepted vs written; stdin_window, ACKWIN_MARKS_MAX */
     struct fop_ack *acks, **acks_tail;
-    unsigned nacks;              /* at most ACKS_MAX (agent.h) */
     bool in_eof;                 /* the client sent eof: close after in_buf */
     bool in_stopped;             /* the helper stopped reading */
     /* output: the helper's frames */
@@ -168,6 +168,7 @@ static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, i
     f->ctl_fd = ctl_fd;
     f->out_fd = out_fd;
     f->acks_tail = &f->acks;
+    ackwin_init(&f->in_win, a->cfg.stdin_window);
     buf_init(&f->in_buf);
     buf_init(&f->obuf);
     ev_child_init(&f->child_w, fop_child_cb, pid, 0);
@@ -303,10 +304,10 @@ static void fop_ack_reply(struct fop *f, uint64_t req_id, const char *code, cons
  * (with that error). */
 static void fop_acks_settle(struct fop *f, const char *code, const char *msg)
 {
-    while (f->acks && (code || f->acks->upto <= f->in_written)) {
+    while (f->acks && (code || ackwin_reached(&f->in_win, f->acks->upto))) {
         struct fop_ack *k = f->acks;
         f->acks = k->next;
-        f->nacks--;
+        ackwin_answered(&f->in_win);
         fop_ack_reply(f, k->req_id, code, msg);
         free(k);
     }
@@ -535,7 +536,7 @@ static void fop_in_flush(struct fop *f)
         if (n > 0) {
             f->last_progress = ev_now(f->a->loop);
             buf_consume(&f->in_buf, (size_t)n);
-            f->in_written += (uint64_t)n;
+            ackwin_wrote(&f->in_win, (uint64_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -585,22 +586,21 @@ int fop_chunk(struct conn *c, const struct wire_req *r, const struct fop_chunk_r
     if (f->in_eof)
         return err_set(e, 0, "bad_request", "transfer %llu has had its eof",
                        (unsigned long long)ref);
-    if (buf_size(&f->in_buf) + n > c->a->cfg.stdin_window)
+    enum ackwin_fit fit = ackwin_admit(&f->in_win, n);
+    if (fit == ACKWIN_OVER_BYTES)
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the window of %u unacknowledged bytes", n,
                        c->a->cfg.stdin_window);
-    if (f->nacks >= ACKS_MAX)
+    if (fit == ACKWIN_OVER_MARKS)
         return err_set(e, 0, "window_exceeded", "%u chunks wait for their acknowledgement",
-                       f->nacks);
+                       f->in_win.nmarks);
     buf_append(&f->in_buf, data, n);
-    f->in_accepted += n;
     f->in_eof = eof;
     struct fop_ack *k = xcalloc(1, sizeof *k);
     k->req_id = r->id;
-    k->upto = f->in_accepted;
+    k->upto = ackwin_take(&f->in_win, n);
     *f->acks_tail = k;
     f->acks_tail = &k->next;
-    f->nacks++;
     fop_in_flush(f);
     return 0;
 }

@@ -32,7 +32,6 @@ struct client {
 
 /* --- time ----------------------------------------------------------------- */
 
-
 /* Milliseconds left before deadline for poll(); deadline < 0 is forever. */
 static int poll_left(int64_t deadline)
 {

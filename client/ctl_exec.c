@@ -15,6 +15,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "ackwin.h"
 #include "addr.h"
 #include "buf.h"
 #include "client.h"
@@ -164,21 +165,13 @@ static int sig_setup(bool tty, struct sa_err *e)
 
 /* --- exec: the session ---------------------------------------------------- */
 
-struct inflight {
-    uint64_t id;                /* the stdin request */
-    uint32_t n;                 /* its data bytes */
-};
-
 struct session {
     struct client *c;
     uint64_t id;                /* the exec request: events carry it */
     uint64_t cmd;
     bool stdin_open;            /* still forwarding our stdin */
-    uint64_t unacked;           /* stdin bytes sent, not acknowledged */
-    uint64_t window;
+    struct ackwin_sender *win;  /* stdin requests awaiting their ok (hello's stdin_window) */
     size_t chunk;               /* largest stdin request data */
-    struct inflight *fl;        /* stdin requests awaiting their ok, oldest first */
-    size_t nfl, capfl;
     uint64_t offset[2];         /* bytes received per stream: stdout, stderr */
     bool sink_gone[2];          /* our stdout/stderr reader has gone away */
     bool resync[2];             /* a gap was reported: offsets may jump once */
@@ -195,30 +188,6 @@ static int fail_conn(struct session *s, const struct sa_err *e)
     s->exited = true;
     s->code = EXIT_CONN;
     return -1;
-}
-
-static void inflight_push(struct session *s, uint64_t id, uint32_t n)
-{
-    if (s->nfl == s->capfl) {
-        s->capfl = s->capfl ? s->capfl * 2 : 16;
-        s->fl = xrealloc(s->fl, s->capfl * sizeof *s->fl);
-    }
-    s->fl[s->nfl++] = (struct inflight){ id, n };
-    s->unacked += n;
-}
-
-/* Forget stdin request id; false when it is not one of ours. */
-static bool inflight_ack(struct session *s, uint64_t id)
-{
-    for (size_t i = 0; i < s->nfl; i++) {
-        if (s->fl[i].id != id)
-            continue;
-        s->unacked -= s->fl[i].n;
-        memmove(&s->fl[i], &s->fl[i + 1], (s->nfl - i - 1) * sizeof *s->fl);
-        s->nfl--;
-        return true;
-    }
-    return false;
 }
 
 /* Start a request about our command: type, id and cmd; the caller adds the
@@ -243,7 +212,7 @@ static int send_stdin(struct session *s, const uint8_t *p, size_t n)
     wire_kv_bin(&w, "data", p, n);
     if (session_req_end(s, &w) < 0)
         return -1;
-    inflight_push(s, id, (uint32_t)n);
+    ackwin_sent(s->win, id, n);
     return 0;
 }
 
@@ -278,8 +247,8 @@ static int send_resize(struct session *s)
 static int on_stdin(struct session *s)
 {
     size_t n = s->chunk;
-    if (s->window - s->unacked < n)
-        n = (size_t)(s->window - s->unacked);
+    if (ackwin_room(s->win) < n)
+        n = (size_t)ackwin_room(s->win);
     ssize_t r = read(STDIN_FILENO, s->inbuf, n);
     if (r > 0)
         return send_stdin(s, s->inbuf, (size_t)r);
@@ -292,7 +261,7 @@ static int on_stdin(struct session *s)
 
 static bool want_stdin(const struct session *s)
 {
-    return s->stdin_open && s->unacked < s->window && client_pending(s->c) < SEND_QUEUE_MAX;
+    return s->stdin_open && ackwin_room(s->win) > 0 && client_pending(s->c) < SEND_QUEUE_MAX;
 }
 
 static int on_signals(struct session *s)
@@ -394,7 +363,7 @@ static int on_event(struct session *s, const msgpack_object *m)
 /* A reply to one of our stdin, close_stdin, signal or resize requests. */
 static void on_reply(struct session *s, const msgpack_object *m, uint64_t id)
 {
-    bool was_stdin = inflight_ack(s, id);
+    bool was_stdin = ackwin_acked(s->win, id);
     if (!client_msg_is(m, "error"))
         return;
     struct sa_err e;
@@ -568,7 +537,8 @@ static void session_init(struct session *s, struct client *c, uint64_t id, uint6
     s->cmd = cmd;
     s->stdin_open = !o->stdin_null;
     s->timeout_ms = o->timeout_ms;
-    s->window = h->stdin_window;
+    s->win = xmalloc(sizeof *s->win);
+    ackwin_sender_init(s->win, h->stdin_window);
     s->chunk = STDIN_CHUNK;
     if (s->chunk > h->max_frame - FRAME_OVERHEAD)
         s->chunk = h->max_frame - FRAME_OVERHEAD;
@@ -577,7 +547,7 @@ static void session_init(struct session *s, struct client *c, uint64_t id, uint6
 
 static void session_free(struct session *s)
 {
-    free(s->fl);
+    free(s->win);
     free(s->inbuf);
 }
 

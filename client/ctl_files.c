@@ -26,6 +26,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include "ackwin.h"
 #include "ctl.h"
 #include "json.h"
 #include "wire.h"
@@ -33,7 +34,6 @@
 
 #define CHUNK_MAX (256u << 10)          /* bytes in one chunk request */
 #define CHUNK_OVERHEAD 64               /* a chunk request's bytes besides its data */
-#define ACKS_MAX 4096                   /* chunks in flight (bounded by the window anyway) */
 
 /* Who the operation runs as: --user NAME, --sudo. */
 struct who {
@@ -214,14 +214,14 @@ static int send_stream(struct client *c, uint64_t id, struct source *src, const 
     if (chunk + CHUNK_OVERHEAD > h->max_frame)
         chunk = h->max_frame - CHUNK_OVERHEAD;
     uint8_t *block = xmalloc(chunk);
-    struct { uint64_t id; size_t n; } *acks = xcalloc(ACKS_MAX, sizeof *acks);
-    size_t ahead = 0, atail = 0, nacks = 0, unacked = 0;
+    struct ackwin_sender *win = xmalloc(sizeof *win);
+    ackwin_sender_init(win, h->stdin_window);
     bool eof_sent = false, stopped = false, got_final = false;
     int rc = 0;
     struct sa_err e;
     while (!got_final) {
         /* fill the window */
-        while (!eof_sent && !stopped && nacks < ACKS_MAX && unacked + chunk <= h->stdin_window) {
+        while (!eof_sent && !stopped && ackwin_room(win) >= chunk) {
             ssize_t n;
             do
                 n = read(src->fd, block, chunk);
@@ -246,11 +246,7 @@ static int send_stream(struct client *c, uint64_t id, struct source *src, const 
                 rc = conn_failed(what, &e);
                 goto out;
             }
-            acks[atail].id = cid;
-            acks[atail].n = (size_t)n;
-            atail = (atail + 1) % ACKS_MAX;
-            nacks++;
-            unacked += (size_t)n;
+            ackwin_sent(win, cid, (uint64_t)n);
             eof_sent = eof;
             if (client_pending(c) >= chunk * 2)
                 break;
@@ -273,17 +269,14 @@ static int send_stream(struct client *c, uint64_t id, struct source *src, const 
                 rc = client_msg_is(&m, "error") ? reply_failed(what, &m) : EXIT_CONN;
             continue;
         }
-        if (nacks > 0 && client_msg_id(&m, acks[ahead].id)) {
-            unacked -= acks[ahead].n;
-            ahead = (ahead + 1) % ACKS_MAX;
-            nacks--;
-            if (client_msg_is(&m, "error"))
-                stopped = true;  /* the final reply says why */
-        }
+        uint64_t rid;
+        if (wire_obj_uint(wire_get(&m, "id"), &rid) && ackwin_acked(win, rid) &&
+            client_msg_is(&m, "error"))
+            stopped = true;      /* the final reply says why */
     }
 out:
     free(block);
-    free(acks);
+    free(win);
     return rc;
 }
 

@@ -503,8 +503,8 @@ void http_stop(struct gw *gw)
 {
     MHD_socket listener = MHD_quiesce_daemon(gw->mhd);     /* now ours to close */
     atomic_store(&gw->stopping, true);
-    int64_t deadline = gw_now_ms() + SHUTDOWN_GRACE_MS;
-    while (atomic_load(&gw->active) > 0 && gw_now_ms() < deadline)
+    int64_t deadline = clock_mono_ms() + SHUTDOWN_GRACE_MS;
+    while (atomic_load(&gw->active) > 0 && clock_mono_ms() < deadline)
         usleep(20 * 1000);
     MHD_stop_daemon(gw->mhd);
     if (listener != MHD_INVALID_SOCKET)
