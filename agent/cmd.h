@@ -1,8 +1,9 @@
 /* cmd.h — the command table: spawned commands, their logs, stdin and exit.
  *
- * Every command's stdout and stderr go into its log (outlog.h), read by any
- * number of readers (reader.h); the exec request's own stream is just the
- * first reader. Commands outlive connections (unless kill_on_disconnect).
+ * Every command's stdout and stderr go into its log (outlog.h), kept within
+ * the caps by the log store (logstore.h, which says when to stop reading the
+ * pipes), and read by any number of readers (reader.h); the exec request's
+ * own stream is just the first reader. Commands outlive connections (unless kill_on_disconnect).
  * Exit is final only after both pipes reached EOF, or after the drain window
  * (cfg.drain_ms) that follows the leader's death. Records of exited commands
  * are kept (cfg.keep_exited, oldest exit forgotten first) so their status
@@ -19,7 +20,7 @@
 #include "buf.h"
 #include "msg.h"
 #include "ident.h"
-#include "outlog.h"
+#include "logstore.h"
 
 struct agent;
 struct conn;
@@ -54,8 +55,7 @@ struct cmd {
     /* output: [0] stdout (or the pty), [1] stderr */
     int out_fd[2];
     ev_io out_w[2];
-    bool paused;               /* the log has no room: a follower is behind */
-    struct olog log;
+    struct lstore_log log;     /* in a->logs; log.paused: pipes not read */
     struct reader *readers;
     struct waiter *waiters;
 
@@ -110,11 +110,8 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
              struct sa_err *e);
 
 void cmd_exit_info(const struct cmd *c, struct wire_exit *x);
-/* Start reading the pipes again if the log has room now. */
-void cmd_maybe_resume(struct cmd *c);
-/* A follower moved on or went: commands paused for the followers' share of
- * the global log cap may go on. */
-void cmd_share_freed(struct agent *a);
+/* The log store (a->logs) with the caps of a->cfg, before any command. */
+void cmd_logs_init(struct agent *a);
 
 void cmd_conn_closed(struct agent *a, struct conn *c);
 void cmd_conn_drained(struct agent *a, struct conn *c);

@@ -126,6 +126,7 @@ static int agent_init(struct agent *a, struct sa_err *e)
     a->cg_sweep.data = a;
     if (a->cg.enabled)
         ev_timer_start(a->loop, &a->cg_sweep);
+    cmd_logs_init(a);
     ev_timer_init(&a->trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
     a->trim.data = a;
     ev_idle_init(&a->cg_prepare, cmd_cg_prepare_cb);

@@ -14,7 +14,7 @@ struct reader *rd_open(struct cmd *c, struct conn *conn, uint64_t req_id, uint64
     r->cmd = c;
     r->conn = conn;
     r->req_id = req_id;
-    r->pos = from > c->log.end ? c->log.end : from;
+    r->pos = from > c->log.o.end ? c->log.o.end : from;
     r->follow = follow;
     r->is_exec = is_exec;
     r->cnext = c->readers;
@@ -26,6 +26,8 @@ struct reader *rd_open(struct cmd *c, struct conn *conn, uint64_t req_id, uint64
         conn->readers->kprev = r;
     conn->readers = r;
     conn->streams++;
+    if (follow)
+        lstore_protect(&c->log, rd_protected_from(c));
     return r;
 }
 
@@ -48,10 +50,8 @@ void rd_close(struct reader *r)
     conn->streams--;
     bool follow = r->follow;
     free(r);
-    if (follow) {
-        cmd_maybe_resume(c);     /* it may have been what held the pipes */
-        cmd_share_freed(c->a);
-    }
+    if (follow)                  /* it may have been what held the pipes */
+        lstore_followed(&c->a->logs, &c->log, rd_protected_from(c));
     conn_idle_check(conn);
 }
 
@@ -100,7 +100,7 @@ static void rd_send_end(struct reader *r)
 static bool rd_step(struct reader *r)
 {
     struct cmd *c = r->cmd;
-    const struct olog *l = &c->log;
+    const struct olog *l = &c->log.o;
     if (r->pos < l->start) {
         rd_send_gap(r, l->start);
         return false;
@@ -141,16 +141,14 @@ void rd_pump(struct reader *r)
             conn->starved = true;    /* conn_write_cb pumps it again */
             break;
         }
-        if (r->pos >= c->log.end && !c->done && r->follow)
+        if (r->pos >= c->log.o.end && !c->done && r->follow)
             break;
         if (rd_step(r))
             return;          /* finished and freed; it kicked the connection */
     }
     conn_kick(conn);
-    if (follow && r->pos != before) {
-        cmd_maybe_resume(c);
-        cmd_share_freed(c->a);
-    }
+    if (follow && r->pos != before)
+        lstore_followed(&c->a->logs, &c->log, rd_protected_from(c));
 }
 
 void rd_pump_cmd(struct cmd *c)

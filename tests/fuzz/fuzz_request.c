@@ -306,6 +306,7 @@ static void agent_setup(void)
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (A.spawn_stack == MAP_FAILED)
         die("mmap");
+    cmd_logs_init(&A);
     ev_timer_init(&A.trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
     A.trim.data = &A;
     ev_idle_init(&A.cg_prepare, cmd_cg_prepare_cb);
@@ -384,7 +385,7 @@ static void agent_reset(void)
     cmd_free_all(&A);
     A.exited = A.exited_tail = NULL;
     A.ncmds_exited = A.ncmds_running = 0;
-    A.share_wait = false;
+    A.logs.share_wait = false;
     guest_free(&A);
     free((char *)A.default_user);
     A.default_user = xstrdup(initial_user);
