@@ -39,11 +39,8 @@ static void lstore_freed(struct lstore *s, size_t n)
 {
     s->bytes -= n;
     s->trim_owed += n;
-    if (s->trim_owed >= LSTORE_TRIM_MIN && !s->trim_asked) {
-        s->trim_asked = true;
-        if (s->ops && s->ops->trim_due)
-            s->ops->trim_due(s);
-    }
+    if (s->trim_owed >= LSTORE_TRIM_MIN && s->ops && s->ops->trim_due)
+        s->ops->trim_due(s);
 }
 
 void lstore_remove(struct lstore *s, struct lstore_log *l)
@@ -56,7 +53,6 @@ void lstore_remove(struct lstore *s, struct lstore_log *l)
 void lstore_trim(struct lstore *s)
 {
     s->trim_owed = 0;
-    s->trim_asked = false;
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif

@@ -37,9 +37,9 @@
 #define LSTORE_FOLLOWED_SHARE_DEN 4
 /* malloc keeps what the logs free (glibc hands back only the top of the
  * heap, and a big log's chunks sit below newer allocations): once this much
- * has been freed, the store asks for a trim (lstore_ops.trim_due), once
- * until lstore_trim() runs, so that a stream cycling through its log cap
- * does not pay on every chunk. */
+ * has been freed since the last lstore_trim(), every further free tells the
+ * owner (lstore_ops.trim_due), which decides when to trim (cmd.c: a timer),
+ * so that a stream cycling through its log cap does not pay on every chunk. */
 #define LSTORE_TRIM_MIN (1u << 20)
 /* Room a log needs before a read: one small chunk. Reading stops only when
  * not even that fits; after the read the log is trimmed back under the caps,
@@ -62,8 +62,8 @@ struct lstore_ops {
     /* l's writer, stopped by lstore_reserve(), may read again (l->paused is
      * already false). Called from lstore_followed() and lstore_resume_all(). */
     void (*resume)(struct lstore_log *l);
-    /* LSTORE_TRIM_MIN bytes were freed since the last lstore_trim(): call
-     * it soon (once per such stretch). */
+    /* Log memory was freed, and at least LSTORE_TRIM_MIN bytes since the
+     * last lstore_trim(): call it, soon or once the freeing stops. */
     void (*trim_due)(struct lstore *s);
 };
 
@@ -72,7 +72,6 @@ struct lstore {
     size_t read_size;          /* one read into a log (lstore_read_size) */
     uint64_t bytes;            /* all logs */
     uint64_t trim_owed;        /* freed since the last lstore_trim() */
-    bool trim_asked;           /* trim_due called, lstore_trim not yet */
     bool share_wait;           /* a writer stopped for the followers' share */
     struct lstore_list running, exited;
     const struct lstore_ops *ops;

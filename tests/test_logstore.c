@@ -177,7 +177,7 @@ static void followers_share_stops_a_writer_and_a_follower_moving_on_resumes_it(v
     lstore_remove(&s, &u);
 }
 
-static void freed_bytes_ask_for_one_trim_per_stretch(void)
+static void freed_bytes_ask_for_a_trim_past_the_threshold(void)
 {
     struct lstore s;
     struct lstore_log l;
@@ -188,13 +188,13 @@ static void freed_bytes_ask_for_one_trim_per_stretch(void)
     CHECK(s.trim_owed == (uint64_t)below * COST && ntrim_due == 0);
     CHECK(write_blocks(&s, &l, 1) == 1);                /* crosses LSTORE_TRIM_MIN */
     CHECK(ntrim_due == 1 && s.trim_owed >= LSTORE_TRIM_MIN);
-    CHECK(write_blocks(&s, &l, 300) == 300);            /* asked already: not again */
-    CHECK(ntrim_due == 1);
-    lstore_trim(&s);
+    CHECK(write_blocks(&s, &l, 300) == 300);            /* each free past it is told */
+    CHECK(ntrim_due == 301 && s.trim_owed == (uint64_t)(below + 301) * COST);
+    lstore_trim(&s);                                    /* the count starts again */
     CHECK(s.trim_owed == 0);
-    CHECK(write_blocks(&s, &l, below) == below && ntrim_due == 1);
-    lstore_remove(&s, &l);                              /* the rest of the log */
-    CHECK(ntrim_due == 2 && s.bytes == 0);
+    CHECK(write_blocks(&s, &l, below) == below && ntrim_due == 301);
+    lstore_remove(&s, &l);                              /* the rest of the log crosses it */
+    CHECK(ntrim_due == 302 && s.bytes == 0 && s.trim_owed == (uint64_t)(below + 16) * COST);
 }
 
 int main(int argc, char **argv)
@@ -205,7 +205,7 @@ int main(int argc, char **argv)
         T(global_cap_evicts_exited_logs_oldest_exit_first_then_running),
         T(a_followers_position_protects_its_bytes),
         T(followers_share_stops_a_writer_and_a_follower_moving_on_resumes_it),
-        T(freed_bytes_ask_for_one_trim_per_stretch),
+        T(freed_bytes_ask_for_a_trim_past_the_threshold),
     };
     return check_run_only(tests, sizeof tests / sizeof tests[0], argc > 1 ? argv[1] : NULL);
 }
