@@ -3,11 +3,12 @@
  * Every command's stdout and stderr go into its log (outlog.h), kept within
  * the caps by the log store (logstore.h, which says when to stop reading the
  * pipes), and read by any number of readers (reader.h); the exec request's
- * own stream is just the first reader. Commands outlive connections (unless kill_on_disconnect).
- * Exit is final only after both pipes reached EOF, or after the drain window
- * (cfg.drain_ms) that follows the leader's death. Records of exited commands
- * are kept (cfg.keep_exited, oldest exit forgotten first) so their status
- * stays queryable; their strings are bounded (agent.h CMD_RECORD_BYTES).
+ * own stream is just the first reader. Commands outlive connections (unless
+ * kill_on_disconnect). Exit is final only after both pipes reached EOF, or
+ * after the drain window (cfg.drain_ms) that follows the leader's death.
+ * Records of exited commands are kept (cfg.keep_exited, oldest exit
+ * forgotten first) so their status stays queryable; their strings are
+ * bounded (agent.h CMD_RECORD_BYTES).
  */
 #ifndef SA_CMD_H
 #define SA_CMD_H
