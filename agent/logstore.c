@@ -168,7 +168,9 @@ static void lstore_maybe_resume(struct lstore *s, struct lstore_log *l)
     }
 }
 
-void lstore_resume_all(struct lstore *s)
+/* Room for the followers' share was freed: every stopped writer with room
+ * goes on. */
+static void lstore_resume_all(struct lstore *s)
 {
     s->share_wait = false;
     struct lstore_log *l;

@@ -60,7 +60,8 @@ TAILQ_HEAD(lstore_list, lstore_log);
 
 struct lstore_ops {
     /* l's writer, stopped by lstore_reserve(), may read again (l->paused is
-     * already false). Called from lstore_followed() and lstore_resume_all(). */
+     * already false). Called from lstore_followed(), for l or for any log
+     * stopped for the followers' share. */
     void (*resume)(struct lstore_log *l);
     /* Log memory was freed, and at least LSTORE_TRIM_MIN bytes since the
      * last lstore_trim(): call it, soon or once the freeing stops. */
@@ -105,8 +106,6 @@ void lstore_protect(struct lstore_log *l, uint64_t from);
  * no follower left), and let l's writer, and those stopped for the
  * followers' share, go on if they have room. */
 void lstore_followed(struct lstore *s, struct lstore_log *l, uint64_t from);
-/* Room may have been freed anywhere: every paused writer with room goes on. */
-void lstore_resume_all(struct lstore *s);
 
 /* Hand freed memory back to the kernel (malloc_trim) and reset the count. */
 void lstore_trim(struct lstore *s);

@@ -271,6 +271,17 @@ static void jail(int *argc, char ***argv)
     fprintf(stderr, "fuzz_request: confined to %s (user and mount namespace, chroot)\n", root);
 }
 
+/* The command table as main.c's agent_init makes it: scratch buffer, spawn
+ * stack, timers, the log store (cmd_free_all undoes it). */
+static void cmd_setup(void)
+{
+    struct sa_err e;
+    if (cmd_init(&A, &e) < 0) {
+        fprintf(stderr, "fuzz_request: %s\n", e.msg);
+        abort();
+    }
+}
+
 /* What main.c's agent_init does, for this confined process. */
 static void agent_setup(void)
 {
@@ -300,17 +311,7 @@ static void agent_setup(void)
     A.workdir = xstrdup("/work");
     snprintf(A.boot_id, sizeof A.boot_id, "fuzz");
     getrlimit(RLIMIT_NOFILE, &A.nofile);
-    A.scratch = xmalloc(CMD_READ_CHUNK);
-    A.spawn_stack_size = 256u << 10;
-    A.spawn_stack = mmap(NULL, A.spawn_stack_size, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (A.spawn_stack == MAP_FAILED)
-        die("mmap");
-    cmd_logs_init(&A);
-    ev_timer_init(&A.trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
-    A.trim.data = &A;
-    ev_idle_init(&A.cg_prepare, cmd_cg_prepare_cb);
-    A.cg_prepare.data = &A;
+    cmd_setup();
     init_start(&A);
 }
 
@@ -385,7 +386,7 @@ static void agent_reset(void)
     cmd_free_all(&A);
     A.exited = A.exited_tail = NULL;
     A.ncmds_exited = A.ncmds_running = 0;
-    A.logs.share_wait = false;
+    cmd_setup();                       /* cmd_free_all freed what cmd_init made */
     guest_free(&A);
     free((char *)A.default_user);
     A.default_user = xstrdup(initial_user);
