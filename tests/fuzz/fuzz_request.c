@@ -64,6 +64,7 @@
 #include "guest.h"
 #include "init.h"
 #include "log.h"
+#include "request.h"
 #include "wire.h"
 
 #define FUZZ_MAX_FRAME 65536u
@@ -311,6 +312,8 @@ static void agent_setup(void)
     A.workdir = xstrdup("/work");
     snprintf(A.boot_id, sizeof A.boot_id, "fuzz");
     getrlimit(RLIMIT_NOFILE, &A.nofile);
+    static const struct conn_ops req_ops = {req_opened, req_handle};   /* as main.c wires it */
+    conn_set_init(&A.conns, A.loop, &req_ops, &A, A.cfg.max_frame, A.cfg.max_connections);
     cmd_setup();
     init_start(&A);
 }
@@ -377,11 +380,11 @@ static void peer_read(int fd, struct peer *p)
 /* Back to the state after agent_setup. */
 static void agent_reset(void)
 {
-    conn_close_all(&A);
+    conn_close_all(&A.conns);
     cmd_kill_all(&A, SIGKILL);
     fop_free_all(&A);                  /* SIGKILLs its helpers */
     ev_tstamp deadline = ev_time() + FUZZ_REAP_S;
-    while ((A.ncmds_running > 0 || A.syncs) && ev_time() < deadline)
+    while ((A.ncmds_running > 0 || !LIST_EMPTY(&A.syncs)) && ev_time() < deadline)
         ev_run(A.loop, EVRUN_ONCE | EVRUN_NOWAIT), usleep(1000);
     cmd_free_all(&A);
     A.exited = A.exited_tail = NULL;
@@ -404,7 +407,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
         die("socketpair");
-    conn_accept(&A, sv[0], "fuzz");
+    conn_accept(&A.conns, sv[0], "fuzz");
     struct peer p = {.frames = 0};
     buf_init(&p.in);
     size_t off = 0;
