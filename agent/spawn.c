@@ -247,6 +247,44 @@ static size_t longest_path_dir(const char *p)
     return best;
 }
 
+/* fs.nr_open, the most RLIMIT_NOFILE may be (0 when unreadable). */
+static rlim_t spawn_nr_open(void)
+{
+    char buf[32];
+    int fd = open("/proc/sys/fs/nr_open", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    unsigned long long v = strtoull(buf, NULL, 10);
+    return (rlim_t)v;
+}
+
+int spawn_nofile_raise(struct rlimit *startup, struct rlimit *now, struct sa_err *e)
+{
+    if (getrlimit(RLIMIT_NOFILE, startup) < 0)
+        return err_sys(e, errno, "getrlimit RLIMIT_NOFILE");
+    *now = *startup;
+    rlim_t ceiling = spawn_nr_open();
+    if (ceiling > SPAWN_NOFILE_MAX)
+        ceiling = SPAWN_NOFILE_MAX;
+    struct rlimit want = {ceiling, ceiling};
+    if (ceiling > startup->rlim_max && setrlimit(RLIMIT_NOFILE, &want) == 0) {
+        *now = want;
+        return 0;
+    }
+    /* not root (EPERM), or the hard limit is already higher */
+    want.rlim_cur = want.rlim_max = startup->rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) < 0)
+        return err_sys(e, errno, "raising RLIMIT_NOFILE to %llu",
+                       (unsigned long long)startup->rlim_max);
+    *now = want;
+    return 0;
+}
+
 int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
                 struct sa_err *e)
 {

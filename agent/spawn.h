@@ -46,6 +46,17 @@ struct spawn_req {
 int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
                 struct sa_err *e);
 
+/* The agent's own RLIMIT_NOFILE, raised at start-up so that thousands of
+ * commands (two fds each, docs/agent.md "Many commands") fit; commands get
+ * *startup back (spawn_req.nofile). As root (CAP_SYS_RESOURCE) soft and hard
+ * go up to fs.nr_open, at most SPAWN_NOFILE_MAX: well above what the max-*
+ * settings can use (65536 commands, connections, tunnels), and a ceiling for
+ * the file helpers, which inherit it. Otherwise (or when that fails) the soft
+ * limit goes up to the hard one. *now is the limit in force afterwards (the
+ * start-up one when nothing could be raised: -1 then). */
+#define SPAWN_NOFILE_MAX (1u << 20)
+int spawn_nofile_raise(struct rlimit *startup, struct rlimit *now, struct sa_err *e);
+
 /* Child-side steps, shared with the file helpers (fop.c): only system
  * calls, safe in a CLONE_VM child. Every signal disposition to default and an
  * empty mask; oom_score_adj back to 0 (best effort); supplementary groups, gid
