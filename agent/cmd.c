@@ -22,6 +22,7 @@
 #include "reader.h"
 #include "request.h"
 #include "spawn.h"
+#include "stats.h"
 
 static void cmd_out_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void cmd_in_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -134,8 +135,8 @@ static void cmd_free(struct cmd *c)
         c->waiters = w->next;
         free(w);
     }
-    if (c->cg_dirfd >= 0)
-        cg_release(&a->cg, c->id, c->cg_dirfd);
+    if (c->in_cgroup)
+        cg_release(&a->cg, c->id, -1);
     a->record_bytes -= c->rec_bytes;
     free(c->argv);
     free(c->cwd);
@@ -571,8 +572,20 @@ int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *
 }
 
 /* The reply's own fields around the records: type, id, more, cursor, and
- * the array header (well below this). */
+ * the array header (well below these), in bytes and in msgpack objects. */
 #define CMD_LIST_OVERHEAD 128u
+#define CMD_LIST_OVERHEAD_OBJECTS 16u
+
+/* Objects of one record in a list page (the map, its keys and values, argv's
+ * elements): a page must stay within WIRE_MAX_OBJECTS, or no client could
+ * decode it (PROTOCOL.md §1) — about 2,000 records of short argvs. */
+static size_t cmd_record_objects(const struct cmd *c)
+{
+    size_t argc = 0;
+    while (c->argv[argc])
+        argc++;
+    return 1 + 2 * (size_t)cmd_record_nkeys(c) + argc;
+}
 
 void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cursor,
               uint64_t limit)
@@ -583,12 +596,16 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
     buf_init(&recs);
     wire_enc_raw(&r, &recs);
     uint32_t n = 0;
+    size_t objects = CMD_LIST_OVERHEAD_OBJECTS;
     const struct cmd *c = a->cmds, *last = NULL;
     for (; c; c = c->next) {
         if ((cursor && c->id >= cursor) || (running_only && c->done))
             continue;
         if (limit && n == limit)
             break;
+        objects += cmd_record_objects(c);
+        if (objects > WIRE_MAX_OBJECTS && n > 0)
+            break;                               /* this one starts the next page */
         size_t before = buf_size(&recs);
         msgpack_pack_map(&r.pk, cmd_record_nkeys(c));
         cmd_record_kv(&r, c);
@@ -796,7 +813,6 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->in_fd = f->in_w;
     c->pty = x->pty;
     c->pty_fd = x->pty ? f->out_r : -1;
-    c->cg_dirfd = -1;
     olog_init(&c->log);
     buf_init(&c->in_buf);
     c->acks_tail = &c->acks;
@@ -893,10 +909,12 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
         e->stage = spawn_stage_name(stage);
         return -1;
     }
+    if (cg_dir >= 0)
+        close(cg_dir);          /* reopened by name when needed: cgroup.h */
     a->next_cmd_id = id;
     cmd_cg_prepare_soon(a);             /* while this one runs */
     struct cmd *c = cmd_new(a, id, pid, &f, x, cwd, user);
-    c->cg_dirfd = cg_dir;
+    c->in_cgroup = cg_dir >= 0;
     c->owner = x->kill_on_disconnect ? conn : NULL;
     log_debug("cmd %llu: started %s as pid %d (%s)", (unsigned long long)c->id, x->argv[0],
               (int)pid, user);
@@ -1108,14 +1126,38 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
 
 /* --- signals, resize, exit ------------------------------------------------------ */
 
+static int cmd_cg_open(const struct cmd *c)
+{
+    return c->in_cgroup ? cg_open(&c->a->cg, c->id) : -1;
+}
+
+uint64_t cmd_cpu_ms(const struct cmd *c, pid_t pid)
+{
+    uint64_t usec;
+    if (c->in_cgroup && cg_cpu_usec_of(&c->a->cg, c->id, &usec) == 0)
+        return usec / 1000u;
+    return stats_cpu_ms(pid, -1);
+}
+
+static bool cmd_cg_populated(const struct cmd *c)
+{
+    cleanup_close int fd = cmd_cg_open(c);
+    return fd >= 0 && cg_populated(fd);
+}
+
 static int cmd_kill_tree(struct cmd *c, int sig, struct sa_err *e)
 {
-    if (c->cg_dirfd >= 0) {
-        if (sig == SIGKILL)
-            return cg_kill(c->cg_dirfd, e);
-        if (cg_signal(c->cg_dirfd, sig, e) < 0)
-            return -1;
-        return 0;
+    if (c->in_cgroup) {
+        cleanup_close int fd = cmd_cg_open(c);
+        if (fd >= 0) {
+            if (sig == SIGKILL)
+                return cg_kill(fd, e);
+            return cg_signal(fd, sig, e) < 0 ? -1 : 0;
+        }
+        /* out of fds, say: the process group still reaches most of it */
+        if (c->reaped)
+            return err_sys(e, errno, "opening the cgroup of command %llu",
+                           (unsigned long long)c->id);
     }
     if (kill(-c->pid, sig) < 0 && !(errno == ESRCH && c->reaped))
         return err_sys(e, errno, "kill -%d", (int)c->pid);
@@ -1130,7 +1172,7 @@ int cmd_signal(struct agent *a, uint64_t cmd_id, int sig, bool group, struct sa_
     /* After the leader is reaped its pid may be reused; its process group
      * stays pinned only while members remain, i.e. while we still drain. A
      * cgroup is addressed by its own fd and never reused. */
-    bool reachable = group ? (!c->done || (c->cg_dirfd >= 0 && cg_populated(c->cg_dirfd)))
+    bool reachable = group ? (!c->done || cmd_cg_populated(c))
                            : !c->reaped;
     if (!reachable)
         return err_set(e, 0, "exited", "command %llu has exited", (unsigned long long)cmd_id);
@@ -1241,9 +1283,9 @@ static void cmd_finish(struct cmd *c)
         free(w);
     }
     rd_pump_cmd(c);
-    if (c->cg_dirfd >= 0 && !cg_populated(c->cg_dirfd)) {
-        cg_release(&a->cg, c->id, c->cg_dirfd);
-        c->cg_dirfd = -1;
+    if (c->in_cgroup && !cmd_cg_populated(c)) {
+        cg_release(&a->cg, c->id, -1);
+        c->in_cgroup = false;
     }
     cmd_evict(a, 0);
 }
@@ -1297,10 +1339,10 @@ void cmd_cg_sweep(struct agent *a)
 {
     /* the kernel closes a dying process's pipes before it leaves its cgroup,
      * so a cgroup can still look populated when the command finishes */
-    for (struct cmd *c = a->cmds; c; c = c->next)
-        if (c->done && c->cg_dirfd >= 0 && !cg_populated(c->cg_dirfd)) {
-            cg_release(&a->cg, c->id, c->cg_dirfd);
-            c->cg_dirfd = -1;
+    for (struct cmd *c = a->exited; c; c = c->xnext)
+        if (c->in_cgroup && !cmd_cg_populated(c)) {
+            cg_release(&a->cg, c->id, -1);
+            c->in_cgroup = false;
         }
     cg_sweep(&a->cg);
 }

@@ -71,7 +71,7 @@ struct cmd {
 
     bool pty;
     int pty_fd;                /* the master, for resize (-1 without pty) */
-    int cg_dirfd;              /* the command's cgroup (-1 without) */
+    bool in_cgroup;            /* its cgroup cmd-<id> exists: cg_open() it when needed */
     struct conn *owner;        /* kill_on_disconnect: the exec's connection */
 
     /* exit */
@@ -118,6 +118,9 @@ void cmd_share_freed(struct agent *a);
 
 void cmd_conn_closed(struct agent *a, struct conn *c);
 void cmd_conn_drained(struct agent *a, struct conn *c);
+/* CPU time of the command (stats): its cgroup's, or that of pid (its
+ * leader; 0: none) without one. 0 when it cannot be read. */
+uint64_t cmd_cpu_ms(const struct cmd *c, pid_t pid);
 /* Signal every running command (its cgroup, or its process group). */
 void cmd_kill_all(struct agent *a, int sig);
 void cmd_free_all(struct agent *a);
