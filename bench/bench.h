@@ -47,6 +47,7 @@ int bench_floor_cps(int argc, char **argv);  /* floor.c */
 int bench_tree(int argc, char **argv);       /* tree.c */
 int bench_tunnel(int argc, char **argv);     /* tunnel.c */
 int bench_tunnel_rtt(int argc, char **argv);
+int bench_scale(int argc, char **argv);      /* scale.c */
 
 /* floor.c: one posix_spawn of /bin/true, stdout on a pipe read to EOF,
  * waitpid. */
