@@ -30,6 +30,11 @@ void samples_report(struct samples *s, const char *name);
 
 /* Print a message and exit 1. */
 __attribute__((noreturn, format(printf, 1, 2))) void die(const char *fmt, ...);
+/* A connection to the agent at addr, its hello read, or die (agent.c). */
+struct client;
+struct client *bench_connect(const char *addr);
+/* `release {all}` on c; the number released, or die (agent.c). */
+uint64_t bench_release_all(struct client *c);
 /* A positive count from argv, or die. */
 long bench_count(const char *s, const char *what);
 

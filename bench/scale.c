@@ -27,15 +27,6 @@
 #define SCALE_PINGS 200
 #define SCALE_REPEAT 5            /* list and stats: the median of this many */
 
-static struct client *scale_connect(const char *addr)
-{
-    struct client *c;
-    struct sa_err e;
-    if (client_connect(addr, 10000, &c, &e) < 0)
-        die("connect %s: %s", addr, e.msg);
-    return c;
-}
-
 /* Send what is queued, then read until one more message is handed out. */
 static void scale_next(struct client *c, msgpack_object *m)
 {
@@ -78,59 +69,91 @@ struct scale_stats {
     double secs;
 };
 
-static void scale_stats(struct client *c, struct scale_stats *s)
+/* A request without fields (stats, ping), sent and answered. */
+static msgpack_object scale_bare(struct client *c, const char *type)
 {
     struct wire_enc w;
     struct sa_err e;
-    int64_t t0 = bench_now_ns();
-    uint64_t id = client_begin(c, &w, "stats", 0);
+    uint64_t id = client_begin(c, &w, type, 0);
     if (client_end(c, &w, &e) < 0)
-        die("stats: %s", e.msg);
-    msgpack_object m = scale_call(c, id);
+        die("%s: %s", type, e.msg);
+    return scale_call(c, id);
+}
+
+static void scale_stats(struct client *c, struct scale_stats *s)
+{
+    int64_t t0 = bench_now_ns();
+    msgpack_object m = scale_bare(c, "stats");
     s->secs = (double)(bench_now_ns() - t0) / 1e9;
     s->fds = field_u64(&m, "agent_fds");
     s->rss = field_u64(&m, "agent_rss");
     s->running = field_u64(&m, "commands_running");
 }
 
-/* Start n detached sleeps, at most SCALE_WINDOW unanswered. Returns the
- * command ids (an error reply stops the run: the figures would be wrong). */
-static uint64_t *scale_start(struct client *c, long n)
+/* Send n requests, at most SCALE_WINDOW unanswered: queue(c, i, ctx) queues
+ * the i-th (one client_begin/client_end, returning its id), and reply(m,
+ * i, ctx) sees the answer to it. Other messages are skipped. */
+typedef uint64_t scale_queue_fn(struct client *c, long i, void *ctx);
+typedef void scale_reply_fn(const msgpack_object *m, long i, void *ctx);
+
+static void scale_pipeline(struct client *c, long n, scale_queue_fn *queue, scale_reply_fn *reply,
+                           void *ctx)
 {
-    uint64_t *cmds = calloc((size_t)n, sizeof *cmds);
-    if (!cmds)
-        abort();
     long sent = 0, got = 0;
     uint64_t first = 0;
-    struct sa_err e;
     while (got < n) {
-        while (sent < n && sent - got < SCALE_WINDOW) {
-            struct wire_enc w;
-            uint64_t id = client_begin(c, &w, "exec", 3);
+        for (; sent < n && sent - got < SCALE_WINDOW; sent++) {
+            uint64_t id = queue(c, sent, ctx);
             if (!first)
                 first = id;
-            wire_key(&w, "argv");
-            msgpack_pack_array(&w.pk, 2);
-            wire_str(&w, "sleep");
-            wire_str(&w, "3600");
-            wire_kv_bool(&w, "detached", true);
-            wire_kv_uint(&w, "timeout_ms", SCALE_TIMEOUT_MS);
-            if (client_end(c, &w, &e) < 0)
-                die("exec: %s", e.msg);
-            sent++;
         }
         msgpack_object m;
         scale_next(c, &m);
         uint64_t id;
         if (!wire_obj_uint(wire_get(&m, "id"), &id) || id < first || id >= first + (uint64_t)n)
             continue;
-        if (!client_msg_is(&m, "ok")) {
-            client_reply_err(&m, &e);
-            die("exec %ld of %ld refused: %s: %s", got + 1, n, e.code, e.msg);
-        }
-        cmds[id - first] = field_u64(&m, "cmd");
+        reply(&m, (long)(id - first), ctx);
         got++;
     }
+}
+
+static uint64_t queue_sleep(struct client *c, long i, void *ctx)
+{
+    (void)i, (void)ctx;
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "exec", 3);
+    wire_key(&w, "argv");
+    msgpack_pack_array(&w.pk, 2);
+    wire_str(&w, "sleep");
+    wire_str(&w, "3600");
+    wire_kv_bool(&w, "detached", true);
+    wire_kv_uint(&w, "timeout_ms", SCALE_TIMEOUT_MS);
+    if (client_end(c, &w, &e) < 0)
+        die("exec: %s", e.msg);
+    return id;
+}
+
+/* An exec's reply: its command id into cmds[i]; an error stops the run (the
+ * figures would be wrong). */
+static void reply_sleep(const msgpack_object *m, long i, void *ctx)
+{
+    uint64_t *cmds = ctx;
+    if (!client_msg_is(m, "ok")) {
+        struct sa_err e;
+        client_reply_err(m, &e);
+        die("exec %ld refused: %s: %s", i + 1, e.code, e.msg);
+    }
+    cmds[i] = field_u64(m, "cmd");
+}
+
+/* Start n detached sleeps; returns their command ids. */
+static uint64_t *scale_start(struct client *c, long n)
+{
+    uint64_t *cmds = calloc((size_t)n, sizeof *cmds);
+    if (!cmds)
+        abort();
+    scale_pipeline(c, n, queue_sleep, reply_sleep, cmds);
     return cmds;
 }
 
@@ -175,31 +198,30 @@ static double median(double *v, size_t n)
     return v[n / 2];
 }
 
+static uint64_t queue_kill(struct client *c, long i, void *ctx)
+{
+    const uint64_t *cmds = ctx;
+    struct wire_enc w;
+    struct sa_err e;
+    uint64_t id = client_begin(c, &w, "signal", 2);
+    wire_kv_uint(&w, "cmd", cmds[i]);
+    wire_kv_uint(&w, "signal", 9);
+    if (client_end(c, &w, &e) < 0)
+        die("signal: %s", e.msg);
+    return id;
+}
+
+/* ok, or `exited` for one that its timeout got first */
+static void reply_kill(const msgpack_object *m, long i, void *ctx)
+{
+    (void)m, (void)i, (void)ctx;
+}
+
 /* SIGKILL every command (pipelined signals), then wait for none to run. */
-static double scale_kill(struct client *c, const uint64_t *cmds, long n)
+static double scale_kill(struct client *c, uint64_t *cmds, long n)
 {
     int64_t t0 = bench_now_ns();
-    long sent = 0, got = 0;
-    struct sa_err e;
-    uint64_t first = 0;
-    while (got < n) {
-        while (sent < n && sent - got < SCALE_WINDOW) {
-            struct wire_enc w;
-            uint64_t id = client_begin(c, &w, "signal", 2);
-            if (!first)
-                first = id;
-            wire_kv_uint(&w, "cmd", cmds[sent]);
-            wire_kv_uint(&w, "signal", 9);
-            if (client_end(c, &w, &e) < 0)
-                die("signal: %s", e.msg);
-            sent++;
-        }
-        msgpack_object m;
-        scale_next(c, &m);
-        uint64_t id;
-        if (wire_obj_uint(wire_get(&m, "id"), &id) && id >= first && id < first + (uint64_t)n)
-            got++;               /* ok, or `exited` for one that its timeout got first */
-    }
+    scale_pipeline(c, n, queue_kill, reply_kill, cmds);
     for (;;) {
         struct scale_stats s;
         scale_stats(c, &s);
@@ -216,7 +238,7 @@ int bench_scale(int argc, char **argv)
         die("usage: scale ADDR N [LIMIT]");
     long n = bench_count(argv[2], "N");
     uint64_t limit = argc == 4 ? (uint64_t)bench_count(argv[3], "LIMIT") : 0;
-    struct client *c = scale_connect(argv[1]);
+    struct client *c = bench_connect(argv[1]);
     struct scale_stats s0, s1, s;
     scale_stats(c, &s0);
 
@@ -239,13 +261,8 @@ int bench_scale(int argc, char **argv)
     }
     struct samples ping = {0};
     for (int i = 0; i < SCALE_PINGS; i++) {
-        struct wire_enc w;
-        struct sa_err e;
         int64_t p0 = bench_now_ns();
-        uint64_t id = client_begin(c, &w, "ping", 0);
-        if (client_end(c, &w, &e) < 0)
-            die("ping: %s", e.msg);
-        scale_call(c, id);
+        scale_bare(c, "ping");
         samples_add(&ping, bench_now_ns() - p0);
     }
     double kill_secs = scale_kill(c, cmds, n);
@@ -266,13 +283,7 @@ int bench_scale(int argc, char **argv)
     printf("scale_kill_all_ms %.0f\n", kill_secs * 1000.);
     samples_free(&ping);
     free(cmds);
-    struct wire_enc w;
-    struct sa_err e;
-    uint64_t id = client_begin(c, &w, "release", 1);
-    wire_kv_bool(&w, "all", true);
-    if (client_end(c, &w, &e) < 0)
-        die("release: %s", e.msg);
-    scale_call(c, id);
+    bench_release_all(c);
     client_free(c);
     return 0;
 }
