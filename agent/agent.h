@@ -42,6 +42,7 @@
 #include "ident.h"
 #include "init.h"
 #include "notify.h"
+#include "spawn.h"
 #include "tunnel.h"
 #include "wire.h"
 
@@ -112,6 +113,7 @@ struct agent {
     struct rlimit nofile;         /* RLIMIT_NOFILE at start-up, restored in commands */
     void *spawn_stack;            /* stack of the CLONE_VFORK child */
     size_t spawn_stack_size;
+    struct spawn_slots spawn_slots; /* low fds a spawn goes through (spawn.h) */
     struct listener *listeners;
     struct conn *conns;           /* doubly linked */
     struct cmd *cmds, *cmds_tail; /* running and remembered commands, newest first */

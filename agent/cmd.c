@@ -894,7 +894,7 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
         .argv = x->argv, .envp = envp, .cwd = cwd, .path = path, .id = run,
         .fd_in = f.in_r, .fd_out = f.out_w, .fd_err = f.err_w, .ctty = x->pty,
         .cgroup_procs_fd = cg_procs, .cgroup_dir_fd = cg_dir, .nofile = a->nofile.rlim_cur ? &a->nofile : NULL,
-        .stack = a->spawn_stack, .stack_size = a->spawn_stack_size,
+        .stack = a->spawn_stack, .stack_size = a->spawn_stack_size, .slots = &a->spawn_slots,
     };
     pid_t pid;
     enum spawn_stage stage;

@@ -85,6 +85,7 @@ static int agent_init(struct agent *a, struct sa_err *e)
     /* first: agent_free() destroys it whatever failed after */
     if (!msgpack_zone_init(&a->zone, WIRE_ZONE_CHUNK))
         return err_set(e, ENOMEM, NULL, "msgpack zone");
+    spawn_slots_init(&a->spawn_slots);       /* early, while fd numbers are low */
     a->loop = ev_default_loop(0);
     if (!a->loop)
         return err_set(e, 0, "internal", "cannot initialise libev");
@@ -169,6 +170,7 @@ static void agent_free(struct agent *a)
     free(a->scratch);
     if (a->spawn_stack && a->spawn_stack != MAP_FAILED)
         munmap(a->spawn_stack, a->spawn_stack_size);
+    spawn_slots_free(&a->spawn_slots);
     free((char *)a->workdir);
     free((char *)a->default_user);
     free(a->xfer_helper);

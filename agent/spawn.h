@@ -40,7 +40,29 @@ struct spawn_req {
     const struct rlimit *nofile; /* RLIMIT_NOFILE for the command, or NULL */
     void *stack;                 /* child stack (the agent keeps one) */
     size_t stack_size;
+    const struct spawn_slots *slots;   /* low fds to spawn through (below), or NULL */
 };
+
+/* Low fd numbers reserved at start-up (placeholders on /dev/null), so that a
+ * spawn need not copy the agent's whole fd table. With thousands of commands
+ * the agent holds tens of thousands of fds; a child that got a copy of the
+ * table (clone without CLONE_FILES) spent most of an exec copying it and
+ * closing every close-on-exec entry in execve (docs/PERFORMANCE.md, item
+ * 11). Instead the few fds the child needs are dup3'ed onto the slots, the
+ * child shares the agent's table (CLONE_FILES; the agent is suspended by
+ * CLONE_VFORK) and its first act is close_range(SPAWN_SLOTS' end, ~0,
+ * CLOSE_RANGE_UNSHARE): the kernel gives it a table of only the fds below,
+ * and closes nothing of the agent's. The slots go back to /dev/null after. */
+#define SPAWN_SLOTS 5            /* stdin, stdout, stderr, the error pipe, cgroup.procs */
+struct spawn_slots {
+    int null_fd;                 /* /dev/null, to put back on a slot */
+    int fd[SPAWN_SLOTS];         /* -1: not reserved (spawn copies the table) */
+    int end;                     /* one above the highest slot; 0: none reserved */
+};
+/* Reserve the slots (call early, while fds are low). Best effort: without
+ * them (end 0) spawns copy the table as before. */
+void spawn_slots_init(struct spawn_slots *s);
+void spawn_slots_free(struct spawn_slots *s);
 
 /* 0 and *pid on success; -1 with e->code the errno name and *stage set. */
 int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
