@@ -1,32 +1,43 @@
 /* agent.h — the one explicit state of the daemon, passed down everywhere.
  *
- * Module map (one file per concern):
- *   config.c   settings: flags, --config      listen.c   listeners, accept,
- *              file, kernel cmdline; peer                peer checks
- *              allow-lists
- *   conn.c     connections: frames in/out     request.c  request dispatch
- *   cmd.c      the command table, output,     spawn.c    fork/exec of a command
- *              stdin, exit                    ident.c    users and groups
- *   log.c      the log sink                   main.c     wiring
- *   init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
- *   fop.c      file operations: helper        fop_child.c  the helper's side: the
- *              processes, relaying                         operations, as the user
- *   notify.c   readiness to a service manager ($NOTIFY_SOCKET)
- *   guest.c    guest duties: auth, session    stats.c    /proc and statvfs reads
- *              defaults, clock, entropy,                 for `stats`
- *              restore, stats reply, shutdown
- *   tunnel.c   `connect`: TCP connections in the guest relayed over the
- *              agent connection that asked
- *   outlog.c   a command's output log     reader.c   its readers (logs, the
- *              (chunks, positions)                   attached exec, followers)
- *   cgroup.c   per-command cgroups, group signals, cgroup.kill
- *   fop_io.c   the helper's framed I/O    fop_xfer.c uploads and downloads
- *              (its side of the pipes)               over xfer.c, in the helper
+ * Module map, one file per concern, by layer: a file calls into the layers
+ * below it and, one way, into its own; never up (docs/agent.md "Source map").
+ *   protocol/, common/   frames, msgpack, errors; fd helpers, clocks, the tar
+ *                        engine (shared with sandboxctl and the gateway)
+ *   OS adapters
+ *     log.c      the log sink               config.c  settings: flags, --config,
+ *     spawn.c    fork/exec of a command               kernel cmdline; allow-lists
+ *     cgroup.c   per-command cgroups, group signals, cgroup.kill
+ *     ident.c    users and groups; who a request runs as (ident_choose)
+ *     outlog.c   a command's output log (chunks, positions)
+ *     stats.c    /proc and statvfs reads    notify.c  readiness ($NOTIFY_SOCKET)
+ *   transport (knows no service: main wires conn_ops)
+ *     listen.c   listeners, accept, peer checks
+ *     conn.c     connections: frames in/out; the work pending on each
+ *                (struct conn_pending: closed, drained, holds)
+ *   services
+ *     cmd.c      the command table, output, stdin, exit   } the one pair
+ *     reader.c   its log's readers (logs, attached exec)   } that call each other
+ *     fop.c      file operations: helper processes, relaying; the helper's
+ *                side: fop_child.c (operations, as the user), fop_io.c (its
+ *                framed I/O), fop_xfer.c (uploads and downloads over xfer.c)
+ *     guest_*.c  guest duties (guest.h), one file per concern:
+ *       guest_auth.c      the token: the gate in front of every request, `auth`
+ *       guest_session.c   session defaults (`set_defaults`: env, cwd, user)
+ *       guest_snap.c      snapshot/restore: `sync`, clock, entropy, `restored`
+ *       guest_stats.c     the `stats` reply
+ *       guest_shutdown.c  `shutdown`; the agent's OOM protection
+ *     init.c     PID-1 mode: mounts, kernel cmdline, graceful shutdown
+ *     tunnel.c   `connect`: TCP connections in the guest relayed over the
+ *                agent connection that asked
+ *   request.c    the request table, the auth gate, every request's field
+ *                parsing; the hello (conn_ops)
+ *   main.c       wiring: settings, each subsystem's init/free, conn_ops, signals
  *   xfer_main.c  sandbox-agent-xfer, the archive helper binary (regular build)
  *
  * Shared with sandboxctl and the gateway, in common/ (common/README.md): the
  * tar engine (xfer.c, run by the helper), fd helpers (fdio.c), the clocks
- * (clock.c).
+ * (clock.c), the acknowledged input window of stdin and chunks (ackwin.c).
  */
 #ifndef SA_AGENT_H
 #define SA_AGENT_H
@@ -34,23 +45,21 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/resource.h>
 #include <sys/types.h>
 
 #include "config.h"
+#include "conn.h"
 #include "cgroup.h"
 #include "ident.h"
 #include "init.h"
+#include "listen.h"
 #include "notify.h"
 #include "spawn.h"
 #include "tunnel.h"
 #include "wire.h"
 
-/* Per connection: stop reading requests (and the pipes of commands that
- * stream to it) above CONN_OUT_HIGH bytes of pending output; resume below
- * CONN_OUT_LOW. */
-#define CONN_OUT_HIGH (1u << 20)
-#define CONN_OUT_LOW (256u << 10)
 /* One read(2) of command output; the agent reads at most
  * CMD_READS_PER_CB of them per pipe per loop iteration (fairness). */
 #define CMD_READ_CHUNK (64u << 10)
@@ -70,13 +79,6 @@
 #define CMD_RECORD_BYTES (64u << 20)
 #define CMD_EXITED_ARGV_MAX 4096u
 #define CMD_RECORD_SLACK 1024u
-/* Requests waiting for an acknowledgement (stdin per command, chunk per
- * transfer): at most this many, besides the byte window (window_exceeded). */
-#define ACKS_MAX 1024
-/* Stream requests (exec streams, logs, wait) answering on one connection
- * at once: each may owe an event, so their number bounds the output the
- * connection can be owed beyond CONN_OUT_HIGH (too_many beyond). */
-#define CONN_MAX_STREAMS 4096
 /* Bytes owed to followers (log bytes a follower has not been sent yet), all
  * logs together, may fill at most this share of --log-total-cap; the rest is
  * reachable by logs nobody follows (PROTOCOL.md "The log, its caps"). */
@@ -105,7 +107,6 @@ struct agent {
     char **default_env;           /* set_defaults' env, "K=V", NULL-terminated (or NULL) */
     size_t default_envc;
     uint64_t generation;          /* `restored` notifications so far */
-    bool insecure_tcp;            /* a tcp: listener serves without a token (--insecure-tcp) */
     char boot_id[64];
     struct ident_cache idents;
     msgpack_zone zone;            /* decode zone, cleared after every frame */
@@ -114,8 +115,8 @@ struct agent {
     void *spawn_stack;            /* stack of the CLONE_VFORK child */
     size_t spawn_stack_size;
     struct spawn_slots spawn_slots; /* low fds a spawn goes through (spawn.h) */
-    struct listener *listeners;
-    struct conn *conns;           /* doubly linked */
+    struct listeners lsn;         /* listen.h */
+    struct conn_set conns;        /* the open connections (conn.h) */
     struct cmd *cmds, *cmds_tail; /* running and remembered commands, newest first */
     struct cmd *exited, *exited_tail; /* exited commands, oldest exit first */
     uint64_t record_bytes;        /* every record's strings (CMD_RECORD_BYTES) */
@@ -128,10 +129,9 @@ struct agent {
     struct cg_state cg;           /* per-command cgroups, when available */
     ev_timer cg_sweep;
     ev_idle cg_prepare;           /* makes the next command's cgroup when idle */
-    uint64_t next_conn_id;
-    unsigned nconns, ncmds_running, ncmds_exited;
-    struct guest_sync *syncs;     /* sync(2) children not yet reaped */
-    struct fop *fops;             /* file operations' helpers (fop.h) */
+    unsigned ncmds_running, ncmds_exited;
+    LIST_HEAD(, guest_sync) syncs; /* sync(2) children not yet reaped */
+    LIST_HEAD(, fop) fops;        /* file operations' helpers (fop.h) */
     char *xfer_helper;            /* the archive helper's path, once needed */
     unsigned nfops;
     struct tunnels tunnels;       /* `connect` (tunnel.h) */

@@ -95,7 +95,7 @@ struct cg_state {                /* lives in struct agent; all-zero means "disab
  * points into cg) says why not when they are disabled. */
 int cg_init(struct cg_state *cg, const char **why_not);
 /* The same, reading the given files instead of /proc/self/cgroup and
- * /proc/self/mountinfo, and naming the shared directory `top` (for tests). */
+ * /proc/self/mountinfo, and naming the shared directory `top` (tests/test_cgroup.c). */
 int cg_init_at(struct cg_state *cg, const char *self_cgroup, const char *mountinfo,
                const char *top, const char **why_not);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -20,7 +21,6 @@
 #include "fdio.h"
 #include "log.h"
 #include "reader.h"
-#include "request.h"
 #include "spawn.h"
 #include "stats.h"
 
@@ -29,6 +29,8 @@ static void cmd_in_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void cmd_child_cb(struct ev_loop *loop, ev_child *w, int revents);
 static void cmd_drain_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void cmd_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void cmd_cg_prepare_soon(struct agent *a);
+static const struct conn_pending_ops cmd_owner_ops;
 
 /* --- the table ----------------------------------------------------------- */
 
@@ -104,7 +106,7 @@ static void cmd_log_freed(struct agent *a, size_t n)
         ev_timer_start(a->loop, &a->trim);
 }
 
-void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
@@ -120,21 +122,24 @@ void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void cmd_free(struct cmd *c)
 {
     struct agent *a = c->a;
-    while (c->readers)
-        rd_close(c->readers);
+    while (!LIST_EMPTY(&c->readers))
+        rd_close(LIST_FIRST(&c->readers));
     cmd_log_freed(a, olog_clear(&c->log));
     olog_free(&c->log);
     buf_free(&c->in_buf);
-    while (c->acks) {
-        struct stdin_ack *k = c->acks;
-        c->acks = k->next;
+    struct stdin_ack *k;
+    while ((k = STAILQ_FIRST(&c->acks)) != NULL) {
+        STAILQ_REMOVE_HEAD(&c->acks, link);
+        conn_pending_remove(&k->pend);
         free(k);
     }
-    while (c->waiters) {
-        struct waiter *w = c->waiters;
-        c->waiters = w->next;
+    struct waiter *w;
+    while ((w = LIST_FIRST(&c->waiters)) != NULL) {
+        LIST_REMOVE(w, link);
+        conn_pending_remove(&w->pend);
         free(w);
     }
+    conn_pending_remove(&c->owner);
     if (c->in_cgroup)
         cg_release(&a->cg, c->id, -1);
     a->record_bytes -= c->rec_bytes;
@@ -162,7 +167,7 @@ static void cmd_evict(struct agent *a, size_t extra)
         next = c->xnext;
         if (a->ncmds_exited <= a->cfg.keep_exited && a->record_bytes + extra <= CMD_RECORD_BYTES)
             break;
-        if (!c->readers)
+        if (LIST_EMPTY(&c->readers))
             cmd_forget(a, c);
     }
 }
@@ -179,7 +184,7 @@ int cmd_release(struct agent *a, bool all, uint64_t cmd_id, uint64_t *released, 
         if (!c->done)
             return err_set(e, 0, "running", "command %llu is still running",
                            (unsigned long long)cmd_id);
-        if (c->readers)
+        if (!LIST_EMPTY(&c->readers))
             return err_set(e, 0, "busy", "the log of command %llu is being read",
                            (unsigned long long)cmd_id);
         cmd_forget(a, c);
@@ -188,7 +193,7 @@ int cmd_release(struct agent *a, bool all, uint64_t cmd_id, uint64_t *released, 
     }
     for (struct cmd *c = a->cmds, *next; c; c = next) {
         next = c->next;
-        if (c->done && !c->readers) {
+        if (c->done && LIST_EMPTY(&c->readers)) {
             cmd_forget(a, c);
             (*released)++;
         }
@@ -262,28 +267,6 @@ static char **cmd_build_env(struct agent *a, const struct wire_exec_req *x,
         if (strncmp(env[i], "PATH=", 5) == 0)
             *path = env[i] + 5;
     return env;
-}
-
-int cmd_identity(struct agent *a, const char *user, bool sudo, const struct ident **env_id,
-                 const struct ident **run, struct sa_err *e)
-{
-    if (a->dev) {
-        if (sudo || (user && strcmp(user, a->default_user) != 0)) {
-            err_set(e, EPERM, NULL, "dev mode: the agent is not root and runs every command as "
-                                    "itself (%s)", a->default_user);
-            e->stage = "user";
-            return -1;
-        }
-        *run = NULL;
-        return ident_lookup_uid(&a->idents, getuid(), env_id, e);
-    }
-    const char *name = sudo ? "root" : user ? user : a->default_user;
-    if (ident_lookup(&a->idents, name, run, e) < 0) {
-        e->stage = "user";
-        return -1;
-    }
-    *env_id = *run;
-    return 0;
 }
 
 /* The request's cwd; absent, or relative, against the default cwd. */
@@ -524,14 +507,8 @@ static void cmd_kv_exit(struct wire_enc *w, const struct cmd *c)
     wire_kv_uint(w, "stderr_bytes", x.stderr_bytes);
 }
 
-/* A command record (PROTOCOL.md "get, list, wait"): its number of keys,
- * and the keys themselves, so that it can stand alone in a map or share the
- * reply's. */
-static uint32_t cmd_record_nkeys(const struct cmd *c)
-{
-    return (c->done ? 17 : 11) + c->argv_cut;
-}
-
+/* A command record's keys (PROTOCOL.md "get, list, wait"), so that it can
+ * stand alone in a map or share the reply's. */
 static void cmd_record_kv(struct wire_enc *w, const struct cmd *c)
 {
     uint32_t argc = 0;
@@ -563,7 +540,7 @@ int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *
     if (cmd_lookup(conn->a, cmd_id, &c, e) < 0)
         return -1;
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 2 + cmd_record_nkeys(c));
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     cmd_record_kv(&w, c);
@@ -576,15 +553,16 @@ int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *
 #define CMD_LIST_OVERHEAD 128u
 #define CMD_LIST_OVERHEAD_OBJECTS 16u
 
-/* Objects of one record in a list page (the map, its keys and values, argv's
- * elements): a page must stay within WIRE_MAX_OBJECTS, or no client could
- * decode it (PROTOCOL.md §1) — about 2,000 records of short argvs. */
-static size_t cmd_record_objects(const struct cmd *c)
+/* argv's elements: with the record's map, keys and values, what a record
+ * adds to a page's objects, which must stay within WIRE_MAX_OBJECTS or no
+ * client could decode the page (PROTOCOL.md §1): about 2,600 records of
+ * two-word argvs. */
+static size_t cmd_argc(const struct cmd *c)
 {
     size_t argc = 0;
     while (c->argv[argc])
         argc++;
-    return 1 + 2 * (size_t)cmd_record_nkeys(c) + argc;
+    return argc;
 }
 
 void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cursor,
@@ -603,13 +581,13 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
             continue;
         if (limit && n == limit)
             break;
-        objects += cmd_record_objects(c);
-        if (objects > WIRE_MAX_OBJECTS && n > 0)
-            break;                               /* this one starts the next page */
         size_t before = buf_size(&recs);
-        msgpack_pack_map(&r.pk, cmd_record_nkeys(c));
+        unsigned rec = wire_map_begin(&r);
         cmd_record_kv(&r, c);
-        if (buf_size(&recs) + CMD_LIST_OVERHEAD > a->cfg.max_frame && n > 0) {
+        objects += 1 + 2 * (size_t)wire_map_entries(&r) + cmd_argc(c);
+        wire_map_end(&r, rec);
+        if ((buf_size(&recs) + CMD_LIST_OVERHEAD > a->cfg.max_frame ||
+             objects > WIRE_MAX_OBJECTS) && n > 0) {
             recs.len = recs.head + before;       /* this one starts the next page */
             break;
         }
@@ -620,7 +598,7 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
         c = c->next;
     bool more = c != NULL && last != NULL;
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), more ? 5 : 4);
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_bool(&w, "more", more);
@@ -636,7 +614,7 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
 static void cmd_reply_exit(struct conn *conn, uint64_t req_id, const struct cmd *c)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 9);
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_uint(&w, "cmd", c->id);
@@ -644,6 +622,16 @@ static void cmd_reply_exit(struct conn *conn, uint64_t req_id, const struct cmd 
     wire_end(&w);
     conn_kick(conn);
 }
+
+/* The connection of a `wait` closed: nobody to answer. */
+static void cmd_waiter_closed(struct conn_pending *p)
+{
+    struct waiter *w = container_of(p, struct waiter, pend);
+    LIST_REMOVE(w, link);
+    free(w);
+}
+
+static const struct conn_pending_ops cmd_waiter_ops = {cmd_waiter_closed, NULL};
 
 int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *e)
 {
@@ -654,15 +642,12 @@ int cmd_wait(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err 
         cmd_reply_exit(conn, req_id, c);
         return 0;
     }
-    if (conn->streams >= CONN_MAX_STREAMS)
-        return err_set(e, 0, "too_many", "%u streams are open on this connection",
-                       conn->streams);
+    if (conn_pending_room(conn, e) < 0)
+        return -1;
     struct waiter *w = xcalloc(1, sizeof *w);
-    w->conn = conn;
-    w->req_id = req_id;
-    w->next = c->waiters;
-    c->waiters = w;
-    conn->streams++;         /* a half-closed connection stays for its answer */
+    w->cmd = c;
+    LIST_INSERT_HEAD(&c->waiters, w, link);
+    conn_pending_add(conn, &w->pend, &cmd_waiter_ops, req_id, true);
     return 0;
 }
 
@@ -672,11 +657,10 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
     struct cmd *c;
     if (cmd_lookup(conn->a, cmd_id, &c, e) < 0)
         return -1;
-    if (conn->streams >= CONN_MAX_STREAMS)
-        return err_set(e, 0, "too_many", "%u streams are open on this connection",
-                       conn->streams);
+    if (conn_pending_room(conn, e) < 0)
+        return -1;
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 5);
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_uint(&w, "cmd", c->id);
@@ -781,7 +765,7 @@ fail:
 static void cmd_reply_started(struct conn *conn, uint64_t req_id, const struct cmd *c)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(conn), 7);
+    wire_begin(&w, conn_out(conn));
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_uint(&w, "cmd", c->id);
@@ -815,7 +799,10 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->pty_fd = x->pty ? f->out_r : -1;
     olog_init(&c->log);
     buf_init(&c->in_buf);
-    c->acks_tail = &c->acks;
+    ackwin_init(&c->in_win, a->cfg.stdin_window);
+    STAILQ_INIT(&c->acks);
+    LIST_INIT(&c->readers);
+    LIST_INIT(&c->waiters);
     for (int s = 0; s < 2; s++) {
         ev_io_init(&c->out_w[s], cmd_out_cb, c->out_fd[s], EV_READ);
         c->out_w[s].data = c;
@@ -841,7 +828,7 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
 }
 
 /* The limits an exec must pass before anything is spawned: --max-commands,
- * the connection's streams, one record per frame, CMD_RECORD_BYTES. */
+ * the connection's pending requests, one record per frame, CMD_RECORD_BYTES. */
 static int cmd_admit(struct conn *conn, const struct wire_exec_req *x, const char *cwd,
                      const char *user, struct sa_err *e)
 {
@@ -849,9 +836,8 @@ static int cmd_admit(struct conn *conn, const struct wire_exec_req *x, const cha
     if (a->ncmds_running >= a->cfg.max_commands)
         return err_set(e, 0, "too_many", "%u commands are running (--max-commands)",
                        a->ncmds_running);
-    if (!x->detached && conn->streams >= CONN_MAX_STREAMS)
-        return err_set(e, 0, "too_many", "%u streams are open on this connection",
-                       conn->streams);
+    if (!x->detached && conn_pending_room(conn, e) < 0)
+        return -1;
     size_t strings = argv_bytes(x->argv), need;
     size_t wire = strings + 5 * x->argc + strlen(cwd) + strlen(user);
     if (wire > a->cfg.max_frame - CMD_RECORD_SLACK)
@@ -870,7 +856,8 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
 {
     struct agent *a = conn->a;
     const struct ident *env_id, *run;
-    if (cmd_identity(a, x->user, x->sudo, &env_id, &run, e) < 0)
+    if (ident_choose(&a->idents, a->dev, a->default_user, x->user, x->sudo, &env_id, &run,
+                     e) < 0)
         return -1;
     const char *path;
     char **envp = cmd_build_env(a, x, env_id, &path);
@@ -915,7 +902,8 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
     cmd_cg_prepare_soon(a);             /* while this one runs */
     struct cmd *c = cmd_new(a, id, pid, &f, x, cwd, user);
     c->in_cgroup = cg_dir >= 0;
-    c->owner = x->kill_on_disconnect ? conn : NULL;
+    if (x->kill_on_disconnect)
+        conn_pending_add(conn, &c->owner, &cmd_owner_ops, req_id, false);
     log_debug("cmd %llu: started %s as pid %d (%s)", (unsigned long long)c->id, x->argv[0],
               (int)pid, user);
     cmd_reply_started(conn, req_id, c);
@@ -984,41 +972,39 @@ static void cmd_out_cb(struct ev_loop *loop, ev_io *w, int revents)
         cmd_maybe_finish(c);
 }
 
-void cmd_conn_drained(struct agent *a, struct conn *conn)
-{
-    (void)a;
-    rd_pump_conn(conn);
-}
-
 /* --- stdin ---------------------------------------------------------------- */
 
 static void cmd_ack_reply(struct stdin_ack *k, const char *code, const char *msg)
 {
-    if (!k->conn)
+    struct conn *conn = k->pend.conn;
+    if (!conn)
         return;
     if (!code) {
-        req_reply_ok(k->conn, k->req_id);
+        wire_msg_ok(conn_out(conn), k->pend.req_id);
     } else {
         struct sa_err e;
         err_set(&e, 0, code, "%s", msg);
-        wire_msg_error(conn_out(k->conn), true, k->req_id, &e);
+        wire_msg_error(conn_out(conn), true, k->pend.req_id, &e);
     }
-    conn_kick(k->conn);
+    conn_pending_remove(&k->pend);
+    conn_kick(conn);
 }
+
+/* A stdin request's connection closed: its acknowledgement stays queued (it
+ * still marks where the bytes end) and is answered to nobody. */
+static const struct conn_pending_ops cmd_ack_ops = {NULL, NULL};
 
 /* Answer every waiting stdin request whose bytes are written, or all of them
  * with an error when code is set. */
 static void cmd_acks_settle(struct cmd *c, const char *code, const char *msg)
 {
-    while (c->acks && (code || c->acks->upto <= c->in_written)) {
-        struct stdin_ack *k = c->acks;
-        c->acks = k->next;
-        c->nacks--;
+    struct stdin_ack *k;
+    while ((k = STAILQ_FIRST(&c->acks)) != NULL && (code || ackwin_reached(&c->in_win, k->upto))) {
+        STAILQ_REMOVE_HEAD(&c->acks, link);
+        ackwin_answered(&c->in_win);
         cmd_ack_reply(k, code, msg);
         free(k);
     }
-    if (!c->acks)
-        c->acks_tail = &c->acks;
 }
 
 static void cmd_stdin_close(struct cmd *c)
@@ -1038,7 +1024,7 @@ static void cmd_stdin_flush(struct cmd *c)
         ssize_t n = write(c->in_fd, buf_ptr(&c->in_buf), buf_size(&c->in_buf));
         if (n > 0) {
             buf_consume(&c->in_buf, (size_t)n);
-            c->in_written += (uint64_t)n;
+            ackwin_wrote(&c->in_win, (uint64_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -1083,14 +1069,10 @@ static void cmd_stdin_queue(struct cmd *c, struct conn *conn, uint64_t req_id, c
     buf_append(&c->in_buf, eot, neot);
     if (neot)
         c->in_last = 0;
-    c->in_accepted += n + neot;
     struct stdin_ack *k = xcalloc(1, sizeof *k);
-    k->conn = conn;
-    k->req_id = req_id;
-    k->upto = c->in_accepted;
-    *c->acks_tail = k;
-    c->acks_tail = &k->next;
-    c->nacks++;
+    k->upto = ackwin_take(&c->in_win, n + neot);
+    STAILQ_INSERT_TAIL(&c->acks, k, link);
+    conn_pending_add(conn, &k->pend, &cmd_ack_ops, req_id, true);
 }
 
 int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
@@ -1101,7 +1083,7 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
     if (cmd_lookup(a, cmd_id, &c, e) < 0)
         return -1;
     if (n == 0 && eof && (c->done || c->in_fd < 0 || c->in_eof)) {
-        req_reply_ok(conn, req_id);     /* closing what is closed is not an error */
+        wire_msg_ok(conn_out(conn), req_id);     /* closing what is closed is not an error */
         conn_kick(conn);
         return 0;
     }
@@ -1110,14 +1092,15 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
     if (c->in_fd < 0 || c->in_eof)
         return err_set(e, 0, "stdin_closed", "stdin of command %llu is closed",
                        (unsigned long long)cmd_id);
-    if (buf_size(&c->in_buf) + n > a->cfg.stdin_window)
+    enum ackwin_fit fit = ackwin_admit(&c->in_win, n);
+    if (fit == ACKWIN_OVER_BYTES)
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the stdin window of %u unacknowledged bytes",
                        n, a->cfg.stdin_window);
-    if (c->nacks >= ACKS_MAX)
+    if (fit == ACKWIN_OVER_MARKS)
         return err_set(e, 0, "window_exceeded",
                        "%u stdin requests of command %llu wait for their acknowledgement",
-                       c->nacks, (unsigned long long)cmd_id);
+                       c->in_win.nmarks, (unsigned long long)cmd_id);
     cmd_stdin_queue(c, conn, req_id, p, n, eof && c->pty);
     c->in_eof |= eof && !c->pty;
     cmd_stdin_flush(c);
@@ -1206,6 +1189,20 @@ void cmd_kill_all(struct agent *a, int sig)
             cmd_kill_tree(c, sig, &e);
 }
 
+/* kill_on_disconnect: the exec's connection closed while the command runs. */
+static void cmd_owner_closed(struct conn_pending *p)
+{
+    struct cmd *c = container_of(p, struct cmd, owner);
+    struct sa_err e;
+    if (c->reaped)
+        return;                      /* exited: only its output is being drained */
+    log_info("cmd %llu: connection closed; killing (kill_on_disconnect)",
+             (unsigned long long)c->id);
+    cmd_kill_tree(c, SIGKILL, &e);
+}
+
+static const struct conn_pending_ops cmd_owner_ops = {cmd_owner_closed, NULL};
+
 static void cmd_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
     (void)revents;
@@ -1274,12 +1271,12 @@ static void cmd_finish(struct cmd *c)
     buf_free(&c->in_buf);
     cmd_acks_settle(c, "exited", "the command exited before its stdin was written");
     log_debug("cmd %llu: exited (status 0x%x)", (unsigned long long)c->id, (unsigned)c->status);
-    while (c->waiters) {
-        struct waiter *w = c->waiters;
-        c->waiters = w->next;
-        w->conn->streams--;
-        cmd_reply_exit(w->conn, w->req_id, c);
-        conn_idle_check(w->conn);
+    conn_pending_remove(&c->owner);     /* reaped: nothing left to kill */
+    struct waiter *w;
+    while ((w = LIST_FIRST(&c->waiters)) != NULL) {
+        LIST_REMOVE(w, link);
+        cmd_reply_exit(w->pend.conn, w->pend.req_id, c);
+        conn_pending_remove(&w->pend);
         free(w);
     }
     rd_pump_cmd(c);
@@ -1290,44 +1287,13 @@ static void cmd_finish(struct cmd *c)
     cmd_evict(a, 0);
 }
 
-void cmd_conn_closed(struct agent *a, struct conn *conn)
-{
-    while (conn->readers)
-        rd_close(conn->readers);
-    for (struct cmd *c = a->cmds; c; c = c->next) {
-        if (c->owner == conn) {
-            c->owner = NULL;
-            if (!c->reaped) {
-                struct sa_err e;
-                log_info("cmd %llu: connection closed; killing (kill_on_disconnect)",
-                         (unsigned long long)c->id);
-                cmd_kill_tree(c, SIGKILL, &e);
-            }
-        }
-        for (struct stdin_ack *k = c->acks; k; k = k->next)
-            if (k->conn == conn)
-                k->conn = NULL;
-        for (struct waiter **pw = &c->waiters; *pw;) {
-            struct waiter *w = *pw;
-            if (w->conn == conn) {
-                *pw = w->next;
-                conn->streams--;
-                free(w);
-            } else {
-                pw = &w->next;
-            }
-        }
-    }
-    cmd_resume_all(a);
-}
-
-void cmd_cg_prepare_soon(struct agent *a)
+static void cmd_cg_prepare_soon(struct agent *a)
 {
     if (a->cg.enabled)
         ev_idle_start(a->loop, &a->cg_prepare);
 }
 
-void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents)
+static void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
     (void)revents;
     struct agent *a = w->data;
@@ -1335,16 +1301,48 @@ void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents)
     cg_prepare(&a->cg, a->next_cmd_id + 1);
 }
 
-void cmd_cg_sweep(struct agent *a)
+/* The periodic sweep (CMD_CG_SWEEP_S): the kernel closes a dying process's
+ * pipes before it leaves its cgroup, so a cgroup can still look populated
+ * when the command finishes. */
+static void cmd_cg_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    /* the kernel closes a dying process's pipes before it leaves its cgroup,
-     * so a cgroup can still look populated when the command finishes */
+    (void)loop;
+    (void)revents;
+    struct agent *a = w->data;
     for (struct cmd *c = a->exited; c; c = c->xnext)
         if (c->in_cgroup && !cmd_cg_populated(c)) {
             cg_release(&a->cg, c->id, -1);
             c->in_cgroup = false;
         }
     cg_sweep(&a->cg);
+}
+
+int cmd_init(struct agent *a, struct sa_err *e)
+{
+    a->scratch = xmalloc(CMD_READ_CHUNK);
+    a->spawn_stack_size = CMD_SPAWN_STACK_SIZE;
+    a->spawn_stack = mmap(NULL, a->spawn_stack_size, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (a->spawn_stack == MAP_FAILED)
+        return err_sys(e, errno, "mmap spawn stack");
+    spawn_slots_init(&a->spawn_slots);       /* early, while fd numbers are low */
+    const char *why_not = NULL;
+    cg_init(&a->cg, &why_not);
+    if (a->cg.enabled)
+        log_info("per-command cgroups under %s", a->cg.base_path);
+    else
+        log_info("no per-command cgroups (%s): kill reaches process groups only",
+                 why_not ? why_not : "unavailable");
+    ev_timer_init(&a->cg_sweep, cmd_cg_sweep_cb, CMD_CG_SWEEP_S, CMD_CG_SWEEP_S);
+    a->cg_sweep.data = a;
+    if (a->cg.enabled)
+        ev_timer_start(a->loop, &a->cg_sweep);
+    ev_timer_init(&a->trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
+    a->trim.data = a;
+    ev_idle_init(&a->cg_prepare, cmd_cg_prepare_cb);
+    a->cg_prepare.data = a;
+    cmd_cg_prepare_soon(a);
+    return 0;
 }
 
 void cmd_free_all(struct agent *a)
@@ -1361,4 +1359,16 @@ void cmd_free_all(struct agent *a)
         ev_timer_stop(a->loop, &c->timeout_w);
         cmd_free(c);
     }
+    if (a->loop) {           /* NULL: start-up failed before the loop */
+        ev_timer_stop(a->loop, &a->cg_sweep);
+        ev_idle_stop(a->loop, &a->cg_prepare);
+        ev_timer_stop(a->loop, &a->trim);
+    }
+    cg_free(&a->cg);
+    free(a->scratch);
+    a->scratch = NULL;
+    if (a->spawn_stack && a->spawn_stack != MAP_FAILED)
+        munmap(a->spawn_stack, a->spawn_stack_size);
+    a->spawn_stack = NULL;
+    spawn_slots_free(&a->spawn_slots);
 }

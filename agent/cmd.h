@@ -14,28 +14,32 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 
+#include "ackwin.h"
 #include "buf.h"
+#include "conn.h"
 #include "msg.h"
 #include "ident.h"
 #include "outlog.h"
 
+#define CMD_SPAWN_STACK_SIZE (256u << 10)   /* the CLONE_VFORK child's stack */
+#define CMD_CG_SWEEP_S 2.0                  /* cgroups of finished commands, removed */
+
 struct agent;
-struct conn;
 struct reader;
 
 struct stdin_ack {             /* a stdin request waiting for its bytes to be written */
-    struct stdin_ack *next;
-    struct conn *conn;         /* NULL once that connection closed */
-    uint64_t req_id;
-    uint64_t upto;             /* acknowledged when this many bytes were written */
+    STAILQ_ENTRY(stdin_ack) link;
+    struct conn_pending pend;  /* holds its connection; off it once that closed */
+    uint64_t upto;             /* its mark in the cmd's in_win (ackwin.h) */
 };
 
 struct waiter {                /* a `wait` request */
-    struct waiter *next;
-    struct conn *conn;
-    uint64_t req_id;
+    LIST_ENTRY(waiter) link;
+    struct cmd *cmd;
+    struct conn_pending pend;  /* holds its connection */
 };
 
 struct cmd {
@@ -56,23 +60,22 @@ struct cmd {
     ev_io out_w[2];
     bool paused;               /* the log has no room: a follower is behind */
     struct olog log;
-    struct reader *readers;
-    struct waiter *waiters;
+    LIST_HEAD(, reader) readers;
+    LIST_HEAD(, waiter) waiters;
 
     /* stdin */
     int in_fd;
     ev_io in_w;
     struct buf in_buf;
-    uint64_t in_accepted, in_written;
+    struct ackwin in_win;      /* queued vs written; stdin_window, ACKWIN_MARKS_MAX */
     bool in_eof;               /* close once in_buf is written */
     char in_last;              /* last byte queued (pty: is a line pending?) */
-    struct stdin_ack *acks, **acks_tail;
-    unsigned nacks;            /* at most ACKS_MAX (agent.h) */
+    STAILQ_HEAD(, stdin_ack) acks;
 
     bool pty;
     int pty_fd;                /* the master, for resize (-1 without pty) */
     bool in_cgroup;            /* its cgroup cmd-<id> exists: cg_open() it when needed */
-    struct conn *owner;        /* kill_on_disconnect: the exec's connection */
+    struct conn_pending owner; /* kill_on_disconnect: on the exec's connection */
 
     /* exit */
     ev_child child_w;
@@ -86,12 +89,6 @@ struct cmd {
 
 /* Start a command for request req_id on conn; sends the ok reply (or returns
  * -1 with e filled, stage set for spawn errors). */
-/* Who a request runs as: sudo → root, else user, else the default user. In
- * dev mode only the agent's own user, and *run is NULL ("stay as we are").
- * *env_id is whose HOME/USER/SHELL apply. Unknown user: "unknown_user". The
- * pointers are valid until the next lookup (ident.h). */
-int cmd_identity(struct agent *a, const char *user, bool sudo, const struct ident **env_id,
-                 const struct ident **run, struct sa_err *e);
 int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, struct sa_err *e);
 int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p, size_t n,
               bool eof, struct sa_err *e);
@@ -116,21 +113,18 @@ void cmd_maybe_resume(struct cmd *c);
  * the global log cap may go on. */
 void cmd_share_freed(struct agent *a);
 
-void cmd_conn_closed(struct agent *a, struct conn *c);
-void cmd_conn_drained(struct agent *a, struct conn *c);
 /* CPU time of the command (stats): its cgroup's, or that of pid (its
  * leader; 0: none) without one. 0 when it cannot be read. */
 uint64_t cmd_cpu_ms(const struct cmd *c, pid_t pid);
 /* Signal every running command (its cgroup, or its process group). */
 void cmd_kill_all(struct agent *a, int sig);
+/* Once the loop exists: the pipe-read scratch buffer, the spawn stack
+ * (CMD_SPAWN_STACK_SIZE), per-command cgroups when available, and the
+ * table's own timers: the cgroup sweep (CMD_CG_SWEEP_S: cgroups of finished
+ * commands that have emptied), the malloc_trim timer (CMD_TRIM_DELAY_S) and
+ * the idle watcher that makes the next command's cgroup ahead of its exec. */
+int cmd_init(struct agent *a, struct sa_err *e);
+/* Free every command and what cmd_init made (after start-up failures too). */
 void cmd_free_all(struct agent *a);
-/* Remove the cgroups of finished commands that have emptied (periodic). */
-void cmd_cg_sweep(struct agent *a);
-/* Once the loop is idle, make the next command's cgroup (cgroup.h,
- * cg_prepare), so that an exec does not wait for the mkdir. */
-void cmd_cg_prepare_soon(struct agent *a);
-void cmd_cg_prepare_cb(struct ev_loop *loop, ev_idle *w, int revents);
-/* The trim timer (struct agent's `trim`, CMD_TRIM_DELAY_S, one-shot). */
-void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 #endif

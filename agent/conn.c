@@ -7,87 +7,66 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "agent.h"
-#include "cmd.h"
-#include "fop.h"
-#include "guest.h"
 #include "log.h"
 #include "msg.h"
-#include "request.h"
-#include "tunnel.h"
 
 static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void conn_idle_check(struct conn *c);
+static void conn_pending_unlink(struct conn_pending *p);
 
-static void conn_send_hello(struct conn *c)
+void conn_set_init(struct conn_set *s, struct ev_loop *loop, const struct conn_ops *ops,
+                   struct agent *a, uint32_t max_frame, unsigned max)
 {
-    struct agent *a = c->a;
-    const char *caps[16];
-    size_t n = 0;
-    static const char *const base[] = {"exec", "stdin", "signal", "lifecycle", "pty", "guest",
-                                       "files", "fs", "gzip"};
-    for (size_t i = 0; i < sizeof base / sizeof *base; i++)
-        caps[n++] = base[i];
-    if (a->cg.enabled)
-        caps[n++] = "cgroup";
-    if (a->cfg.tunnel != CFG_TUNNEL_OFF)
-        caps[n++] = "tunnel";
-    if (SA_HAVE_ZSTD)                   /* the linked libarchive reads zstd (CMakeLists.txt) */
-        caps[n++] = "zstd";
-    caps[n] = NULL;
-    char agent[64];
-    snprintf(agent, sizeof agent, "sandbox-agent %s", SA_VERSION);
-    struct wire_hello h = {
-        .agent = agent,
-        .caps = caps,
-        .boot_id = a->boot_id,
-        .user = a->default_user,
-        .workdir = agent_default_cwd(a),
-        .dev = a->dev,
-        .max_frame = a->cfg.max_frame,
-        .stdin_window = a->cfg.stdin_window,
-        .generation = a->generation,
-        .auth_required = a->cfg.token_len > 0,
-        .insecure_tcp = a->insecure_tcp,
-    };
-    wire_msg_hello(&c->out, &h);
+    memset(s, 0, sizeof *s);
+    s->loop = loop;
+    s->ops = ops;
+    s->a = a;
+    s->max_frame = max_frame;
+    s->max = max;
+    TAILQ_INIT(&s->list);
 }
 
-void conn_accept(struct agent *a, int fd, const char *peer)
+static void conn_refuse(struct conn_set *s, int fd, const char *peer);
+
+void conn_accept(struct conn_set *s, int fd, const char *peer)
 {
+    if (s->n >= s->max) {
+        conn_refuse(s, fd, peer);
+        return;
+    }
     struct conn *c = xcalloc(1, sizeof *c);
-    c->a = a;
+    c->a = s->a;
+    c->set = s;
     c->fd = fd;
-    c->serial = ++a->next_conn_id;
-    c->authed = a->cfg.token_len == 0;
+    c->serial = ++s->next_serial;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     buf_init(&c->in);
     buf_init(&c->out);
-    c->out.frame_max = a->cfg.max_frame;
+    TAILQ_INIT(&c->pending);
+    c->out.frame_max = s->max_frame;
     ev_io_init(&c->rio, conn_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, conn_write_cb, fd, EV_WRITE);
     ev_timer_init(&c->linger, conn_linger_cb, CONN_LINGER_S, 0.);
     ev_timer_init(&c->reap, conn_reap_cb, 0., 0.);
     c->rio.data = c->wio.data = c->linger.data = c->reap.data = c;
-    c->next = a->conns;
-    if (a->conns)
-        a->conns->prev = c;
-    a->conns = c;
-    a->nconns++;
+    TAILQ_INSERT_HEAD(&s->list, c, link);
+    s->n++;
     log_debug("conn %llu: connected (%s)", (unsigned long long)c->serial, c->peer);
-    ev_io_start(a->loop, &c->rio);
-    conn_send_hello(c);
+    ev_io_start(s->loop, &c->rio);
+    s->ops->opened(c);
     conn_kick(c);
 }
 
-void conn_refuse(struct agent *a, int fd, const char *peer)
+/* Over --max-connections: an error frame (too_many, no id), then close fd. */
+static void conn_refuse(struct conn_set *s, int fd, const char *peer)
 {
     struct buf b;
     struct sa_err e;
     buf_init(&b);
-    err_set(&e, 0, "too_many", "%u connections are open (--max-connections)", a->nconns);
+    err_set(&e, 0, "too_many", "%u connections are open (--max-connections)", s->n);
     wire_msg_error(&b, false, 0, &e);
     /* a fresh socket's buffer takes these few bytes; if not, closing says enough */
     ssize_t n = write(fd, buf_ptr(&b), buf_size(&b));
@@ -99,35 +78,91 @@ void conn_refuse(struct agent *a, int fd, const char *peer)
 
 void conn_close(struct conn *c)
 {
-    struct agent *a = c->a;
+    struct conn_set *s = c->set;
     log_debug("conn %llu: closed", (unsigned long long)c->serial);
     c->closed = true;          /* from here on nothing is written or scheduled */
-    cmd_conn_closed(a, c);
-    fop_conn_closed(a, c);
-    guest_conn_closed(a, c);
-    tunnel_conn_closed(a, c);
-    ev_io_stop(a->loop, &c->rio);
-    ev_io_stop(a->loop, &c->wio);
-    ev_timer_stop(a->loop, &c->linger);
-    ev_timer_stop(a->loop, &c->reap);
+    struct conn_pending *p;
+    while ((p = TAILQ_FIRST(&c->pending)) != NULL) {
+        conn_pending_unlink(p);
+        if (p->ops->closed)
+            p->ops->closed(p);
+    }
+    ev_io_stop(s->loop, &c->rio);
+    ev_io_stop(s->loop, &c->wio);
+    ev_timer_stop(s->loop, &c->linger);
+    ev_timer_stop(s->loop, &c->reap);
     if (c->fd >= 0)           /* -1: handed over (conn_detach) */
         close(c->fd);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        a->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    a->nconns--;
+    TAILQ_REMOVE(&s->list, c, link);
+    s->n--;
     buf_free(&c->in);
     buf_free(&c->out);
     free(c);
 }
 
+int conn_pending_room(const struct conn *c, struct sa_err *e)
+{
+    if (c->holding >= CONN_MAX_STREAMS)
+        return err_set(e, 0, "too_many", "%u requests are pending on this connection",
+                       c->holding);
+    return 0;
+}
+
+void conn_pending_add(struct conn *c, struct conn_pending *p, const struct conn_pending_ops *ops,
+                      uint64_t req_id, bool holds)
+{
+    p->ops = ops;
+    p->conn = c;
+    p->req_id = req_id;
+    p->holds = holds;
+    p->starved = false;
+    TAILQ_INSERT_TAIL(&c->pending, p, link);
+    c->holding += holds;
+}
+
+static void conn_pending_unlink(struct conn_pending *p)
+{
+    struct conn *c = p->conn;
+    TAILQ_REMOVE(&c->pending, p, link);
+    c->holding -= p->holds;
+    p->conn = NULL;
+    p->starved = false;
+}
+
+void conn_pending_remove(struct conn_pending *p)
+{
+    struct conn *c = p->conn;
+    if (!c)
+        return;
+    conn_pending_unlink(p);
+    conn_idle_check(c);
+}
+
+void conn_pending_starve(struct conn_pending *p)
+{
+    p->starved = true;
+    p->conn->starved = true;   /* conn_kick keeps the write watcher for it */
+}
+
+/* Room again: the pendings that starved go on (they may starve again). */
+static void conn_pending_drained(struct conn *c)
+{
+    if (!c->starved)
+        return;
+    c->starved = false;
+    for (struct conn_pending *p = TAILQ_FIRST(&c->pending), *next; p; p = next) {
+        next = TAILQ_NEXT(p, link);
+        if (!p->starved)
+            continue;
+        p->starved = false;
+        p->ops->drained(p);
+    }
+}
+
 void conn_stop_frames(struct conn *c)
 {
     c->no_frames = true;
-    ev_io_stop(c->a->loop, &c->rio);
+    ev_io_stop(c->set->loop, &c->rio);
 }
 
 int conn_detach(struct conn *c, struct buf *in, struct buf *out)
@@ -142,10 +177,19 @@ int conn_detach(struct conn *c, struct buf *in, struct buf *out)
     return fd;
 }
 
-void conn_close_all(struct agent *a)
+void conn_close_all(struct conn_set *s)
 {
-    while (a->conns)
-        conn_close(a->conns);
+    while (!TAILQ_EMPTY(&s->list))
+        conn_close(TAILQ_FIRST(&s->list));
+}
+
+bool conn_all_flushed(const struct conn_set *s)
+{
+    const struct conn *c;
+    TAILQ_FOREACH(c, &s->list, link)
+        if (!c->broken && (buf_size(&c->out) > 0 || c->holding > 0))
+            return false;
+    return true;
 }
 
 bool conn_congested(const struct conn *c)
@@ -159,7 +203,7 @@ static bool conn_frame_ready(const struct conn *c)
 {
     uint32_t len;
     struct sa_err e;
-    int r = wire_frame_peek(buf_ptr(&c->in), buf_size(&c->in), c->a->cfg.max_frame, &len, &e);
+    int r = wire_frame_peek(buf_ptr(&c->in), buf_size(&c->in), c->set->max_frame, &len, &e);
     return r < 0 || (r == 1 && buf_size(&c->in) >= WIRE_HDR_LEN + (size_t)len);
 }
 
@@ -169,18 +213,18 @@ static void conn_resume(struct conn *c)
 {
     c->rpaused = false;
     if (!c->rd_eof)
-        ev_io_start(c->a->loop, &c->rio);
+        ev_io_start(c->set->loop, &c->rio);
     if (conn_frame_ready(c))
-        ev_feed_event(c->a->loop, &c->rio, EV_READ);
+        ev_feed_event(c->set->loop, &c->rio, EV_READ);
 }
 
 static void conn_break(struct conn *c)
 {
     c->broken = true;
     buf_reset(&c->out, 0);
-    ev_io_stop(c->a->loop, &c->rio);
-    ev_io_stop(c->a->loop, &c->wio);
-    ev_timer_start(c->a->loop, &c->reap);
+    ev_io_stop(c->set->loop, &c->rio);
+    ev_io_stop(c->set->loop, &c->wio);
+    ev_timer_start(c->set->loop, &c->reap);
 }
 
 /* Write as much as the socket takes. Returns -1 when the connection broke. */
@@ -205,7 +249,7 @@ static int conn_flush(struct conn *c)
 
 void conn_kick(struct conn *c)
 {
-    struct agent *a = c->a;
+    struct conn_set *s = c->set;
     if (c->broken || c->closed) {
         buf_reset(&c->out, 0);
         return;
@@ -219,25 +263,27 @@ void conn_kick(struct conn *c)
     size_t pending = buf_size(&c->out);
     if (conn_congested(c) && !c->rpaused) {
         c->rpaused = true;
-        ev_io_stop(a->loop, &c->rio);
+        ev_io_stop(s->loop, &c->rio);
     } else if (pending < CONN_OUT_LOW && c->rpaused && !c->closing) {
         conn_resume(c);                    /* drained by this flush, not the write callback */
     }
     if (pending > 0 || c->starved) {
-        ev_io_start(a->loop, &c->wio);   /* starved readers are pumped from the write callback */
+        ev_io_start(s->loop, &c->wio);   /* starved pendings go on from the write callback */
     } else {
-        ev_io_stop(a->loop, &c->wio);
+        ev_io_stop(s->loop, &c->wio);
         buf_reset(&c->out, 64u << 10);   /* give back a burst's memory */
         conn_idle_check(c);
     }
 }
 
-void conn_idle_check(struct conn *c)
+/* A connection closing, or half-closed with nothing pending, closes once
+ * its output is written. */
+static void conn_idle_check(struct conn *c)
 {
     if (c->broken || c->closed || buf_size(&c->out) > 0)
         return;
-    if (c->closing || (c->rd_eof && c->streams == 0 && !conn_frame_ready(c)))
-        ev_timer_start(c->a->loop, &c->reap);   /* not from inside a caller's loop */
+    if (c->closing || (c->rd_eof && c->holding == 0 && !conn_frame_ready(c)))
+        ev_timer_start(c->set->loop, &c->reap);   /* not from inside a caller's loop */
 }
 
 static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -250,14 +296,12 @@ static void conn_write_cb(struct ev_loop *loop, ev_io *w, int revents)
     if (buf_size(&c->out) < CONN_OUT_LOW && !c->closing) {
         if (c->rpaused)
             conn_resume(c);
-        c->starved = false;
-        cmd_conn_drained(c->a, c);      /* may queue more and set starved again */
-        fop_conn_drained(c->a, c);
+        conn_pending_drained(c);       /* may queue more and starve again */
     }
     if (buf_size(&c->out) == 0 && !c->starved && !c->broken) {
-        ev_io_stop(c->a->loop, &c->wio);
+        ev_io_stop(c->set->loop, &c->wio);
         buf_reset(&c->out, 64u << 10);
-        if (c->closing || (c->rd_eof && c->streams == 0 && !conn_frame_ready(c)))
+        if (c->closing || (c->rd_eof && c->holding == 0 && !conn_frame_ready(c)))
             conn_close(c);
     }
 }
@@ -273,8 +317,8 @@ void conn_fail(struct conn *c, const struct sa_err *e)
 void conn_close_soon(struct conn *c)
 {
     c->closing = true;
-    ev_io_stop(c->a->loop, &c->rio);
-    ev_timer_start(c->a->loop, &c->linger);
+    ev_io_stop(c->set->loop, &c->rio);
+    ev_timer_start(c->set->loop, &c->linger);
 }
 
 static void conn_linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -296,26 +340,25 @@ static void conn_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * of them (its requests wait in c->in, and reading stops). */
 static void conn_process(struct conn *c)
 {
-    struct agent *a = c->a;
+    struct conn_set *s = c->set;
     while (!c->closing && !c->broken && !c->no_frames && !conn_congested(c)) {
         uint32_t len;
         struct sa_err e;
-        int r = wire_frame_peek(buf_ptr(&c->in), buf_size(&c->in), a->cfg.max_frame, &len, &e);
+        int r = wire_frame_peek(buf_ptr(&c->in), buf_size(&c->in), s->max_frame, &len, &e);
         if (r < 0) {
             conn_fail(c, &e);
             return;
         }
         if (r == 0 || buf_size(&c->in) < WIRE_HDR_LEN + (size_t)len)
             return;
-        req_handle(c, buf_ptr(&c->in) + WIRE_HDR_LEN, len);
-        msgpack_zone_clear(&a->zone);
+        s->ops->frame(c, buf_ptr(&c->in) + WIRE_HDR_LEN, len);
         buf_consume(&c->in, WIRE_HDR_LEN + (size_t)len);
     }
     if (!c->closed && !c->rpaused && conn_congested(c) && conn_frame_ready(c)) {
         /* frames wait: only a drain below CONN_OUT_LOW (conn_resume) may
          * take them up, whatever the next flush achieves */
         c->rpaused = true;
-        ev_io_stop(a->loop, &c->rio);
+        ev_io_stop(s->loop, &c->rio);
     }
 }
 
@@ -362,7 +405,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
             return;
         }
         c->rd_eof = true;
-        ev_io_stop(c->a->loop, &c->rio);
+        ev_io_stop(c->set->loop, &c->rio);
         break;
     }
     if (buf_size(&c->in) == 0)

@@ -13,17 +13,17 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ackwin.h"
 #include "agent.h"
 #include "cmd.h"
 #include "fop_io.h"
 #include "conn.h"
 #include "fdio.h"
 #include "log.h"
-#include "request.h"
 #include "spawn.h"
 
 /* One chunk waiting for its acknowledgement: sent once the helper's input
- * has taken everything up to `upto`. */
+ * has taken everything up to `upto`, its mark in the fop's in_win. */
 struct fop_ack {
     struct fop_ack *next;
     uint64_t req_id;
@@ -31,9 +31,9 @@ struct fop_ack {
 };
 
 struct fop {
-    struct fop *prev, *next;
+    LIST_ENTRY(fop) link;        /* in a->fops */
     struct agent *a;
-    struct conn *conn;           /* NULL once its connection closed */
+    struct conn_pending pend;    /* holds its connection; off it once that closed */
     uint64_t id;                 /* the request's id (chunks' ref) */
     enum fop_kind kind;
     pid_t pid;
@@ -45,9 +45,8 @@ struct fop {
     int in_fd, ctl_fd;           /* -1 once closed */
     ev_io in_w;
     struct buf in_buf;           /* accepted, not yet written: at most the stdin window */
-    uint64_t in_accepted, in_written;
+    struct ackwin in_win;        /* accepted vs written; stdin_window, ACKWIN_MARKS_MAX */
     struct fop_ack *acks, **acks_tail;
-    unsigned nacks;              /* at most ACKS_MAX (agent.h) */
     bool in_eof;                 /* the client sent eof: close after in_buf */
     bool in_stopped;             /* the helper stopped reading */
     /* output: the helper's frames */
@@ -63,121 +62,12 @@ struct fop {
     ev_tstamp last_progress;     /* a byte from or to it, or its client holding it back */
 };
 
-static const struct {
-    const char *type;
-    enum fop_kind kind;
-} fop_types[] = {
-    {"upload", FOP_UPLOAD}, {"download", FOP_DOWNLOAD}, {"read", FOP_READ},
-    {"write", FOP_WRITE}, {"stat", FOP_STAT}, {"ls", FOP_LS}, {"mkdir", FOP_MKDIR},
-    {"remove", FOP_REMOVE}, {"rename", FOP_RENAME}, {"chmod", FOP_CHMOD},
-};
-
 static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void fop_in_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void fop_child_cb(struct ev_loop *loop, ev_child *w, int revents);
 static void fop_idle_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void fop_cancel_cb(struct ev_loop *loop, ev_timer *w, int revents);
-
-/* --- request parsing --------------------------------------------------------- */
-
-static int need_str(const msgpack_object *m, const char *key, msgpack_zone *z, const char **v,
-                    struct sa_err *e)
-{
-    char *s = NULL;
-    if (wire_opt_cstr(m, key, z, &s, e) < 0)
-        return -1;
-    if (!s || !s[0])
-        return err_set(e, 0, "bad_request", "field '%s' (a non-empty string) is required", key);
-    *v = s;
-    return 0;
-}
-
-static int opt_mode(const msgpack_object *m, struct fop_job *j, bool required, struct sa_err *e)
-{
-    uint64_t mode = 0;
-    j->has_mode = wire_get(m, "mode") != NULL;
-    if (required && !j->has_mode)
-        return err_set(e, 0, "bad_request", "field 'mode' (an unsigned integer) is required");
-    if (wire_opt_uint(m, "mode", &mode, e) < 0)
-        return -1;
-    if (mode > 07777)
-        return err_set(e, 0, "bad_request", "mode %llo is not within 07777",
-                       (unsigned long long)mode);
-    j->mode = (uint32_t)mode;
-    return 0;
-}
-
-static int parse_paths(const msgpack_object *m, msgpack_zone *z, struct fop_job *j,
-                       struct sa_err *e)
-{
-    const msgpack_object *o = wire_get(m, "paths");
-    if (!o || o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size == 0)
-        return err_set(e, 0, "bad_request", "field 'paths' (a non-empty array of strings) is "
-                                            "required");
-    j->npaths = o->via.array.size;
-    j->paths = msgpack_zone_malloc(z, (j->npaths + 1) * sizeof *j->paths);
-    if (!j->paths)
-        return err_set(e, ENOMEM, NULL, "out of memory");
-    for (size_t i = 0; i < j->npaths; i++) {
-        j->paths[i] = wire_obj_cstr(&o->via.array.ptr[i], z);
-        if (!j->paths[i] || !j->paths[i][0])
-            return err_set(e, 0, "bad_request", "paths[%zu] is not a non-empty string", i);
-    }
-    j->paths[j->npaths] = NULL;
-    return 0;
-}
-
-/* Fill j from the request's fields for its kind. */
-static int fop_parse(const msgpack_object *m, msgpack_zone *z, struct fop_job *j,
-                     struct sa_err *e)
-{
-    switch (j->kind) {
-    case FOP_UPLOAD:
-        j->path = "/";
-        if (wire_opt_cstr(m, "dest", z, (char **)&j->path, e) < 0 ||
-            wire_opt_bool(m, "parents", &j->parents, e) < 0 ||
-            wire_opt_bool(m, "keep_owners", &j->keep_owners, e) < 0 ||
-            wire_opt_bool(m, "allow_devices", &j->allow_devices, e) < 0)
-            return -1;
-        if (!j->path[0])
-            return err_set(e, 0, "bad_request", "field 'dest' is empty");
-        return 0;
-    case FOP_DOWNLOAD:
-        return parse_paths(m, z, j, e) < 0 || wire_opt_bool(m, "gzip", &j->gzip, e) < 0 ? -1 : 0;
-    case FOP_READ:
-        j->has_length = wire_get(m, "length") != NULL;
-        return need_str(m, "path", z, &j->path, e) < 0 ||
-               wire_opt_uint(m, "offset", &j->offset, e) < 0 ||
-               wire_opt_uint(m, "length", &j->length, e) < 0 ? -1 : 0;
-    case FOP_WRITE:
-        return need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, false, e) < 0 ||
-               wire_opt_bool(m, "append", &j->append, e) < 0 ||
-               wire_opt_bool(m, "parents", &j->parents, e) < 0 ? -1 : 0;
-    case FOP_STAT:
-        return need_str(m, "path", z, &j->path, e) < 0 ||
-               wire_opt_bool(m, "follow", &j->follow, e) < 0 ? -1 : 0;
-    case FOP_LS:
-        return need_str(m, "path", z, &j->path, e);
-    case FOP_MKDIR:
-        if (need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, false, e) < 0 ||
-            wire_opt_bool(m, "parents", &j->parents, e) < 0)
-            return -1;
-        if (!j->has_mode)
-            j->mode = 0755;
-        return 0;
-    case FOP_REMOVE:
-        return need_str(m, "path", z, &j->path, e) < 0 ||
-               wire_opt_bool(m, "recursive", &j->recursive, e) < 0 ||
-               wire_opt_bool(m, "force", &j->force, e) < 0 ? -1 : 0;
-    case FOP_RENAME:
-        j->overwrite = true;
-        return need_str(m, "from", z, &j->path, e) < 0 || need_str(m, "to", z, &j->path2, e) < 0 ||
-               wire_opt_bool(m, "overwrite", &j->overwrite, e) < 0 ? -1 : 0;
-    case FOP_CHMOD:
-        return need_str(m, "path", z, &j->path, e) < 0 || opt_mode(m, j, true, e) < 0 ? -1 : 0;
-    }
-    return err_set(e, 0, "internal", "unknown file operation");
-}
+static const struct conn_pending_ops fop_pending_ops;
 
 /* --- helper processes ---------------------------------------------------------- */
 
@@ -268,7 +158,6 @@ static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, i
     struct agent *a = c->a;
     struct fop *f = xcalloc(1, sizeof *f);
     f->a = a;
-    f->conn = c;
     f->id = j->id;
     f->kind = j->kind;
     f->pid = pid;
@@ -279,6 +168,7 @@ static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, i
     f->ctl_fd = ctl_fd;
     f->out_fd = out_fd;
     f->acks_tail = &f->acks;
+    ackwin_init(&f->in_win, a->cfg.stdin_window);
     buf_init(&f->in_buf);
     buf_init(&f->obuf);
     ev_child_init(&f->child_w, fop_child_cb, pid, 0);
@@ -298,12 +188,9 @@ static struct fop *fop_new(struct conn *c, const struct fop_job *j, pid_t pid, i
     ev_timer_start(a->loop, &f->idle_w);
     ev_timer_init(&f->cancel_w, fop_cancel_cb, FOP_CANCEL_GRACE_S, 0.);
     f->cancel_w.data = f;
-    f->next = a->fops;
-    if (a->fops)
-        a->fops->prev = f;
-    a->fops = f;
+    LIST_INSERT_HEAD(&a->fops, f, link);
     a->nfops++;
-    c->streams++;
+    conn_pending_add(c, &f->pend, &fop_pending_ops, j->id, true);
     return f;
 }
 
@@ -361,34 +248,21 @@ static int fop_start(struct conn *c, const struct fop_job *j, const struct ident
     return 0;
 }
 
-int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+int fop_request(struct conn *c, const struct wire_req *r, const struct fop_req *q,
                 struct sa_err *e)
 {
     struct agent *a = c->a;
-    struct fop_job j;
-    memset(&j, 0, sizeof j);
-    size_t k = 0;
-    while (k < sizeof fop_types / sizeof *fop_types && !wire_req_is(r, fop_types[k].type))
-        k++;
-    if (k == sizeof fop_types / sizeof *fop_types)
-        return err_set(e, 0, "internal", "not a file operation");
-    if (!r->has_id)
-        return err_set(e, 0, "bad_request", "field 'id' is required");
-    j.kind = fop_types[k].kind;
+    struct fop_job j = q->job;
     j.id = r->id;
     j.max_frame = a->cfg.max_frame;
     j.cwd = agent_default_cwd(a);
     j.max_bytes = a->cfg.upload_max_bytes;
     j.max_entries = a->cfg.upload_max_entries;
-    char *user = NULL;
-    bool sudo = false;
-    if (wire_opt_cstr(m, "user", &a->zone, &user, e) < 0 ||
-        wire_opt_bool(m, "sudo", &sudo, e) < 0 || fop_parse(m, &a->zone, &j, e) < 0)
-        return -1;
     if (a->nfops >= FOP_MAX)
         return err_set(e, 0, "too_many", "%d file operations are running", FOP_MAX);
     const struct ident *env_id, *run;
-    if (cmd_identity(a, user, sudo, &env_id, &run, e) < 0)
+    if (ident_choose(&a->idents, a->dev, a->default_user, q->user, q->sudo, &env_id, &run,
+                     e) < 0)
         return -1;
     j.privileged = (run ? run->uid : geteuid()) == 0;
     if ((j.keep_owners || j.allow_devices) && !j.privileged)
@@ -400,34 +274,29 @@ int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *
 
 static struct fop *fop_find(struct conn *c, uint64_t id)
 {
-    for (struct fop *f = c->a->fops; f; f = f->next)
-        if (f->conn == c && f->id == id && !f->terminal)
+    struct fop *f;
+    LIST_FOREACH(f, &c->a->fops, link)
+        if (f->pend.conn == c && f->id == id && !f->terminal)
             return f;
     return NULL;
 }
 
 static void fop_unlink(struct fop *f)
 {
-    struct agent *a = f->a;
-    if (f->prev)
-        f->prev->next = f->next;
-    else
-        a->fops = f->next;
-    if (f->next)
-        f->next->prev = f->prev;
-    a->nfops--;
+    LIST_REMOVE(f, link);
+    f->a->nfops--;
 }
 
 static void fop_ack_reply(struct fop *f, uint64_t req_id, const char *code, const char *msg)
 {
-    if (!f->conn)
+    if (!f->pend.conn)
         return;
     if (!code) {
-        req_reply_ok(f->conn, req_id);
+        wire_msg_ok(conn_out(f->pend.conn), req_id);
     } else {
         struct sa_err e;
         err_set(&e, 0, code, "%s", msg);
-        wire_msg_error(conn_out(f->conn), true, req_id, &e);
+        wire_msg_error(conn_out(f->pend.conn), true, req_id, &e);
     }
 }
 
@@ -435,17 +304,17 @@ static void fop_ack_reply(struct fop *f, uint64_t req_id, const char *code, cons
  * (with that error). */
 static void fop_acks_settle(struct fop *f, const char *code, const char *msg)
 {
-    while (f->acks && (code || f->acks->upto <= f->in_written)) {
+    while (f->acks && (code || ackwin_reached(&f->in_win, f->acks->upto))) {
         struct fop_ack *k = f->acks;
         f->acks = k->next;
-        f->nacks--;
+        ackwin_answered(&f->in_win);
         fop_ack_reply(f, k->req_id, code, msg);
         free(k);
     }
     if (!f->acks)
         f->acks_tail = &f->acks;
-    if (f->conn)
-        conn_kick(f->conn);
+    if (f->pend.conn)
+        conn_kick(f->pend.conn);
 }
 
 static void fop_close_input(struct fop *f, bool complete)
@@ -499,7 +368,7 @@ static void fop_maybe_done(struct fop *f)
 {
     if (!f->reaped || !f->out_eof)
         return;
-    struct conn *c = f->conn;
+    struct conn *c = f->pend.conn;
     if (c && !f->terminal) {
         char why[96];
         fop_status_text(f->status, why, sizeof why);
@@ -514,9 +383,8 @@ static void fop_maybe_done(struct fop *f)
     fop_acks_settle(f, "stopped", "the transfer has stopped; its final reply says why");
     fop_unlink(f);
     if (c) {
-        c->streams--;
+        conn_pending_remove(&f->pend);
         conn_kick(c);
-        conn_idle_check(c);
     }
     fop_free(f);
 }
@@ -593,14 +461,15 @@ static void fop_relay(struct fop *f)
         f->terminal = (tn == 3 && memcmp(t, "end", 3) == 0) ||
                       (tn == 5 && memcmp(t, "error", 5) == 0) ||
                       (f->oneshot && tn == 2 && memcmp(t, "ok", 2) == 0);
-        if (f->conn)
-            buf_append(conn_out(f->conn), buf_ptr(&f->obuf), WIRE_HDR_LEN + (size_t)len);
+        if (f->pend.conn)
+            buf_append(conn_out(f->pend.conn), buf_ptr(&f->obuf),
+                       WIRE_HDR_LEN + (size_t)len);
         buf_consume(&f->obuf, WIRE_HDR_LEN + (size_t)len);
     }
     if (buf_size(&f->obuf) == 0)
         buf_reset(&f->obuf, 64u << 10);
-    if (f->conn)
-        conn_kick(f->conn);
+    if (f->pend.conn)
+        conn_kick(f->pend.conn);
 }
 
 static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -609,9 +478,10 @@ static void fop_out_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct fop *f = w->data;
     for (int i = 0; i < FOP_READS_PER_CB && !f->out_eof; i++) {
-        if (f->conn && conn_congested(f->conn)) {
+        if (f->pend.conn && conn_congested(f->pend.conn)) {
             f->paused = true;
             ev_io_stop(f->a->loop, &f->out_w);
+            conn_pending_starve(&f->pend);   /* fop_drained resumes it */
             break;
         }
         ssize_t n = read(f->out_fd, buf_reserve(&f->obuf, FOP_READ_CHUNK), FOP_READ_CHUNK);
@@ -643,13 +513,18 @@ static void fop_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     fop_maybe_done(f);
 }
 
-void fop_conn_drained(struct agent *a, struct conn *c)
+/* The connection has room again: relay on. */
+static void fop_drained(struct conn_pending *p)
 {
-    for (struct fop *f = a->fops; f; f = f->next)
-        if (f->conn == c && f->paused && !conn_congested(c)) {
-            f->paused = false;
-            ev_io_start(a->loop, &f->out_w);
-        }
+    struct fop *f = container_of(p, struct fop, pend);
+    if (!f->paused)
+        return;
+    if (conn_congested(p->conn)) {       /* filled again by another pending */
+        conn_pending_starve(p);
+        return;
+    }
+    f->paused = false;
+    ev_io_start(f->a->loop, &f->out_w);
 }
 
 /* --- input: chunks ------------------------------------------------------------- */
@@ -661,7 +536,7 @@ static void fop_in_flush(struct fop *f)
         if (n > 0) {
             f->last_progress = ev_now(f->a->loop);
             buf_consume(&f->in_buf, (size_t)n);
-            f->in_written += (uint64_t)n;
+            ackwin_wrote(&f->in_win, (uint64_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -691,17 +566,13 @@ static void fop_in_cb(struct ev_loop *loop, ev_io *w, int revents)
     fop_in_flush(w->data);
 }
 
-int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+int fop_chunk(struct conn *c, const struct wire_req *r, const struct fop_chunk_req *q,
               struct sa_err *e)
 {
-    uint64_t ref;
-    const char *data = "";
-    size_t n = 0;
-    bool eof = false;
-    if (!wire_obj_uint(wire_get(m, "ref"), &ref))
-        return err_set(e, 0, "bad_request", "field 'ref' (an unsigned integer) is required");
-    if (wire_opt_bytes(m, "data", &data, &n, e) < 0 || wire_opt_bool(m, "eof", &eof, e) < 0)
-        return -1;
+    uint64_t ref = q->ref;
+    const char *data = q->data;
+    size_t n = q->n;
+    bool eof = q->eof;
     struct fop *f = fop_find(c, ref);
     if (!f)
         return err_set(e, 0, "not_found", "no upload or write %llu on this connection",
@@ -715,61 +586,58 @@ int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
     if (f->in_eof)
         return err_set(e, 0, "bad_request", "transfer %llu has had its eof",
                        (unsigned long long)ref);
-    if (buf_size(&f->in_buf) + n > c->a->cfg.stdin_window)
+    enum ackwin_fit fit = ackwin_admit(&f->in_win, n);
+    if (fit == ACKWIN_OVER_BYTES)
         return err_set(e, 0, "window_exceeded",
                        "%zu bytes would exceed the window of %u unacknowledged bytes", n,
                        c->a->cfg.stdin_window);
-    if (f->nacks >= ACKS_MAX)
+    if (fit == ACKWIN_OVER_MARKS)
         return err_set(e, 0, "window_exceeded", "%u chunks wait for their acknowledgement",
-                       f->nacks);
+                       f->in_win.nmarks);
     buf_append(&f->in_buf, data, n);
-    f->in_accepted += n;
     f->in_eof = eof;
     struct fop_ack *k = xcalloc(1, sizeof *k);
     k->req_id = r->id;
-    k->upto = f->in_accepted;
+    k->upto = ackwin_take(&f->in_win, n);
     *f->acks_tail = k;
     f->acks_tail = &k->next;
-    f->nacks++;
     fop_in_flush(f);
     return 0;
 }
 
 /* --- connections going away, exit -------------------------------------------------- */
 
-void fop_conn_closed(struct agent *a, struct conn *c)
+/* Its connection closed. Nobody wants its result: an upload or write sees
+ * the cancellation (input closed without the eof byte) and gets
+ * FOP_CANCEL_GRACE_S to remove its temporary file; any other helper is
+ * killed now, whatever it is blocked in. */
+static void fop_closed(struct conn_pending *p)
 {
-    for (struct fop *f = a->fops, *next; f; f = next) {
-        next = f->next;
-        if (f->conn != c)
-            continue;
-        f->conn = NULL;
-        c->streams--;
-        /* nobody wants its result: an upload or write sees the cancellation
-         * (input closed without the eof byte) and gets FOP_CANCEL_GRACE_S to
-         * remove its temporary file; any other helper is killed now, whatever
-         * it is blocked in. */
-        if (f->has_input)
-            ev_timer_start(a->loop, &f->cancel_w);
-        else
-            fop_kill(f);
-        fop_close_input(f, false);
-        fop_acks_settle(f, "stopped", "");
-        fop_close_output(f);             /* a helper still writing gets EPIPE and ends */
-        fop_maybe_done(f);
-    }
+    struct fop *f = container_of(p, struct fop, pend);
+    if (f->has_input)
+        ev_timer_start(f->a->loop, &f->cancel_w);
+    else
+        fop_kill(f);
+    fop_close_input(f, false);
+    fop_acks_settle(f, "stopped", "");
+    fop_close_output(f);                 /* a helper still writing gets EPIPE and ends */
+    fop_maybe_done(f);
 }
+
+static const struct conn_pending_ops fop_pending_ops = {fop_closed, fop_drained};
 
 void fop_free_all(struct agent *a)
 {
-    while (a->fops) {
-        struct fop *f = a->fops;
+    struct fop *f;
+    while ((f = LIST_FIRST(&a->fops)) != NULL) {
         fop_kill(f);
         ev_child_stop(a->loop, &f->child_w);
-        f->conn = NULL;
+        conn_pending_remove(&f->pend);
         fop_close_input(f, false);
         fop_close_output(f);
         fop_unlink(f);
         fop_free(f);
     }
+    free(a->xfer_helper);
+    a->xfer_helper = NULL;
 }

@@ -74,16 +74,30 @@ struct agent;
 struct conn;
 struct fop;
 
-/* The requests of PROTOCOL.md "Files" (request.c's table). */
-int fop_request(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+/* A file operation's request as request.c parsed it: job holds its kind and
+ * the fields of that kind (paths, mode, flags); fop_request adds the rest
+ * (id, limits, cwd, privilege). Strings point into the decode zone. */
+struct fop_req {
+    struct fop_job job;
+    const char *user;           /* NULL: the default user */
+    bool sudo;
+};
+
+/* `chunk {ref, data?, eof?}`: data points into the decode zone. */
+struct fop_chunk_req {
+    uint64_t ref;
+    const char *data;
+    size_t n;
+    bool eof;
+};
+
+/* The requests of PROTOCOL.md "Files", parsed by request.c. */
+int fop_request(struct conn *c, const struct wire_req *r, const struct fop_req *q,
                 struct sa_err *e);
-int fop_chunk(struct conn *c, const struct wire_req *r, const msgpack_object *m,
+int fop_chunk(struct conn *c, const struct wire_req *r, const struct fop_chunk_req *q,
               struct sa_err *e);
-/* The connection has room again: resume the helpers relaying to it. */
-void fop_conn_drained(struct agent *a, struct conn *c);
-/* The connection is going away: cancel its transfers. */
-void fop_conn_closed(struct agent *a, struct conn *c);
-/* At exit: kill the helpers still running and free everything. */
+/* At exit: kill the helpers still running and free everything (the archive
+ * helper's path too). */
 void fop_free_all(struct agent *a);
 
 /* Helper side (fop_child.c): run j with fd 0 the input (or /dev/null), fd 1

@@ -51,7 +51,7 @@ static __attribute__((noreturn)) void op_read(void)
         fio_fail_sys("stat", path);
     need_regular(&st, path);
     struct wire_enc w;
-    wire_begin(&w, fio_out(), 3);
+    wire_begin(&w, fio_out());
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", fio_job->id);
     wire_kv_uint(&w, "size", (uint64_t)st.st_size);
@@ -209,7 +209,7 @@ static void pack_stat(struct wire_enc *w, const char *name, const struct stat *s
     bool cut = tn >= 0 && (size_t)tn > room;
     if (cut)
         tn = (ssize_t)room;
-    msgpack_pack_map(&w->pk, 7 + (name ? 1 : 0) + (tn >= 0 ? 1 : 0) + (cut ? 1 : 0));
+    unsigned entry = wire_map_begin(w);
     if (name)
         wire_kv_str(w, "name", name);
     wire_kv_str(w, "type", type_name(st->st_mode));
@@ -224,6 +224,7 @@ static void pack_stat(struct wire_enc *w, const char *name, const struct stat *s
         wire_kv_strn(w, "target", target, (size_t)tn);
     if (cut)
         wire_kv_bool(w, "target_cut", true);
+    wire_map_end(w, entry);
 }
 
 static __attribute__((noreturn)) void op_stat(void)
@@ -234,7 +235,7 @@ static __attribute__((noreturn)) void op_stat(void)
     if ((fio_job->follow ? stat(path, &st) : lstat(path, &st)) < 0)
         fio_fail_sys("stat", path);
     struct wire_enc w;
-    wire_begin(&w, fio_out(), 3);
+    wire_begin(&w, fio_out());
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", fio_job->id);
     wire_key(&w, "stat");
@@ -251,7 +252,7 @@ static void ls_flush(void)
     if (nbatch == 0)
         return;
     struct wire_enc w;
-    wire_begin(&w, fio_out(), 3);
+    wire_begin(&w, fio_out());
     wire_kv_str(&w, "type", "entries");
     wire_kv_uint(&w, "id", fio_job->id);
     wire_key(&w, "entries");

@@ -63,7 +63,7 @@ void fio_fail(int errnum, const char *code, const char *path, const char *fmt, .
     else
         err_set(&e, 0, code, "%s", msg);
     struct wire_enc w;
-    wire_begin(&w, &out, 5);
+    wire_begin(&w, &out);
     wire_kv_str(&w, "type", "error");
     wire_kv_uint(&w, "id", fio_job->id);
     wire_kv_str(&w, "code", e.code ? e.code : "internal");
@@ -81,7 +81,7 @@ void fio_fail_sys(const char *op, const char *path)
 void fio_ok(void)
 {
     struct wire_enc w;
-    wire_begin(&w, &out, 2);
+    wire_begin(&w, &out);
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", fio_job->id);
     wire_end(&w);
@@ -91,7 +91,7 @@ void fio_ok(void)
 void fio_end(const char *key, uint64_t v)
 {
     struct wire_enc w;
-    wire_begin(&w, &out, 3);
+    wire_begin(&w, &out);
     wire_kv_str(&w, "type", "end");
     wire_kv_uint(&w, "id", fio_job->id);
     wire_kv_uint(&w, key, v);
@@ -115,7 +115,7 @@ void fio_data(const void *p, size_t n)
     while (n > 0) {
         size_t k = n < room ? n : room;
         struct wire_enc w;
-        wire_begin(&w, &out, 4);
+        wire_begin(&w, &out);
         wire_kv_str(&w, "type", "data");
         wire_kv_uint(&w, "id", fio_job->id);
         wire_kv_uint(&w, "offset", data_offset);

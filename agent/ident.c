@@ -215,3 +215,26 @@ int ident_lookup_uid(struct ident_cache *c, uid_t uid, const struct ident **out,
     *out = i;
     return 0;
 }
+
+int ident_choose(struct ident_cache *c, bool dev, const char *default_user, const char *user,
+                 bool sudo, const struct ident **env_id, const struct ident **run,
+                 struct sa_err *e)
+{
+    if (dev) {
+        if (sudo || (user && strcmp(user, default_user) != 0)) {
+            err_set(e, EPERM, NULL, "dev mode: the agent is not root and runs every command as "
+                                    "itself (%s)", default_user);
+            e->stage = "user";
+            return -1;
+        }
+        *run = NULL;
+        return ident_lookup_uid(c, getuid(), env_id, e);
+    }
+    const char *name = sudo ? "root" : user ? user : default_user;
+    if (ident_lookup(c, name, run, e) < 0) {
+        e->stage = "user";
+        return -1;
+    }
+    *env_id = *run;
+    return 0;
+}

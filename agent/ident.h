@@ -40,6 +40,15 @@ int ident_lookup(struct ident_cache *c, const char *name, const struct ident **o
 /* Same, by uid (for the agent's own identity in dev mode). */
 int ident_lookup_uid(struct ident_cache *c, uid_t uid, const struct ident **out,
                      struct sa_err *e);
+/* Who a request runs as (the identity policy of exec and file operations):
+ * sudo → root, else user, else default_user. In dev mode (the agent is not
+ * root) only the agent's own user, and *run is NULL ("stay as we are").
+ * *env_id is whose HOME/USER/SHELL apply. A refused or unknown user (EPERM,
+ * "unknown_user") has e->stage "user". The pointers are valid until the next
+ * lookup. */
+int ident_choose(struct ident_cache *c, bool dev, const char *default_user, const char *user,
+                 bool sudo, const struct ident **env_id, const struct ident **run,
+                 struct sa_err *e);
 void ident_cache_free(struct ident_cache *c);
 
 #endif

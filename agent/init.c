@@ -314,15 +314,6 @@ static bool init_systemd_service(const struct agent *a)
            S_ISDIR(sb.st_mode);
 }
 
-/* Every connection has written what it was owed (or cannot take it). */
-static bool init_flushed(const struct agent *a)
-{
-    for (const struct conn *c = a->conns; c; c = c->next)
-        if (!c->broken && (buf_size(&c->out) > 0 || c->readers))
-            return false;
-    return true;
-}
-
 static void init_down(struct agent *a);
 
 /* Before sync and power-off: the last exits and replies reach the clients,
@@ -331,7 +322,7 @@ static void init_flush(struct agent *a)
 {
     struct init_state *st = &a->init;
     st->phase = INIT_FLUSH;
-    if (init_flushed(a)) {
+    if (conn_all_flushed(&a->conns)) {
         init_down(a);
         return;
     }
@@ -413,7 +404,7 @@ static void init_idle_cb(struct ev_loop *loop, ev_check *w, int revents)
     (void)revents;
     struct agent *a = w->data;
     if (a->init.phase == INIT_FLUSH) {
-        if (init_flushed(a))
+        if (conn_all_flushed(&a->conns))
             init_down(a);
         return;
     }
@@ -438,7 +429,7 @@ void init_shutdown(struct agent *a, const char *why)
     a->stopping = true;
     notify_send(&a->notify, "STOPPING=1");
     /* No new connections; the open ones keep getting output and exits. */
-    lsn_close_all(a);
+    lsn_close_all(&a->lsn);
     ev_timer_stop(a->loop, &st->retry_w);
     cmd_kill_all(a, SIGTERM);
     if (st->pid1)
@@ -486,7 +477,7 @@ static void init_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct sa_err e;
     int kept = 0;
     for (int i = 0; i < st->npending; i++) {
-        if (lsn_open(a, st->pending[i], &e) == 0)
+        if (lsn_open(&a->lsn, st->pending[i], &e) == 0)
             log_info("listening on %s (after retrying)", st->pending[i]);
         else
             st->pending[kept++] = st->pending[i];

@@ -12,7 +12,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "agent.h"
 #include "conn.h"
 #include "log.h"
 
@@ -86,18 +85,18 @@ static int lsn_unix(struct listener *l, const char *path, struct sa_err *e)
 /* TCP has no peer identity: any process in the VM that reaches the port is
  * a peer. So a tcp: listener needs the token, unless the operator said
  * --insecure-tcp (then the log says so, and every hello). */
-static int lsn_tcp_auth(struct agent *a, const char *spec, struct sa_err *e)
+static int lsn_tcp_auth(struct listeners *ls, const char *spec, struct sa_err *e)
 {
-    if (a->cfg.token_len > 0)
+    if (ls->cfg->token_len > 0)
         return 0;
-    if (!a->cfg.insecure_tcp)
+    if (!ls->cfg->insecure_tcp)
         return err_set(e, EPERM, NULL,
                        "tcp:%s without a token: any process in the VM could connect and run "
                        "commands as root; give --token-file, or --insecure-tcp to accept that",
                        spec);
     log_warn("INSECURE: tcp:%s serves WITHOUT A TOKEN (--insecure-tcp): every process that "
              "reaches it can run commands as root", spec);
-    a->insecure_tcp = true;
+    ls->insecure_tcp = true;
     return 0;
 }
 
@@ -172,17 +171,26 @@ static void lsn_free(struct listener *l)
     free(l);
 }
 
-int lsn_open(struct agent *a, const char *addr, struct sa_err *e)
+void lsn_init(struct listeners *ls, struct ev_loop *loop, const struct cfg *cfg,
+              struct conn_set *conns)
+{
+    memset(ls, 0, sizeof *ls);
+    ls->loop = loop;
+    ls->cfg = cfg;
+    ls->conns = conns;
+}
+
+int lsn_open(struct listeners *ls, const char *addr, struct sa_err *e)
 {
     struct listener *l = xcalloc(1, sizeof *l);
-    l->a = a;
+    l->set = ls;
     l->fd = -1;
     l->addr = xstrdup(addr);
     int r;
     if (strncmp(addr, "unix:", 5) == 0)
         r = lsn_unix(l, addr + 5, e);
     else if (strncmp(addr, "tcp:", 4) == 0)
-        r = lsn_tcp_auth(a, addr + 4, e) < 0 ? -1 : lsn_tcp(l, addr + 4, a->cfg.tcp_any, e);
+        r = lsn_tcp_auth(ls, addr + 4, e) < 0 ? -1 : lsn_tcp(l, addr + 4, ls->cfg->tcp_any, e);
     else if (strncmp(addr, "vsock:", 6) == 0)
         r = lsn_vsock(l, addr + 6, e);
     else
@@ -195,20 +203,20 @@ int lsn_open(struct agent *a, const char *addr, struct sa_err *e)
     ev_io_init(&l->io, lsn_accept_cb, l->fd, EV_READ);
     ev_timer_init(&l->backoff, lsn_backoff_cb, LSN_BACKOFF_S, 0.);
     l->io.data = l->backoff.data = l;
-    ev_io_start(a->loop, &l->io);
-    l->next = a->listeners;
-    a->listeners = l;
+    ev_io_start(ls->loop, &l->io);
+    l->next = ls->list;
+    ls->list = l;
     log_info("listening on %s", addr);
     return 0;
 }
 
-void lsn_close_all(struct agent *a)
+void lsn_close_all(struct listeners *ls)
 {
-    while (a->listeners) {
-        struct listener *l = a->listeners;
-        a->listeners = l->next;
-        ev_io_stop(a->loop, &l->io);
-        ev_timer_stop(a->loop, &l->backoff);
+    while (ls->list) {
+        struct listener *l = ls->list;
+        ls->list = l->next;
+        ev_io_stop(ls->loop, &l->io);
+        ev_timer_stop(ls->loop, &l->backoff);
         lsn_free(l);
     }
 }
@@ -265,7 +273,7 @@ static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (fd >= 0) {
             char peer[64];
             peer_name(&ss, peer, sizeof peer);
-            if (!lsn_peer_allowed(&l->a->cfg, fd, &ss, peer, sizeof peer)) {
+            if (!lsn_peer_allowed(l->set->cfg, fd, &ss, peer, sizeof peer)) {
                 log_warn("%s: refused connection from %s", l->addr, peer);
                 close(fd);
                 continue;
@@ -274,11 +282,7 @@ static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
                 log_info("accept on %s: resumed", l->addr);
                 l->starved = false;
             }
-            if (l->a->nconns >= l->a->cfg.max_connections) {
-                conn_refuse(l->a, fd, peer);
-                continue;
-            }
-            conn_accept(l->a, fd, peer);
+            conn_accept(l->set->conns, fd, peer);   /* or refused: --max-connections */
             continue;
         }
         switch (errno) {

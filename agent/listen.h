@@ -16,15 +16,27 @@
 #include <ev.h>
 #include <stdbool.h>
 
+#include "config.h"
 #include "err.h"
 
 #define LSN_ACCEPTS_PER_CB 64
 #define LSN_BACKOFF_S 0.1
 
-struct agent;
+struct conn_set;
+struct listener;
+
+/* The listeners and what they need: the settings (addresses' rules, peer
+ * allow-lists, the token) and where accepted connections go. */
+struct listeners {
+    struct ev_loop *loop;
+    const struct cfg *cfg;
+    struct conn_set *conns;
+    struct listener *list;
+    bool insecure_tcp;         /* a tcp: listener serves without a token (--insecure-tcp) */
+};
 
 struct listener {
-    struct agent *a;
+    struct listeners *set;
     struct listener *next;
     int fd;
     ev_io io;
@@ -34,7 +46,9 @@ struct listener {
     bool starved;              /* accept is failing for lack of fds/memory */
 };
 
-int lsn_open(struct agent *a, const char *addr, struct sa_err *e);
-void lsn_close_all(struct agent *a);
+void lsn_init(struct listeners *ls, struct ev_loop *loop, const struct cfg *cfg,
+              struct conn_set *conns);
+int lsn_open(struct listeners *ls, const char *addr, struct sa_err *e);
+void lsn_close_all(struct listeners *ls);
 
 #endif

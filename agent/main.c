@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -20,9 +19,8 @@
 #include "init.h"
 #include "listen.h"
 #include "log.h"
+#include "request.h"
 #include "spawn.h"
-
-#define SPAWN_STACK_SIZE (256u << 10)
 
 static void read_boot_id(char *out, size_t n)
 {
@@ -73,22 +71,18 @@ static int agent_workdir(struct agent *a, struct sa_err *e)
     return 0;
 }
 
-static void agent_cg_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    cmd_cg_sweep(w->data);
-}
-
 static int agent_init(struct agent *a, struct sa_err *e)
 {
     /* first: agent_free() destroys it whatever failed after */
     if (!msgpack_zone_init(&a->zone, WIRE_ZONE_CHUNK))
         return err_set(e, ENOMEM, NULL, "msgpack zone");
-    spawn_slots_init(&a->spawn_slots);       /* early, while fd numbers are low */
     a->loop = ev_default_loop(0);
     if (!a->loop)
         return err_set(e, 0, "internal", "cannot initialise libev");
+    /* transport: frames reach the services through request.c */
+    static const struct conn_ops req_ops = {req_opened, req_handle};
+    conn_set_init(&a->conns, a->loop, &req_ops, a, a->cfg.max_frame, a->cfg.max_connections);
+    lsn_init(&a->lsn, a->loop, &a->cfg, &a->conns);
     if (cfg_load_token(&a->cfg, e) < 0)
         return -1;
     guest_oom_protect();
@@ -112,28 +106,8 @@ static int agent_init(struct agent *a, struct sa_err *e)
     if (agent_workdir(a, e) < 0)
         return -1;
     read_boot_id(a->boot_id, sizeof a->boot_id);
-    a->scratch = xmalloc(CMD_READ_CHUNK);
-    a->spawn_stack_size = SPAWN_STACK_SIZE;
-    a->spawn_stack = mmap(NULL, a->spawn_stack_size, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (a->spawn_stack == MAP_FAILED)
-        return err_sys(e, errno, "mmap spawn stack");
-    const char *why_not = NULL;
-    cg_init(&a->cg, &why_not);
-    if (a->cg.enabled)
-        log_info("per-command cgroups under %s", a->cg.base_path);
-    else
-        log_info("no per-command cgroups (%s): kill reaches process groups only",
-                 why_not ? why_not : "unavailable");
-    ev_timer_init(&a->cg_sweep, agent_cg_sweep_cb, 2., 2.);
-    a->cg_sweep.data = a;
-    if (a->cg.enabled)
-        ev_timer_start(a->loop, &a->cg_sweep);
-    ev_timer_init(&a->trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
-    a->trim.data = a;
-    ev_idle_init(&a->cg_prepare, cmd_cg_prepare_cb);
-    a->cg_prepare.data = a;
-    cmd_cg_prepare_soon(a);
+    if (cmd_init(a, e) < 0)
+        return -1;
     /* Orphans that daemonize out of a command come back to us, not to init;
      * libev reaps every child, so none stays a zombie. */
     if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
@@ -153,27 +127,16 @@ static void agent_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 
 static void agent_free(struct agent *a)
 {
-    lsn_close_all(a);
+    lsn_close_all(&a->lsn);
     cmd_kill_all(a, SIGKILL);
-    conn_close_all(a);
+    conn_close_all(&a->conns);
     tunnel_close_all(a);
     fop_free_all(a);
     cmd_free_all(a);
-    if (a->loop) {
-        ev_timer_stop(a->loop, &a->cg_sweep);
-        ev_idle_stop(a->loop, &a->cg_prepare);
-        ev_timer_stop(a->loop, &a->trim);
-    }
-    cg_free(&a->cg);
     ident_cache_free(&a->idents);
     msgpack_zone_destroy(&a->zone);
-    free(a->scratch);
-    if (a->spawn_stack && a->spawn_stack != MAP_FAILED)
-        munmap(a->spawn_stack, a->spawn_stack_size);
-    spawn_slots_free(&a->spawn_slots);
     free((char *)a->workdir);
     free((char *)a->default_user);
-    free(a->xfer_helper);
     guest_free(a);
     init_free(a);
 }
@@ -206,7 +169,7 @@ int main(int argc, char **argv)
     if (agent_init(&a, &e) < 0)
         goto fail;
     for (int i = 0; i < a.cfg.nlisten; i++) {
-        if (lsn_open(&a, a.cfg.listen[i], &e) == 0)
+        if (lsn_open(&a.lsn, a.cfg.listen[i], &e) == 0)
             continue;
         if (!a.init.pid1)
             goto fail;

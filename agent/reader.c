@@ -7,58 +7,49 @@
 #include "conn.h"
 #include "msg.h"
 
+static void rd_closed(struct conn_pending *p)
+{
+    rd_close(container_of(p, struct reader, pend));
+}
+
+static void rd_drained(struct conn_pending *p)
+{
+    rd_pump(container_of(p, struct reader, pend));
+}
+
+static const struct conn_pending_ops rd_pending_ops = {rd_closed, rd_drained};
+
 struct reader *rd_open(struct cmd *c, struct conn *conn, uint64_t req_id, uint64_t from,
                        bool follow, bool is_exec)
 {
     struct reader *r = xcalloc(1, sizeof *r);
     r->cmd = c;
-    r->conn = conn;
-    r->req_id = req_id;
     r->pos = from > c->log.end ? c->log.end : from;
     r->follow = follow;
     r->is_exec = is_exec;
-    r->cnext = c->readers;
-    if (c->readers)
-        c->readers->cprev = r;
-    c->readers = r;
-    r->knext = conn->readers;
-    if (conn->readers)
-        conn->readers->kprev = r;
-    conn->readers = r;
-    conn->streams++;
+    LIST_INSERT_HEAD(&c->readers, r, link);
+    conn_pending_add(conn, &r->pend, &rd_pending_ops, req_id, true);
     return r;
 }
 
 void rd_close(struct reader *r)
 {
     struct cmd *c = r->cmd;
-    struct conn *conn = r->conn;
-    if (r->cprev)
-        r->cprev->cnext = r->cnext;
-    else
-        c->readers = r->cnext;
-    if (r->cnext)
-        r->cnext->cprev = r->cprev;
-    if (r->kprev)
-        r->kprev->knext = r->knext;
-    else
-        conn->readers = r->knext;
-    if (r->knext)
-        r->knext->kprev = r->kprev;
-    conn->streams--;
+    LIST_REMOVE(r, link);
+    conn_pending_remove(&r->pend);
     bool follow = r->follow;
     free(r);
     if (follow) {
         cmd_maybe_resume(c);     /* it may have been what held the pipes */
         cmd_share_freed(c->a);
     }
-    conn_idle_check(conn);
 }
 
 uint64_t rd_protected_from(const struct cmd *c)
 {
     uint64_t min = UINT64_MAX;
-    for (const struct reader *r = c->readers; r; r = r->cnext)
+    const struct reader *r;
+    LIST_FOREACH(r, &c->readers, link)
         if (r->follow && r->pos < min)
             min = r->pos;
     return min;
@@ -66,7 +57,8 @@ uint64_t rd_protected_from(const struct cmd *c)
 
 bool rd_has_exec_stream(const struct cmd *c)
 {
-    for (const struct reader *r = c->readers; r; r = r->cnext)
+    const struct reader *r;
+    LIST_FOREACH(r, &c->readers, link)
         if (r->is_exec)
             return true;
     return false;
@@ -75,9 +67,9 @@ bool rd_has_exec_stream(const struct cmd *c)
 static void rd_send_gap(struct reader *r, uint64_t to)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(r->conn), 5);
+    wire_begin(&w, conn_out(r->pend.conn));
     wire_kv_str(&w, "type", "gap");
-    wire_kv_uint(&w, "id", r->req_id);
+    wire_kv_uint(&w, "id", r->pend.req_id);
     wire_kv_uint(&w, "cmd", r->cmd->id);
     wire_kv_uint(&w, "from", r->pos);
     wire_kv_uint(&w, "to", to);
@@ -88,9 +80,9 @@ static void rd_send_gap(struct reader *r, uint64_t to)
 static void rd_send_end(struct reader *r)
 {
     struct wire_enc w;
-    wire_begin(&w, conn_out(r->conn), 4);
+    wire_begin(&w, conn_out(r->pend.conn));
     wire_kv_str(&w, "type", "end");
-    wire_kv_uint(&w, "id", r->req_id);
+    wire_kv_uint(&w, "id", r->pend.req_id);
     wire_kv_uint(&w, "cmd", r->cmd->id);
     wire_kv_uint(&w, "pos", r->pos);
     wire_end(&w);
@@ -109,21 +101,22 @@ static bool rd_step(struct reader *r)
         if (c->done) {
             struct wire_exit x;
             cmd_exit_info(c, &x);
-            wire_msg_exit(conn_out(r->conn), r->req_id, &x);
+            wire_msg_exit(conn_out(r->pend.conn), r->pend.req_id, &x);
         } else if (!r->follow) {
             rd_send_end(r);
         } else {
             return false;
         }
-        struct conn *conn = r->conn;
+        struct conn *conn = r->pend.conn;
         rd_close(r);
         conn_kick(conn);
         return true;
     }
     const struct olog_chunk *k = olog_find(l, r->pos);
     uint64_t skip = r->pos - k->pos;
-    wire_msg_output(conn_out(r->conn), r->req_id, c->id, k->stream ? WIRE_STDERR : WIRE_STDOUT,
-                    k->offset + skip, r->pos, k->data + skip, k->len - skip);
+    wire_msg_output(conn_out(r->pend.conn), r->pend.req_id, c->id,
+                    k->stream ? WIRE_STDERR : WIRE_STDOUT, k->offset + skip, r->pos,
+                    k->data + skip, k->len - skip);
     r->pos = k->pos + k->len;
     return false;
 }
@@ -131,14 +124,14 @@ static bool rd_step(struct reader *r)
 void rd_pump(struct reader *r)
 {
     struct cmd *c = r->cmd;
-    struct conn *conn = r->conn;
+    struct conn *conn = r->pend.conn;
     uint64_t before = r->pos;
     bool follow = r->follow;
     for (;;) {
         if (conn->broken)
             break;
         if (conn_congested(conn)) {
-            conn->starved = true;    /* conn_write_cb pumps it again */
+            conn_pending_starve(&r->pend);   /* pumped again when there is room */
             break;
         }
         if (r->pos >= c->log.end && !c->done && r->follow)
@@ -155,16 +148,8 @@ void rd_pump(struct reader *r)
 
 void rd_pump_cmd(struct cmd *c)
 {
-    for (struct reader *r = c->readers, *next; r; r = next) {
-        next = r->cnext;
-        rd_pump(r);
-    }
-}
-
-void rd_pump_conn(struct conn *conn)
-{
-    for (struct reader *r = conn->readers, *next; r; r = next) {
-        next = r->knext;
+    for (struct reader *r = LIST_FIRST(&c->readers), *next; r; r = next) {
+        next = LIST_NEXT(r, link);
         rd_pump(r);
     }
 }

@@ -9,28 +9,29 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/queue.h>
+
+#include "conn.h"
 
 struct cmd;
-struct conn;
 
 struct reader {
     struct cmd *cmd;
-    struct conn *conn;
-    uint64_t req_id;
+    struct conn_pending pend;        /* on its connection; holds it */
     uint64_t pos;                    /* next combined position to send */
     bool follow;
     bool is_exec;                    /* the exec request's own stream */
-    struct reader *cnext, *cprev;    /* in cmd->readers */
-    struct reader *knext, *kprev;    /* in conn->readers */
+    LIST_ENTRY(reader) link;         /* in cmd->readers */
 };
 
+/* The caller checked conn_pending_room(). */
 struct reader *rd_open(struct cmd *c, struct conn *conn, uint64_t req_id, uint64_t from,
                        bool follow, bool is_exec);
+/* Off its command and its connection, freed. */
 void rd_close(struct reader *r);
 /* Send what the reader is owed, as far as its connection takes it. */
 void rd_pump(struct reader *r);
 void rd_pump_cmd(struct cmd *c);
-void rd_pump_conn(struct conn *conn);
 /* Lowest position a follower of c still needs; UINT64_MAX with none. */
 uint64_t rd_protected_from(const struct cmd *c);
 bool rd_has_exec_stream(const struct cmd *c);

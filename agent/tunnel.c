@@ -15,7 +15,6 @@
 #include "conn.h"
 #include "log.h"
 #include "msg.h"
-#include "request.h"
 
 /* One direction of a tunnel: bytes read from `from`, written to `to`. */
 struct tun_dir {
@@ -33,8 +32,7 @@ struct tun_dir {
 struct tunnel {
     struct agent *a;
     struct tunnel *prev, *next;
-    struct conn *conn;         /* while connecting: the connection that asked */
-    uint64_t req_id;
+    struct conn_pending pend;  /* while connecting: on the connection that asked */
     uint64_t serial;           /* the connection's, for the log */
     bool half_close;           /* false: an EOF ends the whole tunnel once written */
     int cfd, sfd;              /* the agent connection; the guest TCP connection */
@@ -78,6 +76,7 @@ static void tun_free(struct tunnel *t)
     ev_timer_stop(a->loop, &t->timeout);
     tun_dir_stop(a->loop, &t->up);
     tun_dir_stop(a->loop, &t->down);
+    conn_pending_remove(&t->pend);
     if (t->cfd >= 0)
         close(t->cfd);
     if (t->sfd >= 0)
@@ -98,16 +97,13 @@ void tunnel_close_all(struct agent *a)
         tun_free(a->tunnels.list);
 }
 
-void tunnel_conn_closed(struct agent *a, struct conn *c)
+/* The connection of a connect in progress closed: drop the connect. */
+static void tun_conn_closed(struct conn_pending *p)
 {
-    struct tunnel *t = a->tunnels.list;
-    while (t) {
-        struct tunnel *next = t->next;
-        if (t->conn == c)
-            tun_free(t);
-        t = next;
-    }
+    tun_free(container_of(p, struct tunnel, pend));
 }
+
+static const struct conn_pending_ops tun_pending_ops = {tun_conn_closed, NULL};
 
 void tunnel_stats(struct wire_enc *w, const struct agent *a)
 {
@@ -297,11 +293,11 @@ static void tun_dir_init(struct tun_dir *d, struct tunnel *t, int from, int to, 
 
 static void tun_fail(struct tunnel *t, int err)
 {
-    struct conn *c = t->conn;
+    struct conn *c = t->pend.conn;
     struct sa_err e;
     err_sys(&e, err, "connect %s", t->where);
     log_debug("conn %llu: %s", (unsigned long long)t->serial, e.msg);
-    wire_msg_error(conn_out(c), true, t->req_id, &e);
+    wire_msg_error(conn_out(c), true, t->pend.req_id, &e);
     conn_close_soon(c);
     conn_kick(c);
     tun_free(t);
@@ -311,13 +307,13 @@ static void tun_fail(struct tunnel *t, int err)
 static void tun_established(struct tunnel *t)
 {
     struct agent *a = t->a;
-    struct conn *c = t->conn;
+    struct conn *c = t->pend.conn;
     if (c->closing || c->broken || c->closed) {     /* nobody to relay to */
         tun_free(t);
         return;
     }
-    req_reply_ok(c, t->req_id);
-    t->conn = NULL;
+    wire_msg_ok(conn_out(c), t->pend.req_id);
+    conn_pending_remove(&t->pend);  /* before the hand-over closes c */
     struct buf in, out;
     t->cfd = conn_detach(c, &in, &out);
     tun_dir_init(&t->up, t, t->cfd, t->sfd, &in, false, &a->tunnels.bytes_in);
@@ -434,9 +430,9 @@ static int tun_start(struct conn *c, const struct wire_req *r, const msgpack_obj
     struct agent *a = c->a;
     if (a->cfg.tunnel == CFG_TUNNEL_OFF)
         return err_set(e, EPERM, NULL, "tunnels are disabled (--tunnel off)");
-    if (c->streams > 0)
+    if (c->holding > 0)
         return err_set(e, 0, "busy", "connect must be the only request outstanding on its "
-                                     "connection (%u streams open)", c->streams);
+                                     "connection (%u pending)", c->holding);
     if (a->tunnels.open >= a->cfg.max_tunnels)
         return err_set(e, 0, "too_many", "%u tunnels are open (--max-tunnels)", a->tunnels.open);
     struct sockaddr_storage ss;
@@ -452,8 +448,7 @@ static int tun_start(struct conn *c, const struct wire_req *r, const msgpack_obj
     if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS)
         return err_sys(e, errno, "connect %s", where);
     struct tunnel *t = tun_new(a);
-    t->conn = c;
-    t->req_id = r->id;
+    conn_pending_add(c, &t->pend, &tun_pending_ops, r->id, false);
     t->serial = c->serial;
     t->half_close = half_close;
     t->sfd = steal_fd(&fd);

@@ -56,8 +56,6 @@ struct tunnels {
 /* The `connect` request (request.c's table). */
 int tunnel_request(struct conn *c, const struct wire_req *r, const msgpack_object *m,
                    struct sa_err *e);
-/* The connection of a pending connect closed: drop that connect. */
-void tunnel_conn_closed(struct agent *a, struct conn *c);
 /* stats: tunnels_open, tunnels_total, tunnel_bytes_in, tunnel_bytes_out. */
 #define TUNNEL_STATS_KEYS 4
 void tunnel_stats(struct wire_enc *w, const struct agent *a);

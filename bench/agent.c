@@ -42,7 +42,7 @@ static uint64_t queue_exec(struct client *c, char *const *argv)
         argc++;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "exec", 1);
+    uint64_t id = client_begin(c, &w, "exec");
     wire_key(&w, "argv");
     msgpack_pack_array(&w.pk, argc);
     for (uint32_t i = 0; i < argc; i++)
@@ -368,7 +368,7 @@ int bench_stats(int argc, char **argv)
         printf("%s%s", *p, p[1] ? "," : "\n");
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "stats", 0);
+    uint64_t id = client_begin(c, &w, "stats");
     if (client_end(c, &w, &e) < 0)
         die("stats: %s", e.msg);
     msgpack_object m;
@@ -390,7 +390,7 @@ uint64_t bench_release_all(struct client *c)
 {
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "release", 1);
+    uint64_t id = client_begin(c, &w, "release");
     wire_kv_bool(&w, "all", true);
     if (client_end(c, &w, &e) < 0)
         die("release: %s", e.msg);
@@ -430,7 +430,7 @@ int bench_stall(int argc, char **argv)
         struct sa_err e;
         msgpack_object m;
         int64_t t0 = bench_now_ns();
-        uint64_t id = client_begin(c, &w, "ping", 0);
+        uint64_t id = client_begin(c, &w, "ping");
         if (client_end(c, &w, &e) < 0 || client_call(c, id, BENCH_TIMEOUT_MS, &m, &e) != 0)
             die("ping: %s", e.msg);
         int64_t dt = bench_now_ns() - t0;

@@ -74,7 +74,7 @@ static msgpack_object scale_bare(struct client *c, const char *type)
 {
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, type, 0);
+    uint64_t id = client_begin(c, &w, type);
     if (client_end(c, &w, &e) < 0)
         die("%s: %s", type, e.msg);
     return scale_call(c, id);
@@ -122,7 +122,7 @@ static uint64_t queue_sleep(struct client *c, long i, void *ctx)
     (void)i, (void)ctx;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "exec", 3);
+    uint64_t id = client_begin(c, &w, "exec");
     wire_key(&w, "argv");
     msgpack_pack_array(&w.pk, 2);
     wire_str(&w, "sleep");
@@ -165,7 +165,7 @@ static uint64_t scale_list(struct client *c, uint64_t limit, uint64_t *pages)
     for (;;) {
         struct wire_enc w;
         struct sa_err e;
-        uint64_t id = client_begin(c, &w, "list", (cursor != 0) + (limit != 0));
+        uint64_t id = client_begin(c, &w, "list");
         if (cursor)
             wire_kv_uint(&w, "cursor", cursor);
         if (limit)
@@ -203,7 +203,7 @@ static uint64_t queue_kill(struct client *c, long i, void *ctx)
     const uint64_t *cmds = ctx;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "signal", 2);
+    uint64_t id = client_begin(c, &w, "signal");
     wire_kv_uint(&w, "cmd", cmds[i]);
     wire_kv_uint(&w, "signal", 9);
     if (client_end(c, &w, &e) < 0)

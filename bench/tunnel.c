@@ -153,7 +153,7 @@ static int tun_open(const char *addr, unsigned port)
         die("connect %s: %s", addr, e.msg);
     if (!client_has_cap(c, "tunnel"))
         die("tunnel: the agent has no 'tunnel' capability");
-    uint64_t id = client_begin(c, &w, "connect", 1);
+    uint64_t id = client_begin(c, &w, "connect");
     wire_kv_uint(&w, "port", port);
     if (client_end(c, &w, &e) < 0 || client_call(c, id, 10000, &reply, &e) != 0)
         die("tunnel: connect: %s", e.msg);

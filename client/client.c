@@ -32,7 +32,6 @@ struct client {
 
 /* --- time ----------------------------------------------------------------- */
 
-
 /* Milliseconds left before deadline for poll(); deadline < 0 is forever. */
 static int poll_left(int64_t deadline)
 {
@@ -254,7 +253,7 @@ int client_queue_connect(struct client *c, const char *addr, unsigned port, cons
      * guest's end and never passes the guest's on: over fc:, an EOF from
      * either side ends the tunnel (else a server's close would not reach us) */
     bool fc = strncmp(addr, "fc:", 3) == 0;
-    *id = client_begin(c, &w, "connect", 1 + (host != NULL) + fc);
+    *id = client_begin(c, &w, "connect");
     wire_kv_uint(&w, "port", port);
     if (host)
         wire_kv_str(&w, "host", host);
@@ -265,10 +264,10 @@ int client_queue_connect(struct client *c, const char *addr, unsigned port, cons
 
 /* --- sending -------------------------------------------------------------- */
 
-uint64_t client_begin(struct client *c, struct wire_enc *w, const char *type, uint32_t nfields)
+uint64_t client_begin(struct client *c, struct wire_enc *w, const char *type)
 {
     uint64_t id = c->next_id++;
-    wire_begin(w, &c->out, nfields + 2);
+    wire_begin(w, &c->out);
     wire_kv_str(w, "type", type);
     wire_kv_uint(w, "id", id);
     return id;
@@ -426,7 +425,7 @@ int client_auth(struct client *c, const void *token, size_t len, struct sa_err *
         return err_set(e, 0, "auth_required",
                        "the agent requires a token (--token-file or $SANDBOX_AGENT_TOKEN_FILE)");
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "auth", 1);
+    uint64_t id = client_begin(c, &w, "auth");
     wire_kv_bin(&w, "token", token, len);
     if (client_end(c, &w, e) < 0)
         return -1;

@@ -84,9 +84,10 @@ bool client_has_cap(const struct client *c, const char *cap);
 
 /* --- sending ------------------------------------------------------------- */
 /* Start a request frame in the send queue with "type" and a fresh "id"
- * (returned); the caller then writes exactly nfields more key/value pairs
- * with wire_kv_* / wire_key + msgpack_pack_* on w->pk, and calls client_end. */
-uint64_t client_begin(struct client *c, struct wire_enc *w, const char *type, uint32_t nfields);
+ * (returned); the caller then writes its fields with wire_kv_* / wire_key +
+ * msgpack_pack_* on w->pk (the map counts them, wire.h), and calls
+ * client_end. */
+uint64_t client_begin(struct client *c, struct wire_enc *w, const char *type);
 /* Finish the frame. A frame over max_frame is removed from the queue and
  * fails with "frame_too_large". */
 int client_end(struct client *c, struct wire_enc *w, struct sa_err *e);

@@ -1,5 +1,6 @@
 /* ctl.h — what sandboxctl's files share: the plumbing in ctl_common.c
- * (connecting, messages, output) and each command file's verbs, which
+ * (connecting, messages, output) and each command file's verbs (verb_*:
+ * `cmd_` is the agent's command table only, docs/agent.md "Naming"), which
  * sandboxctl.c's dispatch table calls. Not a library API. */
 #ifndef SA_CTL_H
 #define SA_CTL_H
@@ -56,35 +57,35 @@ int parse_u64(const char *s, uint64_t *v);
 void report_gap(uint64_t from, uint64_t to);
 
 /* ctl_codec.c (no agent) */
-int cmd_encode(int argc, char **argv);
-int cmd_decode(int argc, char **argv);
+int verb_encode(int argc, char **argv);
+int verb_decode(int argc, char **argv);
 
 /* ctl_exec.c */
-int cmd_exec(const char *addr, int argc, char **argv);
+int verb_exec(const char *addr, int argc, char **argv);
 
 /* ctl_cmds.c */
-int cmd_ping(const char *addr, int argc, char **argv);
-int cmd_logs(const char *addr, int argc, char **argv);
-int cmd_wait(const char *addr, int argc, char **argv);
-int cmd_kill(const char *addr, int argc, char **argv);
-int cmd_release(const char *addr, int argc, char **argv);
-int cmd_inspect(const char *addr, int argc, char **argv);
-int cmd_ps(const char *addr, int argc, char **argv);
-int cmd_stats(const char *addr, int argc, char **argv);
+int verb_ping(const char *addr, int argc, char **argv);
+int verb_logs(const char *addr, int argc, char **argv);
+int verb_wait(const char *addr, int argc, char **argv);
+int verb_kill(const char *addr, int argc, char **argv);
+int verb_release(const char *addr, int argc, char **argv);
+int verb_inspect(const char *addr, int argc, char **argv);
+int verb_ps(const char *addr, int argc, char **argv);
+int verb_stats(const char *addr, int argc, char **argv);
 
 /* ctl_files.c */
-int cmd_upload(const char *addr, int argc, char **argv);
-int cmd_download(const char *addr, int argc, char **argv);
-int cmd_fget(const char *addr, int argc, char **argv);
-int cmd_put(const char *addr, int argc, char **argv);
-int cmd_stat(const char *addr, int argc, char **argv);
-int cmd_ls(const char *addr, int argc, char **argv);
-int cmd_mkdir(const char *addr, int argc, char **argv);
-int cmd_rm(const char *addr, int argc, char **argv);
-int cmd_mv(const char *addr, int argc, char **argv);
-int cmd_chmod(const char *addr, int argc, char **argv);
+int verb_upload(const char *addr, int argc, char **argv);
+int verb_download(const char *addr, int argc, char **argv);
+int verb_fget(const char *addr, int argc, char **argv);
+int verb_put(const char *addr, int argc, char **argv);
+int verb_stat(const char *addr, int argc, char **argv);
+int verb_ls(const char *addr, int argc, char **argv);
+int verb_mkdir(const char *addr, int argc, char **argv);
+int verb_rm(const char *addr, int argc, char **argv);
+int verb_mv(const char *addr, int argc, char **argv);
+int verb_chmod(const char *addr, int argc, char **argv);
 
 /* ctl_forward.c */
-int cmd_forward(const char *addr, int argc, char **argv);
+int verb_forward(const char *addr, int argc, char **argv);
 
 #endif

@@ -23,7 +23,7 @@
 
 /* --- ping ----------------------------------------------------------------- */
 
-int cmd_ping(const char *addr, int argc, char **argv)
+int verb_ping(const char *addr, int argc, char **argv)
 {
     (void)argv;
     if (argc > 1)
@@ -34,7 +34,7 @@ int cmd_ping(const char *addr, int argc, char **argv)
     struct wire_enc w;
     struct sa_err e;
     msgpack_object reply;
-    uint64_t id = client_begin(c, &w, "ping", 0);
+    uint64_t id = client_begin(c, &w, "ping");
     if (client_end(c, &w, &e) < 0 || client_call(c, id, addr_timeout_from_env(), &reply, &e) != 0) {
         warnmsg("ping: %s", e.msg);
         client_free(c);
@@ -46,7 +46,7 @@ int cmd_ping(const char *addr, int argc, char **argv)
     return fflush(stdout) == 0 ? 0 : EXIT_CONN;
 }
 
-/* --- commands about one command id: shared -------------------------------- */
+/* --- verbs about one command id: shared ----------------------------------- */
 
 /* The single ID argument left after the options: 0, or a usage error's status. */
 static int one_id(const char *what, int argc, char **argv, uint64_t *id)
@@ -71,7 +71,7 @@ static int call_cmd(struct client *c, const char *type, uint64_t cmd, int timeou
                     msgpack_object *reply, struct sa_err *e)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, type, 1);
+    uint64_t id = client_begin(c, &w, type);
     wire_kv_uint(&w, "cmd", cmd);
     if (client_end(c, &w, e) < 0)
         return -1;
@@ -198,7 +198,7 @@ static int logs_event(struct logs_state *st, const msgpack_object *m, int *statu
 static uint64_t logs_request(struct client *c, const struct logs_opts *o, struct sa_err *e)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "logs", 3);
+    uint64_t id = client_begin(c, &w, "logs");
     wire_kv_uint(&w, "cmd", o->cmd);
     wire_kv_uint(&w, "from", o->from);
     wire_kv_bool(&w, "follow", o->follow);
@@ -225,7 +225,7 @@ static int logs_run(struct client *c, const struct logs_opts *o)
     }
 }
 
-int cmd_logs(const char *addr, int argc, char **argv)
+int verb_logs(const char *addr, int argc, char **argv)
 {
     struct logs_opts o;
     int rc = logs_parse(argc, argv, &o);
@@ -284,7 +284,7 @@ static int wait_status(const struct wait_opts *o, const msgpack_object *reply)
     return code >= 0 && code <= 255 ? (int)code : EXIT_CONN;
 }
 
-int cmd_wait(const char *addr, int argc, char **argv)
+int verb_wait(const char *addr, int argc, char **argv)
 {
     struct wait_opts o;
     struct sa_err e;
@@ -333,7 +333,7 @@ static int kill_parse(int argc, char **argv, int *sig, uint64_t *cmd)
     return one_id("kill", argc, argv, cmd);
 }
 
-int cmd_kill(const char *addr, int argc, char **argv)
+int verb_kill(const char *addr, int argc, char **argv)
 {
     int sig;
     uint64_t cmd;
@@ -346,7 +346,7 @@ int cmd_kill(const char *addr, int argc, char **argv)
     if (rc != 0)
         return rc;
     struct client *c = connect_or_die(addr);
-    uint64_t id = client_begin(c, &w, "signal", 2);
+    uint64_t id = client_begin(c, &w, "signal");
     wire_kv_uint(&w, "cmd", cmd);
     wire_kv_uint(&w, "signal", (uint64_t)sig);
     rc = client_end(c, &w, &e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, &e);
@@ -359,7 +359,7 @@ int cmd_kill(const char *addr, int argc, char **argv)
 /* --- release -------------------------------------------------------------- */
 
 /* release --all | release ID...: the agent forgets exited commands. */
-int cmd_release(const char *addr, int argc, char **argv)
+int verb_release(const char *addr, int argc, char **argv)
 {
     static const struct option longopts[] = {
         { "all", no_argument, NULL, 'a' },
@@ -387,7 +387,7 @@ int cmd_release(const char *addr, int argc, char **argv)
         struct wire_enc w;
         struct sa_err e;
         msgpack_object reply;
-        uint64_t cmd = 0, id = client_begin(c, &w, "release", 1);
+        uint64_t cmd = 0, id = client_begin(c, &w, "release");
         if (all) {
             wire_kv_bool(&w, "all", true);
         } else {
@@ -422,7 +422,7 @@ static void record_json(struct buf *b, const msgpack_object *m)
     free(kv);
 }
 
-int cmd_inspect(const char *addr, int argc, char **argv)
+int verb_inspect(const char *addr, int argc, char **argv)
 {
     uint64_t cmd;
     struct sa_err e;
@@ -632,7 +632,7 @@ static int agent_time(struct client *c, uint64_t *now_ms, struct sa_err *e)
 {
     struct wire_enc w;
     msgpack_object reply;
-    uint64_t id = client_begin(c, &w, "ping", 0);
+    uint64_t id = client_begin(c, &w, "ping");
     int rc = client_end(c, &w, e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, e);
     if (rc == 0 && !wire_obj_uint(wire_get(&reply, "time_ms"), now_ms))
         *now_ms = 0;
@@ -645,7 +645,7 @@ static int ps_list(struct client *c, const struct ps_opts *o, uint64_t cursor,
                    msgpack_object *reply, struct sa_err *e)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "list", cursor ? 2 : 1);
+    uint64_t id = client_begin(c, &w, "list");
     wire_kv_bool(&w, "running", !o->all);
     if (cursor)
         wire_kv_uint(&w, "cursor", cursor);
@@ -658,7 +658,7 @@ static int ps_list(struct client *c, const struct ps_opts *o, uint64_t cursor,
     return rc;
 }
 
-int cmd_ps(const char *addr, int argc, char **argv)
+int verb_ps(const char *addr, int argc, char **argv)
 {
     struct ps_opts o;
     struct sa_err e;
@@ -793,7 +793,7 @@ static void stats_render(struct buf *b, const msgpack_object *r)
     }
 }
 
-int cmd_stats(const char *addr, int argc, char **argv)
+int verb_stats(const char *addr, int argc, char **argv)
 {
     enum { OPT_JSON = 256 };
     static const struct option longopts[] = {
@@ -820,7 +820,7 @@ int cmd_stats(const char *addr, int argc, char **argv)
     struct wire_enc w;
     struct sa_err e;
     msgpack_object reply;
-    uint64_t id = client_begin(c, &w, "stats", 0);
+    uint64_t id = client_begin(c, &w, "stats");
     rc = client_end(c, &w, &e) < 0 ? -1 : client_call(c, id, addr_timeout_from_env(), &reply, &e);
     if (rc != 0) {
         rc = call_failed("stats", rc, &e);

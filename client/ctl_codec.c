@@ -81,16 +81,17 @@ static int encode_line(const char *p, size_t n, msgpack_zone *z, struct buf *out
     if (o.type != MSGPACK_OBJECT_MAP)
         return err_set(e, EINVAL, "bad_json", "a frame must be a JSON object");
     struct wire_enc w;
-    wire_begin(&w, out, o.via.map.size);
+    wire_begin(&w, out);
     for (uint32_t i = 0; i < o.via.map.size; i++) {
-        msgpack_pack_object(&w.pk, o.via.map.ptr[i].key);
+        const msgpack_object_str *k = &o.via.map.ptr[i].key.via.str;   /* JSON: a string */
+        wire_key_n(&w, k->ptr, k->size);
         msgpack_pack_object(&w.pk, o.via.map.ptr[i].val);
     }
     wire_end(&w);   /* a line of at most 64 MiB packs into far less than 4 GiB */
     return 0;
 }
 
-int cmd_encode(int argc, char **argv)
+int verb_encode(int argc, char **argv)
 {
     (void)argv;
     if (argc > 1)
@@ -182,7 +183,7 @@ static int decode_loop(struct buf *in, struct buf *out, msgpack_zone *z, struct 
     return 0;
 }
 
-int cmd_decode(int argc, char **argv)
+int verb_decode(int argc, char **argv)
 {
     (void)argv;
     if (argc > 1)

@@ -139,7 +139,7 @@ int need_cap(struct client *c, const char *cap, const char *what)
     return EXIT_USAGE;
 }
 
-/* --- shared by the command files ------------------------------------------ */
+/* --- shared by the verb files --------------------------------------------- */
 
 /* A decimal u64 (0 allowed), nothing else. 0 or -1. */
 int parse_u64(const char *s, uint64_t *v)

@@ -15,6 +15,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "ackwin.h"
 #include "addr.h"
 #include "buf.h"
 #include "client.h"
@@ -164,21 +165,13 @@ static int sig_setup(bool tty, struct sa_err *e)
 
 /* --- exec: the session ---------------------------------------------------- */
 
-struct inflight {
-    uint64_t id;                /* the stdin request */
-    uint32_t n;                 /* its data bytes */
-};
-
 struct session {
     struct client *c;
     uint64_t id;                /* the exec request: events carry it */
     uint64_t cmd;
     bool stdin_open;            /* still forwarding our stdin */
-    uint64_t unacked;           /* stdin bytes sent, not acknowledged */
-    uint64_t window;
+    struct ackwin_sender *win;  /* stdin requests awaiting their ok (hello's stdin_window) */
     size_t chunk;               /* largest stdin request data */
-    struct inflight *fl;        /* stdin requests awaiting their ok, oldest first */
-    size_t nfl, capfl;
     uint64_t offset[2];         /* bytes received per stream: stdout, stderr */
     bool sink_gone[2];          /* our stdout/stderr reader has gone away */
     bool resync[2];             /* a gap was reported: offsets may jump once */
@@ -197,41 +190,16 @@ static int fail_conn(struct session *s, const struct sa_err *e)
     return -1;
 }
 
-static void inflight_push(struct session *s, uint64_t id, uint32_t n)
+/* Start a request about our command: type, id and cmd; the caller adds the
+ * rest. Returns the request id. */
+static uint64_t session_req_begin(struct session *s, struct wire_enc *w, const char *type)
 {
-    if (s->nfl == s->capfl) {
-        s->capfl = s->capfl ? s->capfl * 2 : 16;
-        s->fl = xrealloc(s->fl, s->capfl * sizeof *s->fl);
-    }
-    s->fl[s->nfl++] = (struct inflight){ id, n };
-    s->unacked += n;
-}
-
-/* Forget stdin request id; false when it is not one of ours. */
-static bool inflight_ack(struct session *s, uint64_t id)
-{
-    for (size_t i = 0; i < s->nfl; i++) {
-        if (s->fl[i].id != id)
-            continue;
-        s->unacked -= s->fl[i].n;
-        memmove(&s->fl[i], &s->fl[i + 1], (s->nfl - i - 1) * sizeof *s->fl);
-        s->nfl--;
-        return true;
-    }
-    return false;
-}
-
-/* Start a request about our command: type, id and cmd, then nfields more.
- * Returns the request id. */
-static uint64_t cmd_begin(struct session *s, struct wire_enc *w, const char *type,
-                          uint32_t nfields)
-{
-    uint64_t id = client_begin(s->c, w, type, nfields + 1);
+    uint64_t id = client_begin(s->c, w, type);
     wire_kv_uint(w, "cmd", s->cmd);
     return id;
 }
 
-static int cmd_end(struct session *s, struct wire_enc *w)
+static int session_req_end(struct session *s, struct wire_enc *w)
 {
     struct sa_err e;
     return client_end(s->c, w, &e) < 0 ? fail_conn(s, &e) : 0;
@@ -240,11 +208,11 @@ static int cmd_end(struct session *s, struct wire_enc *w)
 static int send_stdin(struct session *s, const uint8_t *p, size_t n)
 {
     struct wire_enc w;
-    uint64_t id = cmd_begin(s, &w, "stdin", 1);
+    uint64_t id = session_req_begin(s, &w, "stdin");
     wire_kv_bin(&w, "data", p, n);
-    if (cmd_end(s, &w) < 0)
+    if (session_req_end(s, &w) < 0)
         return -1;
-    inflight_push(s, id, (uint32_t)n);
+    ackwin_sent(s->win, id, n);
     return 0;
 }
 
@@ -252,16 +220,16 @@ static int send_close_stdin(struct session *s)
 {
     struct wire_enc w;
     s->stdin_open = false;
-    cmd_begin(s, &w, "close_stdin", 0);
-    return cmd_end(s, &w);
+    session_req_begin(s, &w, "close_stdin");
+    return session_req_end(s, &w);
 }
 
 static int send_signal(struct session *s, int sig)
 {
     struct wire_enc w;
-    cmd_begin(s, &w, "signal", 1);
+    session_req_begin(s, &w, "signal");
     wire_kv_uint(&w, "signal", (uint64_t)sig);
-    return cmd_end(s, &w);
+    return session_req_end(s, &w);
 }
 
 static int send_resize(struct session *s)
@@ -269,18 +237,18 @@ static int send_resize(struct session *s)
     struct wire_enc w;
     uint16_t rows, cols;
     tty_size(&rows, &cols);
-    cmd_begin(s, &w, "resize", 2);
+    session_req_begin(s, &w, "resize");
     wire_kv_uint(&w, "rows", rows);
     wire_kv_uint(&w, "cols", cols);
-    return cmd_end(s, &w);
+    return session_req_end(s, &w);
 }
 
 /* Our stdin is readable (or at EOF, or gone). */
 static int on_stdin(struct session *s)
 {
     size_t n = s->chunk;
-    if (s->window - s->unacked < n)
-        n = (size_t)(s->window - s->unacked);
+    if (ackwin_room(s->win) < n)
+        n = (size_t)ackwin_room(s->win);
     ssize_t r = read(STDIN_FILENO, s->inbuf, n);
     if (r > 0)
         return send_stdin(s, s->inbuf, (size_t)r);
@@ -293,7 +261,7 @@ static int on_stdin(struct session *s)
 
 static bool want_stdin(const struct session *s)
 {
-    return s->stdin_open && s->unacked < s->window && client_pending(s->c) < SEND_QUEUE_MAX;
+    return s->stdin_open && ackwin_room(s->win) > 0 && client_pending(s->c) < SEND_QUEUE_MAX;
 }
 
 static int on_signals(struct session *s)
@@ -395,7 +363,7 @@ static int on_event(struct session *s, const msgpack_object *m)
 /* A reply to one of our stdin, close_stdin, signal or resize requests. */
 static void on_reply(struct session *s, const msgpack_object *m, uint64_t id)
 {
-    bool was_stdin = inflight_ack(s, id);
+    bool was_stdin = ackwin_acked(s->win, id);
     if (!client_msg_is(m, "error"))
         return;
     struct sa_err e;
@@ -499,15 +467,13 @@ static int session_run(struct session *s)
 static void pack_env(struct wire_enc *w, const struct exec_opts *o)
 {
     wire_key(w, "env");
-    msgpack_pack_map(&w->pk, (uint32_t)o->nenv);
+    unsigned env = wire_map_begin(w);
     for (size_t i = 0; i < o->nenv; i++) {
         const char *eq = strchr(o->env[i], '=');
-        size_t kn = (size_t)(eq - o->env[i]), vn = strlen(eq + 1);
-        msgpack_pack_str(&w->pk, kn);
-        msgpack_pack_str_body(&w->pk, o->env[i], kn);
-        msgpack_pack_str(&w->pk, vn);
-        msgpack_pack_str_body(&w->pk, eq + 1, vn);
+        wire_key_n(w, o->env[i], (size_t)(eq - o->env[i]));
+        wire_str(w, eq + 1);
     }
+    wire_map_end(w, env);
 }
 
 static void pack_pty(struct wire_enc *w)
@@ -517,19 +483,18 @@ static void pack_pty(struct wire_enc *w)
     bool has_term = term && *term;
     tty_size(&rows, &cols);
     wire_key(w, "pty");
-    msgpack_pack_map(&w->pk, has_term ? 3 : 2);
+    unsigned pty = wire_map_begin(w);
     wire_kv_uint(w, "rows", rows);
     wire_kv_uint(w, "cols", cols);
     if (has_term)
         wire_kv_str(w, "term", term);
+    wire_map_end(w, pty);
 }
 
 static uint64_t exec_request(struct client *c, const struct exec_opts *o, struct sa_err *e)
 {
     struct wire_enc w;
-    uint32_t n = (uint32_t)(1 + (o->nenv > 0) + (o->cwd != NULL) + (o->user != NULL) +
-                            o->sudo + o->stdin_null + o->detach + (o->timeout_ms > 0) + o->tty);
-    uint64_t id = client_begin(c, &w, "exec", n);
+    uint64_t id = client_begin(c, &w, "exec");
     wire_key(&w, "argv");
     msgpack_pack_array(&w.pk, (uint32_t)o->argc);
     for (size_t i = 0; i < o->argc; i++)
@@ -572,7 +537,8 @@ static void session_init(struct session *s, struct client *c, uint64_t id, uint6
     s->cmd = cmd;
     s->stdin_open = !o->stdin_null;
     s->timeout_ms = o->timeout_ms;
-    s->window = h->stdin_window;
+    s->win = xmalloc(sizeof *s->win);
+    ackwin_sender_init(s->win, h->stdin_window);
     s->chunk = STDIN_CHUNK;
     if (s->chunk > h->max_frame - FRAME_OVERHEAD)
         s->chunk = h->max_frame - FRAME_OVERHEAD;
@@ -581,7 +547,7 @@ static void session_init(struct session *s, struct client *c, uint64_t id, uint6
 
 static void session_free(struct session *s)
 {
-    free(s->fl);
+    free(s->win);
     free(s->inbuf);
 }
 
@@ -621,7 +587,7 @@ static int exec_start(struct client *c, const struct exec_opts *o)
     return s.code;
 }
 
-int cmd_exec(const char *addr, int argc, char **argv)
+int verb_exec(const char *addr, int argc, char **argv)
 {
     struct exec_opts o;
     int rc = exec_parse(argc, argv, &o);

@@ -26,6 +26,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include "ackwin.h"
 #include "ctl.h"
 #include "json.h"
 #include "wire.h"
@@ -33,7 +34,6 @@
 
 #define CHUNK_MAX (256u << 10)          /* bytes in one chunk request */
 #define CHUNK_OVERHEAD 64               /* a chunk request's bytes besides its data */
-#define ACKS_MAX 4096                   /* chunks in flight (bounded by the window anyway) */
 
 /* Who the operation runs as: --user NAME, --sudo. */
 struct who {
@@ -125,11 +125,6 @@ static int fopts_parse(int argc, char **argv, const char *what, unsigned allowed
     return 0;
 }
 
-static uint32_t who_fields(const struct who *w)
-{
-    return (w->user ? 1u : 0u) + (w->sudo ? 1u : 0u);
-}
-
 static void who_pack(struct wire_enc *enc, const struct who *w)
 {
     if (w->user)
@@ -219,14 +214,14 @@ static int send_stream(struct client *c, uint64_t id, struct source *src, const 
     if (chunk + CHUNK_OVERHEAD > h->max_frame)
         chunk = h->max_frame - CHUNK_OVERHEAD;
     uint8_t *block = xmalloc(chunk);
-    struct { uint64_t id; size_t n; } *acks = xcalloc(ACKS_MAX, sizeof *acks);
-    size_t ahead = 0, atail = 0, nacks = 0, unacked = 0;
+    struct ackwin_sender *win = xmalloc(sizeof *win);
+    ackwin_sender_init(win, h->stdin_window);
     bool eof_sent = false, stopped = false, got_final = false;
     int rc = 0;
     struct sa_err e;
     while (!got_final) {
         /* fill the window */
-        while (!eof_sent && !stopped && nacks < ACKS_MAX && unacked + chunk <= h->stdin_window) {
+        while (!eof_sent && !stopped && ackwin_room(win) >= chunk) {
             ssize_t n;
             do
                 n = read(src->fd, block, chunk);
@@ -242,7 +237,7 @@ static int send_stream(struct client *c, uint64_t id, struct source *src, const 
                 goto out;        /* no eof chunk: closing the connection cancels */
             }
             struct wire_enc w;
-            uint64_t cid = client_begin(c, &w, "chunk", eof ? 3 : 2);
+            uint64_t cid = client_begin(c, &w, "chunk");
             wire_kv_uint(&w, "ref", id);
             wire_kv_bin(&w, "data", block, (size_t)n);
             if (eof)
@@ -251,11 +246,7 @@ static int send_stream(struct client *c, uint64_t id, struct source *src, const 
                 rc = conn_failed(what, &e);
                 goto out;
             }
-            acks[atail].id = cid;
-            acks[atail].n = (size_t)n;
-            atail = (atail + 1) % ACKS_MAX;
-            nacks++;
-            unacked += (size_t)n;
+            ackwin_sent(win, cid, (uint64_t)n);
             eof_sent = eof;
             if (client_pending(c) >= chunk * 2)
                 break;
@@ -278,17 +269,14 @@ static int send_stream(struct client *c, uint64_t id, struct source *src, const 
                 rc = client_msg_is(&m, "error") ? reply_failed(what, &m) : EXIT_CONN;
             continue;
         }
-        if (nacks > 0 && client_msg_id(&m, acks[ahead].id)) {
-            unacked -= acks[ahead].n;
-            ahead = (ahead + 1) % ACKS_MAX;
-            nacks--;
-            if (client_msg_is(&m, "error"))
-                stopped = true;  /* the final reply says why */
-        }
+        uint64_t rid;
+        if (wire_obj_uint(wire_get(&m, "id"), &rid) && ackwin_acked(win, rid) &&
+            client_msg_is(&m, "error"))
+            stopped = true;      /* the final reply says why */
     }
 out:
     free(block);
-    free(acks);
+    free(win);
     return rc;
 }
 
@@ -452,7 +440,7 @@ static int upload_report(const msgpack_object *m)
     return EXIT_FAILED;
 }
 
-int cmd_upload(const char *addr, int argc, char **argv)
+int verb_upload(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "upload", F_PARENTS | F_GZIP | F_KEEP, &o);
@@ -473,8 +461,7 @@ int cmd_upload(const char *addr, int argc, char **argv)
     }
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "upload", 1 + (parents ? 1 : 0) + (keep ? 1 : 0) +
-                                                    who_fields(&who));
+    uint64_t id = client_begin(c, &w, "upload");
     wire_kv_str(&w, "dest", dest);
     if (parents)
         wire_kv_bool(&w, "parents", true);
@@ -498,7 +485,7 @@ int cmd_upload(const char *addr, int argc, char **argv)
     return rc;
 }
 
-int cmd_put(const char *addr, int argc, char **argv)
+int verb_put(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "put", F_MODE | F_APPEND, &o);
@@ -529,8 +516,7 @@ int cmd_put(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "write", 2 + (has_mode ? 1 : 0) + (append ? 1 : 0) +
-                                                   who_fields(&who));
+    uint64_t id = client_begin(c, &w, "write");
     wire_kv_str(&w, "path", remote);
     wire_kv_bool(&w, "parents", true);
     if (has_mode)
@@ -588,7 +574,7 @@ static int recv_stream(struct client *c, uint64_t id, int fd, const char *what)
     }
 }
 
-int cmd_download(const char *addr, int argc, char **argv)
+int verb_download(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "download", F_GZIP, &o);
@@ -606,7 +592,7 @@ int cmd_download(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "download", 1 + (gzip ? 1 : 0) + who_fields(&who));
+    uint64_t id = client_begin(c, &w, "download");
     wire_key(&w, "paths");
     msgpack_pack_array(&w.pk, (uint32_t)(argc - optind));
     for (int i = optind; i < argc; i++)
@@ -622,7 +608,7 @@ int cmd_download(const char *addr, int argc, char **argv)
     return rc;
 }
 
-int cmd_fget(const char *addr, int argc, char **argv)
+int verb_fget(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "get", 0, &o);
@@ -663,7 +649,7 @@ int cmd_fget(const char *addr, int argc, char **argv)
     if (c) {
         struct wire_enc w;
         struct sa_err e;
-        uint64_t id = client_begin(c, &w, "read", 1 + who_fields(&who));
+        uint64_t id = client_begin(c, &w, "read");
         wire_kv_str(&w, "path", remote);
         who_pack(&w, &who);
         if (client_end(c, &w, &e) < 0 || client_flush_all(c, -1, &e) < 0)
@@ -739,7 +725,7 @@ static void fmt_mtime(int64_t ms, char *out, size_t n)
         snprintf(out, n, "?");
 }
 
-int cmd_stat(const char *addr, int argc, char **argv)
+int verb_stat(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "stat", F_FOLLOW | F_JSON, &o);
@@ -754,7 +740,7 @@ int cmd_stat(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "stat", 1 + (follow ? 1 : 0) + who_fields(&who));
+    uint64_t id = client_begin(c, &w, "stat");
     wire_kv_str(&w, "path", argv[optind]);
     if (follow)
         wire_kv_bool(&w, "follow", true);
@@ -843,7 +829,7 @@ static char *render_entry(const msgpack_object *ent, bool longfmt, bool json)
     return s;
 }
 
-int cmd_ls(const char *addr, int argc, char **argv)
+int verb_ls(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "ls", F_LONG | F_JSON, &o);
@@ -859,7 +845,7 @@ int cmd_ls(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "ls", 1 + who_fields(&who));
+    uint64_t id = client_begin(c, &w, "ls");
     wire_kv_str(&w, "path", path);
     who_pack(&w, &who);
     struct lent *v = NULL;
@@ -934,14 +920,11 @@ static int for_each_path(const char *addr, const char *type, const char *what,
     struct client *c = connect_cap(addr, "fs", what, &rc);
     if (!c)
         return rc;
-    uint32_t nf = 1 + (o->set & F_MODE ? 1 : 0) + who_fields(&o->who);
-    for (size_t k = 0; k < sizeof flags / sizeof *flags; k++)
-        nf += o->set & flags[k].bit ? 1 : 0;
     uint64_t first = 0;
     struct sa_err e;
     for (int i = 0; i < n; i++) {
         struct wire_enc w;
-        uint64_t id = client_begin(c, &w, type, nf);
+        uint64_t id = client_begin(c, &w, type);
         if (i == 0)
             first = id;
         wire_kv_str(&w, "path", paths[i]);
@@ -979,7 +962,7 @@ static int for_each_path(const char *addr, const char *type, const char *what,
     return rc;
 }
 
-int cmd_mkdir(const char *addr, int argc, char **argv)
+int verb_mkdir(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "mkdir", F_PARENTS | F_MODE, &o);
@@ -990,7 +973,7 @@ int cmd_mkdir(const char *addr, int argc, char **argv)
     return for_each_path(addr, "mkdir", "mkdir", &o, argc - optind, argv + optind);
 }
 
-int cmd_rm(const char *addr, int argc, char **argv)
+int verb_rm(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "rm", F_RECURSIVE | F_FORCE, &o);
@@ -1001,7 +984,7 @@ int cmd_rm(const char *addr, int argc, char **argv)
     return for_each_path(addr, "remove", "rm", &o, argc - optind, argv + optind);
 }
 
-int cmd_chmod(const char *addr, int argc, char **argv)
+int verb_chmod(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "chmod", 0, &o);
@@ -1015,7 +998,7 @@ int cmd_chmod(const char *addr, int argc, char **argv)
     return for_each_path(addr, "chmod", "chmod", &o, argc - optind - 1, argv + optind + 1);
 }
 
-int cmd_mv(const char *addr, int argc, char **argv)
+int verb_mv(const char *addr, int argc, char **argv)
 {
     struct fopts o;
     int rc = fopts_parse(argc, argv, "mv", F_NOCLOBBER, &o);
@@ -1030,7 +1013,7 @@ int cmd_mv(const char *addr, int argc, char **argv)
         return rc;
     struct wire_enc w;
     struct sa_err e;
-    uint64_t id = client_begin(c, &w, "rename", 2 + (noclobber ? 1 : 0) + who_fields(&who));
+    uint64_t id = client_begin(c, &w, "rename");
     wire_kv_str(&w, "from", argv[optind]);
     wire_kv_str(&w, "to", argv[optind + 1]);
     if (noclobber)

@@ -323,7 +323,7 @@ static int fwd_stdio(const struct fwd_ctx *x, int argc, char **argv)
     return rc == EXIT_FAILED ? rc : 0;
 }
 
-int cmd_forward(const char *addr, int argc, char **argv)
+int verb_forward(const char *addr, int argc, char **argv)
 {
     enum { OPT_STDIO = 256, OPT_GHOST };
     static const struct option longopts[] = {

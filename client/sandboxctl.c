@@ -163,9 +163,9 @@ int main(int argc, char **argv)
     int sub_argc = argc - optind;
     char **sub_argv = argv + optind;
     if (strcmp(cmd, "encode") == 0)
-        return cmd_encode(sub_argc, sub_argv);
+        return verb_encode(sub_argc, sub_argv);
     if (strcmp(cmd, "decode") == 0)
-        return cmd_decode(sub_argc, sub_argv);
+        return verb_decode(sub_argc, sub_argv);
     if (strcmp(cmd, "help") == 0) {
         fputs(usage_text, stdout);
         return 0;
@@ -173,18 +173,18 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(const char *addr, int argc, char **argv);
-    } cmds[] = {
-        { "ping", cmd_ping }, { "exec", cmd_exec }, { "logs", cmd_logs }, { "wait", cmd_wait },
-        { "kill", cmd_kill }, { "ps", cmd_ps },     { "inspect", cmd_inspect },
-        { "release", cmd_release },
-        { "stats", cmd_stats },
-        { "upload", cmd_upload }, { "download", cmd_download }, { "get", cmd_fget },
-        { "put", cmd_put }, { "stat", cmd_stat }, { "ls", cmd_ls }, { "mkdir", cmd_mkdir },
-        { "rm", cmd_rm }, { "mv", cmd_mv }, { "chmod", cmd_chmod },
-        { "forward", cmd_forward },
+    } verbs[] = {
+        { "ping", verb_ping }, { "exec", verb_exec }, { "logs", verb_logs }, { "wait", verb_wait },
+        { "kill", verb_kill }, { "ps", verb_ps },     { "inspect", verb_inspect },
+        { "release", verb_release },
+        { "stats", verb_stats },
+        { "upload", verb_upload }, { "download", verb_download }, { "get", verb_fget },
+        { "put", verb_put }, { "stat", verb_stat }, { "ls", verb_ls }, { "mkdir", verb_mkdir },
+        { "rm", verb_rm }, { "mv", verb_mv }, { "chmod", verb_chmod },
+        { "forward", verb_forward },
     };
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(cmd, cmds[i].name) == 0)
-            return cmds[i].fn(addr, sub_argc, sub_argv);
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+        if (strcmp(cmd, verbs[i].name) == 0)
+            return verbs[i].fn(addr, sub_argc, sub_argv);
     return usage_error("unknown command '%s'", cmd);
 }

@@ -191,7 +191,7 @@ void xfer_result_encode(const struct xfer_result *r, uint64_t id, uint32_t max_f
         used += cost;
     }
     struct wire_enc w;
-    wire_begin(&w, out, r->failed ? 9 : 6);
+    wire_begin(&w, out);
     wire_kv_str(&w, "type", r->failed ? "error" : "end");
     wire_kv_uint(&w, "id", id);
     if (r->failed) {
@@ -204,9 +204,10 @@ void xfer_result_encode(const struct xfer_result *r, uint64_t id, uint32_t max_f
     wire_key(&w, "refused");
     msgpack_pack_array(&w.pk, (uint32_t)listed);
     for (size_t i = 0; i < listed; i++) {
-        msgpack_pack_map(&w.pk, 2);
+        unsigned entry = wire_map_begin(&w);
         wire_kv_str(&w, "path", r->refused[i].path);
         wire_kv_str(&w, "reason", r->refused[i].reason);
+        wire_map_end(&w, entry);
     }
     wire_kv_uint(&w, "refused_more", r->refused_more + (r->nrefused - listed));
     wire_end(&w);

@@ -1,8 +1,10 @@
-/* xfer.h — the archive engine of uploads and downloads (issue 4).
+/* xfer.h — the archive engine of uploads and downloads (library sa_xfer,
+ * common/README.md).
  *
- * This module runs inside a forked helper that already has the identity of the
- * user the transfer is done for; it does no forking, no identity switching and
- * no protocol I/O of its own. It reads or writes a tar stream on a plain fd.
+ * In the agent this module runs inside a forked helper that already has the
+ * identity of the user the transfer is done for; sandboxctl packs with it in a
+ * child of its own. It does no forking, no identity switching and no protocol
+ * I/O of its own. It reads or writes a tar stream on a plain fd.
  *
  * Upload (xfer_extract): a tar stream (ustar, pax, GNU; plain, gzip, or zstd
  * when the linked libarchive has it built in; detected from the bytes) is

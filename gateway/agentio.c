@@ -112,7 +112,7 @@ int agent_cmd_call(struct gw *gw, const struct sess *s, struct client *c, const 
                    uint64_t cmd, msgpack_object *reply, struct sa_err *e)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, type, 1);
+    uint64_t id = client_begin(c, &w, type);
     wire_kv_uint(&w, "cmd", cmd);
     if (client_end(c, &w, e) < 0)
         return -1;

@@ -380,31 +380,27 @@ static void pack_env(struct wire_enc *w, json_t *base, json_t *over)
 {
     const char *k;
     json_t *v;
-    uint32_t n = 0;
-    json_object_foreach(base, k, v) if (!over || !json_object_get(over, k)) n++;
-    if (over)
-        n += (uint32_t)json_object_size(over);
     wire_key(w, "env");
-    msgpack_pack_map(&w->pk, n);
+    unsigned env = wire_map_begin(w);
     json_object_foreach(base, k, v) if (!over || !json_object_get(over, k))
     {
-        wire_str(w, k);
+        wire_key(w, k);
         wire_str(w, json_string_value(v));
     }
     if (over)
         json_object_foreach(over, k, v)
         {
-            wire_str(w, k);
+            wire_key(w, k);
             wire_str(w, json_string_value(v));
         }
+    wire_map_end(w, env);
 }
 
 static uint64_t exec_send(struct client *c, const struct sess *s, const struct run_req *q,
                           struct sa_err *e)
 {
     struct wire_enc w;
-    uint32_t n = 3 + (q->cwd != NULL) + q->sudo + !q->wait + (q->timeout > 0);
-    uint64_t id = client_begin(c, &w, "exec", n);
+    uint64_t id = client_begin(c, &w, "exec");
     wire_key(&w, "argv");
     msgpack_pack_array(&w.pk, 1 + (uint32_t)json_array_size(q->args));
     wire_str(&w, q->command);
@@ -577,7 +573,7 @@ enum MHD_Result api_cmd_get(struct route *r)
         return st < 0 ? fail : http_json(r->conn, 200, json_pack("{s:o}", "command", cmd));
     }
     struct wire_enc w;
-    uint64_t wid = client_begin(c, &w, "wait", 1);
+    uint64_t wid = client_begin(c, &w, "wait");
     wire_kv_uint(&w, "cmd", r->cmd);
     if (client_end(c, &w, &e) < 0) {
         client_free(c);
@@ -602,7 +598,7 @@ enum MHD_Result api_cmd_logs(struct route *r)
     if (agent_open(r->gw, r->sess, &c, &e) < 0)
         return http_agent_err(r->conn, &e);
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "logs", 2);
+    uint64_t id = client_begin(c, &w, "logs");
     wire_kv_uint(&w, "cmd", r->cmd);
     wire_kv_bool(&w, "follow", true);
     int rc = client_end(c, &w, &e) < 0 ? -1 : agent_call(r->gw, r->sess, c, id, &reply, &e);
@@ -632,7 +628,7 @@ enum MHD_Result api_cmd_kill(struct route *r)
     if (agent_open(r->gw, r->sess, &c, &e) < 0)
         return http_agent_err(r->conn, &e);
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "signal", 2);
+    uint64_t id = client_begin(c, &w, "signal");
     wire_kv_uint(&w, "cmd", r->cmd);
     wire_kv_uint(&w, "signal", (uint64_t)sig);
     int rc = client_end(c, &w, &e) < 0 ? -1 : agent_call(r->gw, r->sess, c, id, &reply, &e);

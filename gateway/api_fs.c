@@ -64,7 +64,7 @@ static int path_request(struct route *r, const char *type, struct client **out, 
         return -1;
     }
     struct wire_enc w;
-    *id = client_begin(c, &w, type, 1);
+    *id = client_begin(c, &w, type);
     wire_kv_str(&w, "path", path);
     int rc = client_end(c, &w, &e) < 0 ? -1 : agent_call(r->gw, r->sess, c, *id, &reply, &e);
     if (rc != 0) {
@@ -251,7 +251,7 @@ struct upload *upload_begin(struct gw *gw, struct sess *s, const char *cwd, stru
     if (agent_open(gw, s, &c, e) < 0)
         return NULL;
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "upload", 1);
+    uint64_t id = client_begin(c, &w, "upload");
     wire_kv_str(&w, "dest", cwd);
     int rc = client_end(c, &w, e) < 0 ? -1 : agent_call(gw, s, c, id, &reply, e);
     if (rc != 0) {
@@ -280,7 +280,7 @@ struct upload *upload_begin(struct gw *gw, struct sess *s, const char *cwd, stru
 static void send_chunk(struct upload *u, const char *p, size_t n, bool eof)
 {
     struct wire_enc w;
-    uint64_t id = client_begin(u->c, &w, "chunk", 3);
+    uint64_t id = client_begin(u->c, &w, "chunk");
     wire_kv_uint(&w, "ref", u->uid);
     wire_kv_bin(&w, "data", p, n);
     wire_kv_bool(&w, "eof", eof);

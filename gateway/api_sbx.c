@@ -107,10 +107,10 @@ static int create_params(json_t *body, json_t **out, struct jerr *je, const char
 static int session_hello(struct gw *gw, struct sess *s, struct sa_err *e)
 {
     struct client *c;
-    int64_t deadline = gw_now_ms() + gw->prov_timeout_ms;
+    int64_t deadline = clock_mono_ms() + gw->prov_timeout_ms;
     /* a booting VM may not listen yet: retry until the provisioning deadline */
     while (agent_open(gw, s, &c, e) < 0) {
-        if (gw_now_ms() >= deadline || atomic_load(&gw->stopping) ||
+        if (clock_mono_ms() >= deadline || atomic_load(&gw->stopping) ||
             strcmp(e->code, "agent_auth") == 0 || strcmp(e->code, "bad_agent") == 0)
             return -1;
         usleep(100 * 1000);

@@ -33,6 +33,7 @@
 
 #include "buf.h"
 #include "client.h"
+#include "clock.h"
 #include "err.h"
 
 #define GW_TOKEN_MAX 4096
@@ -126,7 +127,12 @@ struct gw {
 
 /* --- logging (main.c) ----------------------------------------------------- */
 void gw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int64_t gw_now_ms(void);
+/* Wall-clock ms (common/clock.h), as the API's and the state file's *_ms
+ * times are; deadlines use clock_mono_ms instead. */
+static inline int64_t gw_now_ms(void)
+{
+    return (int64_t)clock_wall_ms();
+}
 
 /* --- state.c --------------------------------------------------------------- */
 int state_open(struct gw *gw, struct sa_err *e);

@@ -237,7 +237,7 @@ static bool is(const char *a, const char *b)
     return strcmp(a, b) == 0;
 }
 
-static enum MHD_Result cmd_route(struct route *r, char **seg, size_t n)
+static enum MHD_Result command_route(struct route *r, char **seg, size_t n)
 {
     /* seg[0] == "cmd" */
     if (n == 1)
@@ -277,7 +277,7 @@ static enum MHD_Result session_route(struct route *r, char **seg, size_t n)
     if (is(s1, "extend-timeout"))
         return is(r->method, "POST") ? api_extend(r) : method_not_allowed(r->conn, r->method);
     if (is(s1, "cmd"))
-        return cmd_route(r, seg + 1, n - 1);
+        return command_route(r, seg + 1, n - 1);
     if (!is(r->method, "POST"))
         return method_not_allowed(r->conn, r->method);
     if (is(seg[2], "read"))
@@ -503,8 +503,8 @@ void http_stop(struct gw *gw)
 {
     MHD_socket listener = MHD_quiesce_daemon(gw->mhd);     /* now ours to close */
     atomic_store(&gw->stopping, true);
-    int64_t deadline = gw_now_ms() + SHUTDOWN_GRACE_MS;
-    while (atomic_load(&gw->active) > 0 && gw_now_ms() < deadline)
+    int64_t deadline = clock_mono_ms() + SHUTDOWN_GRACE_MS;
+    while (atomic_load(&gw->active) > 0 && clock_mono_ms() < deadline)
         usleep(20 * 1000);
     MHD_stop_daemon(gw->mhd);
     if (listener != MHD_INVALID_SOCKET)

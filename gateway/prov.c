@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "fdio.h"
 #include "gw.h"
 
 #define PROV_OUT_MAX 8192
@@ -103,9 +104,10 @@ static int prov_spawn(struct gw *gw, struct prun *r, int in[2], int out[2], int 
     in[0] = out[1] = err[1] = -1;
     if (rc != 0)
         return err_sys(e, rc, "provisioner %s", gw->provisioner);
-    fcntl(in[1], F_SETFL, O_NONBLOCK);
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    fcntl(err[0], F_SETFL, O_NONBLOCK);
+    /* our ends only: the program's ends stay blocking */
+    (void)fd_set_nonblock(in[1], true);
+    (void)fd_set_nonblock(out[0], true);
+    (void)fd_set_nonblock(err[0], true);
     return 0;
 }
 
@@ -115,13 +117,13 @@ static int prov_wait(struct gw *gw, struct prun *r, pid_t pid, int *in, int out,
                      const char *input, int *status, struct sa_err *e)
 {
     size_t inlen = input ? strlen(input) : 0, inoff = 0;
-    int64_t deadline = gw_now_ms() + gw->prov_timeout_ms;
+    int64_t deadline = clock_mono_ms() + gw->prov_timeout_ms;
     for (;;) {
         if (*in >= 0 && inoff == inlen) {
             close(*in);
             *in = -1;
         }
-        int64_t left = deadline - gw_now_ms();
+        int64_t left = deadline - clock_mono_ms();
         if (left <= 0) {
             kill(-pid, SIGKILL);
             kill(pid, SIGKILL);

@@ -439,7 +439,7 @@ static void kill_all(struct gw *gw, struct sess *s)
         return;
     }
     struct wire_enc w;
-    uint64_t id = client_begin(c, &w, "list", 1);
+    uint64_t id = client_begin(c, &w, "list");
     wire_kv_bool(&w, "running", true);
     if (client_end(c, &w, &e) == 0 && client_call(c, id, gw->connect_timeout_ms, &reply, &e) == 0) {
         const msgpack_object *cmds = wire_get(&reply, "commands");
@@ -451,7 +451,7 @@ static void kill_all(struct gw *gw, struct sess *s)
         for (uint32_t i = 0; i < n; i++) {
             if (ids[i] == 0)
                 continue;
-            id = client_begin(c, &w, "signal", 2);
+            id = client_begin(c, &w, "signal");
             wire_kv_uint(&w, "cmd", ids[i]);
             wire_kv_uint(&w, "signal", 9);
             if (client_end(c, &w, &e) < 0 || client_call(c, id, gw->connect_timeout_ms, &reply, &e) < 0)

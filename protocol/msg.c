@@ -148,7 +148,7 @@ int wire_parse_exec(const msgpack_object *map, msgpack_zone *z, struct wire_exec
 void wire_msg_hello(struct buf *b, const struct wire_hello *h)
 {
     struct wire_enc w;
-    wire_begin(&w, b, 13);
+    wire_begin(&w, b);
     wire_kv_str(&w, "type", "hello");
     wire_kv_uint(&w, "protocol", WIRE_PROTOCOL_VERSION);
     wire_kv_str(&w, "agent", h->agent);
@@ -171,10 +171,19 @@ void wire_msg_hello(struct buf *b, const struct wire_hello *h)
     wire_end(&w);
 }
 
+void wire_msg_ok(struct buf *b, uint64_t id)
+{
+    struct wire_enc w;
+    wire_begin(&w, b);
+    wire_kv_str(&w, "type", "ok");
+    wire_kv_uint(&w, "id", id);
+    wire_end(&w);
+}
+
 void wire_msg_error(struct buf *b, bool has_id, uint64_t id, const struct sa_err *e)
 {
     struct wire_enc w;
-    wire_begin(&w, b, 3 + (has_id ? 1 : 0) + (e->stage ? 1 : 0));
+    wire_begin(&w, b);
     wire_kv_str(&w, "type", "error");
     if (has_id)
         wire_kv_uint(&w, "id", id);
@@ -189,7 +198,7 @@ void wire_msg_output(struct buf *b, uint64_t id, uint64_t cmd, enum wire_stream 
                      uint64_t offset, uint64_t pos, const void *data, size_t n)
 {
     struct wire_enc w;
-    wire_begin(&w, b, 7);
+    wire_begin(&w, b);
     wire_kv_str(&w, "type", "output");
     wire_kv_uint(&w, "id", id);
     wire_kv_uint(&w, "cmd", cmd);
@@ -203,7 +212,7 @@ void wire_msg_output(struct buf *b, uint64_t id, uint64_t cmd, enum wire_stream 
 void wire_msg_exit(struct buf *b, uint64_t id, const struct wire_exit *x)
 {
     struct wire_enc w;
-    wire_begin(&w, b, 9);
+    wire_begin(&w, b);
     wire_kv_str(&w, "type", "exit");
     wire_kv_uint(&w, "id", id);
     wire_kv_uint(&w, "cmd", x->cmd);

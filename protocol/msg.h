@@ -57,6 +57,9 @@ struct wire_hello {
 };
 void wire_msg_hello(struct buf *b, const struct wire_hello *h);
 
+/* {type:"ok", id}: a reply with no result fields. */
+void wire_msg_ok(struct buf *b, uint64_t id);
+
 /* {type:"error", id?, code, message, stage?} */
 void wire_msg_error(struct buf *b, bool has_id, uint64_t id, const struct sa_err *e);
 

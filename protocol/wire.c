@@ -111,10 +111,16 @@ static int mp_header(const uint8_t *p, size_t left, size_t *hdr, uint64_t *body,
     return 0;
 }
 
-int wire_check(const uint8_t *p, size_t n, struct sa_err *e)
+/* wire_check's walk, with caps on the objects and the nesting (at most
+ * WIRE_WALK_DEPTH). The encoder's own check in debug builds has no cap on the
+ * objects (a big reply may hold more than a request may) and nests as deep as
+ * `sandboxctl encode` packs JSON (client/json.h JSON_MAX_DEPTH, 64). */
+#define WIRE_WALK_DEPTH 64
+static int wire_walk(const uint8_t *p, size_t n, uint64_t max_objects, int max_depth,
+                     struct sa_err *e)
 {
-    uint64_t pending[WIRE_MAX_DEPTH + 1];   /* elements still owed per level */
-    bool in_map[WIRE_MAX_DEPTH + 1];        /* the level is a map: even elements are keys */
+    uint64_t pending[WIRE_WALK_DEPTH + 1];  /* elements still owed per level */
+    bool in_map[WIRE_WALK_DEPTH + 1];       /* the level is a map: even elements are keys */
     int depth = 0;
     size_t pos = 0;
     uint64_t objects = 0;
@@ -147,15 +153,15 @@ int wire_check(const uint8_t *p, size_t n, struct sa_err *e)
             return err_set(e, 0, "bad_frame", "map key at byte %zu is not a string", pos);
         pending[depth]--;
         pos += hdr;
-        if (++objects > WIRE_MAX_OBJECTS)
-            return err_set(e, 0, "bad_frame", "more than %d objects in one frame",
-                           WIRE_MAX_OBJECTS);
+        if (++objects > max_objects)
+            return err_set(e, 0, "bad_frame", "more than %llu objects in one frame",
+                           (unsigned long long)max_objects);
         if (body > n - pos)
             return err_set(e, 0, "bad_frame", "string of %llu bytes overruns the frame",
                            (unsigned long long)body);
         pos += body;
-        if (container && depth + 1 > WIRE_MAX_DEPTH)
-            return err_set(e, 0, "bad_frame", "nesting deeper than %d", WIRE_MAX_DEPTH);
+        if (container && depth + 1 > max_depth)
+            return err_set(e, 0, "bad_frame", "nesting deeper than %d", max_depth);
         if (children) {
             /* every element takes at least one byte */
             if (children > n - pos)
@@ -169,6 +175,11 @@ int wire_check(const uint8_t *p, size_t n, struct sa_err *e)
     if (pos != n)
         return err_set(e, 0, "bad_frame", "%zu trailing bytes after the message", n - pos);
     return 0;
+}
+
+int wire_check(const uint8_t *p, size_t n, struct sa_err *e)
+{
+    return wire_walk(p, n, WIRE_MAX_OBJECTS, WIRE_MAX_DEPTH, e);
 }
 
 int wire_decode(const uint8_t *p, size_t n, msgpack_zone *zone, msgpack_object *root,
@@ -331,24 +342,85 @@ void wire_enc_raw(struct wire_enc *w, struct buf *b)
 {
     w->b = b;
     w->start = 0;
+    w->depth = w->floor = 0;
     msgpack_packer_init(&w->pk, b, wire_write_cb);
 }
 
-void wire_begin(struct wire_enc *w, struct buf *b, uint32_t nkeys)
+void wire_begin(struct wire_enc *w, struct buf *b)
 {
-    w->b = b;
+    wire_enc_raw(w, b);
     buf_reserve(b, WIRE_HDR_LEN);
     w->start = buf_size(b);     /* relative to head: survives compaction */
     buf_commit(b, WIRE_HDR_LEN);
-    msgpack_packer_init(&w->pk, b, wire_write_cb);
-    msgpack_pack_map(&w->pk, nkeys);
+    w->floor = wire_map_begin(w);
+}
+
+unsigned wire_map_begin(struct wire_enc *w)
+{
+    assert(w->depth < WIRE_ENC_DEPTH);
+    w->map_at[w->depth] = buf_size(w->b);   /* relative to head, as start */
+    w->map_n[w->depth] = 0;
+    uint8_t fixmap0 = 0x80;                  /* rewritten by wire_map_end */
+    buf_append(w->b, &fixmap0, 1);
+    return ++w->depth;
+}
+
+uint32_t wire_map_entries(const struct wire_enc *w)
+{
+    assert(w->depth > 0);
+    return w->map_n[w->depth - 1];
+}
+
+/* Write the innermost open map's header for its count. */
+static void wire_map_close(struct wire_enc *w)
+{
+    uint32_t n = w->map_n[--w->depth];
+    size_t at = w->map_at[w->depth];
+    size_t grow = n <= 15 ? 0 : n <= 0xffff ? 2 : 4;
+    if (grow) {
+        buf_reserve(w->b, grow);            /* may move the data: pointers after */
+        buf_commit(w->b, grow);
+        uint8_t *p = buf_ptr(w->b) + at;
+        memmove(p + 1 + grow, p + 1, buf_size(w->b) - at - 1 - grow);
+    }
+    uint8_t *p = buf_ptr(w->b) + at;
+    if (grow == 0) {
+        p[0] = (uint8_t)(0x80 | n);
+    } else if (grow == 2) {
+        p[0] = 0xde;
+        p[1] = (uint8_t)(n >> 8);
+        p[2] = (uint8_t)n;
+    } else {
+        p[0] = 0xdf;
+        p[1] = (uint8_t)(n >> 24);
+        p[2] = (uint8_t)(n >> 16);
+        p[3] = (uint8_t)(n >> 8);
+        p[4] = (uint8_t)n;
+    }
+}
+
+void wire_map_end(struct wire_enc *w, unsigned depth)
+{
+    /* maps close innermost first; a frame's own map is wire_end's */
+    assert(depth == w->depth && depth > w->floor);
+    (void)depth;
+    wire_map_close(w);
 }
 
 void wire_end(struct wire_enc *w)
 {
+    assert(w->floor == 1 && w->depth == 1);   /* a frame, its nested maps all closed */
+    wire_map_close(w);
     size_t len = buf_size(w->b) - w->start - WIRE_HDR_LEN;
     /* no reply or event may exceed the peer's max_frame (PROTOCOL.md §1) */
     assert(w->b->frame_max == 0 || len <= w->b->frame_max);
+#ifndef NDEBUG
+    {   /* the counts and what was written agree: one well-formed map */
+        struct sa_err e;
+        assert(wire_walk(buf_ptr(w->b) + w->start + WIRE_HDR_LEN, len, UINT64_MAX,
+                         WIRE_WALK_DEPTH, &e) == 0);
+    }
+#endif
     uint8_t *h = buf_ptr(w->b) + w->start;
     h[0] = (uint8_t)(len >> 24);
     h[1] = (uint8_t)(len >> 16);
@@ -363,9 +435,17 @@ void wire_str(struct wire_enc *w, const char *s)
     msgpack_pack_str_body(&w->pk, s, n);
 }
 
+void wire_key_n(struct wire_enc *w, const char *k, size_t n)
+{
+    assert(w->depth > 0);       /* a key belongs to an open map */
+    w->map_n[w->depth - 1]++;
+    msgpack_pack_str(&w->pk, n);
+    msgpack_pack_str_body(&w->pk, k, n);
+}
+
 void wire_key(struct wire_enc *w, const char *k)
 {
-    wire_str(w, k);
+    wire_key_n(w, k, strlen(k));
 }
 
 void wire_kv_str(struct wire_enc *w, const char *k, const char *v)

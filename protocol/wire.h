@@ -18,7 +18,8 @@
  *   - decodes into a caller-owned msgpack_zone (wire_decode); str and bin
  *     objects point into the payload, which must outlive the object;
  *   - reads typed fields out of a decoded map;
- *   - encodes frames into a struct buf with msgpack-c's packer.
+ *   - encodes frames into a struct buf with msgpack-c's packer, counting
+ *     every map's entries itself (see "writing frames").
  * No syscalls, no globals.
  */
 #ifndef SA_WIRE_H
@@ -86,21 +87,54 @@ int wire_opt_bytes(const msgpack_object *map, const char *key, const char **p, s
                    struct sa_err *e);
 
 /* --- writing frames ------------------------------------------------------ */
+/* Maps count their own entries: wire_map_begin writes a one-byte fixmap
+ * header and every wire_key (wire_kv_* call it) counts one entry of the
+ * innermost open map; wire_map_end writes the count into the header, and
+ * only a map of more than 15 entries moves its body (the bytes after its
+ * header, always the tail of the buffer) up by 2 (map16) or 4 (map32) bytes
+ * to make room. So the bytes are what msgpack-c writes for the same count:
+ * fixmap up to 15 entries, map16 up to 65535, map32 above. Keys are written
+ * only through wire_key/wire_key_n; values with the wire_kv_* helpers or
+ * msgpack_pack_* on pk (arrays keep their explicit counts), nested maps with
+ * wire_map_begin/_end, never msgpack_pack_map. Debug builds assert that maps
+ * close in order, that wire_end finds only the frame's own map open, and that
+ * the frame is one well-formed msgpack object (wire_check's walk: a key
+ * without its value, or a map packed by hand, breaks it). */
+#define WIRE_ENC_DEPTH 8   /* maps open at once in one encoder, the frame's own included */
+
 struct wire_enc {
     struct buf *b;
     size_t start;          /* offset from the buffer's head of the 4-byte header */
     msgpack_packer pk;
+    unsigned depth;                    /* maps open */
+    unsigned floor;                    /* 1 in a frame: its own map is wire_end's */
+    size_t map_at[WIRE_ENC_DEPTH];     /* offset from the head of each one's header */
+    uint32_t map_n[WIRE_ENC_DEPTH];    /* its entries so far */
 };
 
 /* An encoder appending bare msgpack to b, no frame (pieces spliced into a
- * frame later; wire_end must not be called on it). */
+ * frame later; wire_end must not be called on it; its maps are opened with
+ * wire_map_begin and closed with wire_map_end). */
 void wire_enc_raw(struct wire_enc *w, struct buf *b);
-/* Start a frame at the tail of b and open a map of nkeys entries. */
-void wire_begin(struct wire_enc *w, struct buf *b, uint32_t nkeys);
-/* Patch the frame length in. The frame is then complete in b. */
+/* Start a frame at the tail of b and open its map. */
+void wire_begin(struct wire_enc *w, struct buf *b);
+/* Close the frame's map and patch the frame length in. The frame is then
+ * complete in b. */
 void wire_end(struct wire_enc *w);
+/* Open a map as the next value (after a key, as an array element, or at the
+ * top of a raw encoder); wire_map_end closes the innermost open one. The
+ * returned depth, passed back to wire_map_end, is checked in debug builds. */
+unsigned wire_map_begin(struct wire_enc *w);
+void wire_map_end(struct wire_enc *w, unsigned depth);
+/* Entries written so far into the innermost open map (for a caller that
+ * bounds a frame's objects, PROTOCOL.md §1: a map of n entries is 1 + 2n
+ * objects plus what its values hold). */
+uint32_t wire_map_entries(const struct wire_enc *w);
 
+/* A key of the innermost open map (counts one entry): NUL-terminated, or n
+ * bytes. */
 void wire_key(struct wire_enc *w, const char *k);
+void wire_key_n(struct wire_enc *w, const char *k, size_t n);
 void wire_kv_str(struct wire_enc *w, const char *k, const char *v);
 void wire_kv_strn(struct wire_enc *w, const char *k, const char *v, size_t n);
 void wire_kv_uint(struct wire_enc *w, const char *k, uint64_t v);

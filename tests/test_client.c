@@ -614,7 +614,7 @@ static void test_client_hello(void)
         struct wire_enc w;
         static char big[5000];
         size_t before = client_pending(c);
-        client_begin(c, &w, "stdin", 2);
+        client_begin(c, &w, "stdin");
         wire_kv_uint(&w, "cmd", 1);
         wire_kv_bin(&w, "data", big, sizeof big);
         CHECK(client_end(c, &w, &e) < 0 && strcmp(e.code, "frame_too_large") == 0);
@@ -640,14 +640,14 @@ static void test_client_bad_hello(void)
     struct wire_enc w;
     int peer = -1;
     buf_init(&b);
-    wire_begin(&w, &b, 2);
+    wire_begin(&w, &b);
     wire_kv_str(&w, "type", "hello");
     wire_kv_uint(&w, "protocol", 2);
     wire_end(&w);
     CHECK(open_with(&b, &c, &peer, &e) < 0 && strstr(e.msg, "protocol 2") != NULL);
     close(peer);
 
-    wire_begin(&w, &b, 1);
+    wire_begin(&w, &b);
     wire_kv_str(&w, "type", "ok");
     wire_end(&w);
     CHECK(open_with(&b, &c, &peer, &e) < 0);
@@ -672,12 +672,12 @@ static void test_client_call(void)
     /* replies arrive after an unrelated event; the call skips it */
     wire_msg_output(&b, 9, 3, WIRE_STDOUT, 0, 0, "x", 1);
     struct wire_enc w;
-    wire_begin(&w, &b, 3);
+    wire_begin(&w, &b);
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", 1);
     wire_kv_uint(&w, "time_ms", 42);
     wire_end(&w);
-    wire_begin(&w, &b, 5);
+    wire_begin(&w, &b);
     wire_kv_str(&w, "type", "error");
     wire_kv_uint(&w, "id", 2);
     wire_kv_str(&w, "code", "ENOENT");
@@ -687,12 +687,12 @@ static void test_client_call(void)
     CHECK(open_with(&b, &c, &peer, &e) == 0);
     if (c) {
         msgpack_object r;
-        uint64_t id = client_begin(c, &w, "ping", 0);
+        uint64_t id = client_begin(c, &w, "ping");
         CHECK(id == 1 && client_end(c, &w, &e) == 0);
         CHECK(client_call(c, id, 1000, &r, &e) == 0);
         uint64_t t = 0;
         CHECK(wire_obj_uint(wire_get(&r, "time_ms"), &t) && t == 42);
-        id = client_begin(c, &w, "exec", 0);
+        id = client_begin(c, &w, "exec");
         CHECK(client_end(c, &w, &e) == 0);
         CHECK(client_call(c, id, 1000, &r, &e) == 1);
         CHECK(strcmp(e.code, "ENOENT") == 0 && e.errnum == ENOENT);
@@ -742,7 +742,7 @@ static void test_client_reply_err(void)
 static void hello_with_max(struct buf *b, uint64_t max_frame)
 {
     struct wire_enc w;
-    wire_begin(&w, b, 3);
+    wire_begin(&w, b);
     wire_kv_str(&w, "type", "hello");
     wire_kv_uint(&w, "protocol", 1);
     wire_kv_uint(&w, "max_frame", max_frame);
@@ -781,7 +781,7 @@ static void test_hostile_max_frame_is_capped_by_the_host(void)
 static void hello_with_str(struct buf *b, const char *key, const char *s, size_t n)
 {
     struct wire_enc w;
-    wire_begin(&w, b, 3);
+    wire_begin(&w, b);
     wire_kv_str(&w, "type", "hello");
     wire_kv_uint(&w, "protocol", 1);
     wire_key(&w, key);
@@ -824,7 +824,7 @@ static void test_hostile_hello_strings_are_bounded(void)
     struct wire_enc w;
     int peer = -1;
     buf_init(&b);
-    wire_begin(&w, &b, 3);
+    wire_begin(&w, &b);
     wire_kv_str(&w, "type", "hello");
     wire_kv_uint(&w, "protocol", 1);
     wire_key(&w, "capabilities");
@@ -859,7 +859,7 @@ static void test_hostile_flood_does_not_outlast_the_call_timeout(void)
         shutdown(peer, SHUT_WR);
         struct wire_enc w;
         msgpack_object r;
-        uint64_t id = client_begin(c, &w, "ping", 0);
+        uint64_t id = client_begin(c, &w, "ping");
         CHECK(client_end(c, &w, &e) == 0);
         CHECK(client_call(c, id, 0, &r, &e) < 0 && e.errnum == ETIMEDOUT);
         client_free(c);
@@ -909,7 +909,7 @@ static void test_hostile_silent_agent_does_not_hang_auth(void)
     struct wire_enc w;
     int peer = -1;
     buf_init(&b);
-    wire_begin(&w, &b, 3);
+    wire_begin(&w, &b);
     wire_kv_str(&w, "type", "hello");
     wire_kv_uint(&w, "protocol", 1);
     wire_kv_bool(&w, "auth_required", true);

@@ -9,12 +9,16 @@
  * ("81 a1 61 c0"), so that hostile frames read the way PROTOCOL.md writes them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "check.h"
@@ -242,7 +246,7 @@ static void peek_type_finds_the_first_key(void)
     struct buf b;
     buf_init(&b);
     struct wire_enc w;
-    wire_begin(&w, &b, 3);
+    wire_begin(&w, &b);
     wire_kv_str(&w, "type", "end");
     wire_kv_uint(&w, "id", 7);
     wire_kv_uint(&w, "bytes", 70000);
@@ -410,7 +414,7 @@ static void decoded_strings_point_into_the_payload(void)
 static void put_rich_exec_frame(struct buf *b)
 {
     struct wire_enc w;
-    wire_begin(&w, b, 11);
+    wire_begin(&w, b);
     wire_kv_str(&w, "type", "exec");
     wire_kv_uint(&w, "id", 70000);
     wire_key(&w, "argv");
@@ -419,19 +423,21 @@ static void put_rich_exec_frame(struct buf *b)
     wire_str(&w, "-c");
     wire_str(&w, "echo \"$A\" && exit 3");
     wire_key(&w, "env");
-    msgpack_pack_map(&w.pk, 2);
+    wire_map_begin(&w);
     wire_kv_str(&w, "A", "1");
     wire_kv_str(&w, "LONG", "a value longer than thirty-one bytes, so str8");
+    wire_map_end(&w, 2);
     wire_kv_str(&w, "cwd", "/tmp");
     wire_kv_nil(&w, "user");
     wire_kv_bool(&w, "kill_on_disconnect", true);
     wire_kv_uint(&w, "timeout_ms", 1ull << 33);
     wire_kv_int(&w, "nice", -5);
     wire_key(&w, "pty");
-    msgpack_pack_map(&w.pk, 3);
+    wire_map_begin(&w);
     wire_kv_uint(&w, "rows", 300);
     wire_kv_uint(&w, "cols", 80);
     wire_kv_str(&w, "term", "xterm");
+    wire_map_end(&w, 2);
     wire_kv_bin(&w, "blob", "\x00\x01\x02", 3);
     wire_end(&w);
 }
@@ -734,7 +740,7 @@ static void opt_fields_refuse_wrong_types_with_bad_request(void)
 {
     FIXTURE(f);
     struct wire_enc w;
-    wire_begin(&w, &f.b, 8);
+    wire_begin(&w, &f.b);
     wire_kv_str(&w, "str", "text");
     wire_kv_int(&w, "neg", -1);
     wire_kv_uint(&w, "huge", UINT64_MAX);
@@ -859,13 +865,13 @@ static void parse_req_refuses_an_id_that_is_not_an_unsigned_integer(void)
  * wire_parse_exec
  * ========================================================================== */
 
-/* Start an exec request {type, id, argv} with room for nextra more keys. */
-static void begin_exec(struct wire_enc *w, struct buf *b, uint32_t nextra, const char *const *argv)
+/* Start an exec request {type, id, argv}; the caller adds more keys. */
+static void begin_exec(struct wire_enc *w, struct buf *b, const char *const *argv)
 {
     uint32_t argc = 0;
     while (argv[argc])
         argc++;
-    wire_begin(w, b, 3 + nextra);
+    wire_begin(w, b);
     wire_kv_str(w, "type", "exec");
     wire_kv_uint(w, "id", 7);
     wire_key(w, "argv");
@@ -889,11 +895,12 @@ static void parse_exec_reads_a_full_request(void)
     FIXTURE(f);
     struct wire_enc w;
     const char *const argv[] = { "sh", "-c", "echo \"$A\"", NULL };
-    begin_exec(&w, &f.b, 10, argv);
+    begin_exec(&w, &f.b, argv);
     wire_key(&w, "env");
-    msgpack_pack_map(&w.pk, 2);
+    wire_map_begin(&w);
     wire_kv_str(&w, "A", "1");
     wire_kv_str(&w, "B", "x=y");                 /* '=' is fine in a value */
+    wire_map_end(&w, 2);
     wire_kv_bool(&w, "clear_env", true);
     wire_kv_str(&w, "cwd", "/tmp");
     wire_kv_str(&w, "user", "nobody");
@@ -902,10 +909,11 @@ static void parse_exec_reads_a_full_request(void)
     wire_kv_bool(&w, "kill_on_disconnect", true);
     wire_kv_uint(&w, "timeout_ms", 5000);
     wire_key(&w, "pty");
-    msgpack_pack_map(&w.pk, 3);
+    wire_map_begin(&w);
     wire_kv_uint(&w, "rows", 40);
     wire_kv_uint(&w, "cols", 120);
     wire_kv_str(&w, "term", "vt100");
+    wire_map_end(&w, 2);
     wire_kv_uint(&w, "a_future_field", 1);      /* unknown keys are ignored */
     wire_end(&w);
 
@@ -936,7 +944,7 @@ static void parse_exec_applies_defaults_to_a_minimal_request(void)
 {
     FIXTURE(f);
     struct wire_enc w;
-    begin_exec(&w, &f.b, 0, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_end(&w);
     struct wire_exec_req x;
     CHECK(fx_parse_exec(&f, &x) == 0);
@@ -952,7 +960,7 @@ static void parse_exec_treats_nil_fields_as_absent(void)
 {
     FIXTURE(f);
     struct wire_enc w;
-    begin_exec(&w, &f.b, 6, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_kv_nil(&w, "env");
     wire_kv_nil(&w, "cwd");
     wire_kv_nil(&w, "user");
@@ -974,7 +982,7 @@ static void parse_exec_gives_a_detached_command_dev_null_stdin_unless_asked_for_
     for (int i = 0; i < 3; i++) {
         FIXTURE(f);
         struct wire_enc w;
-        begin_exec(&w, &f.b, 1 + (stdin_fields[i] != NULL), echo_hi);
+        begin_exec(&w, &f.b, echo_hi);
         wire_kv_bool(&w, "detached", true);
         if (stdin_fields[i])
             wire_kv_str(&w, "stdin", stdin_fields[i]);
@@ -990,12 +998,13 @@ static void parse_exec_accepts_pty_true_stdin_pipe_and_sudo(void)
 {
     FIXTURE(f);
     struct wire_enc w;
-    begin_exec(&w, &f.b, 4, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_kv_bool(&w, "pty", true);
     wire_kv_str(&w, "stdin", "pipe");
     wire_kv_bool(&w, "sudo", true);
     wire_key(&w, "env");
-    msgpack_pack_map(&w.pk, 0);
+    wire_map_begin(&w);
+    wire_map_end(&w, 2);
     wire_end(&w);
     struct wire_exec_req x;
     CHECK(fx_parse_exec(&f, &x) == 0);
@@ -1011,13 +1020,13 @@ static void parse_exec_refuses_a_missing_or_empty_argv(void)
     struct wire_enc w;
     struct wire_exec_req x;
     const char *const none[] = { NULL };
-    begin_exec(&w, &f.b, 0, none);              /* argv: [] */
+    begin_exec(&w, &f.b, none);              /* argv: [] */
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
 
     buf_reset(&f.b, SIZE_MAX);
-    wire_begin(&w, &f.b, 2);                    /* no argv at all */
+    wire_begin(&w, &f.b);                    /* no argv at all */
     wire_kv_str(&w, "type", "exec");
     wire_kv_uint(&w, "id", 1);
     wire_end(&w);
@@ -1025,7 +1034,7 @@ static void parse_exec_refuses_a_missing_or_empty_argv(void)
     CHECK_CODE(&f.e, "bad_request");
 
     buf_reset(&f.b, SIZE_MAX);
-    wire_begin(&w, &f.b, 1);                    /* argv a string, not an array */
+    wire_begin(&w, &f.b);                    /* argv a string, not an array */
     wire_kv_str(&w, "argv", "echo hi");
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
@@ -1033,7 +1042,7 @@ static void parse_exec_refuses_a_missing_or_empty_argv(void)
 
     const char *const empty0[] = { "", "x", NULL };
     buf_reset(&f.b, SIZE_MAX);
-    begin_exec(&w, &f.b, 0, empty0);            /* argv[0] "" */
+    begin_exec(&w, &f.b, empty0);            /* argv[0] "" */
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
@@ -1044,7 +1053,7 @@ static void parse_exec_refuses_argv_with_a_non_string(void)
     FIXTURE(f);
     struct wire_enc w;
     struct wire_exec_req x;
-    wire_begin(&w, &f.b, 1);
+    wire_begin(&w, &f.b);
     wire_key(&w, "argv");
     msgpack_pack_array(&w.pk, 3);
     wire_str(&w, "echo");
@@ -1056,7 +1065,7 @@ static void parse_exec_refuses_argv_with_a_non_string(void)
     CHECK(strstr(f.e.msg, "argv[1]") != NULL);
 
     buf_reset(&f.b, SIZE_MAX);                  /* bin is not a string either */
-    wire_begin(&w, &f.b, 1);
+    wire_begin(&w, &f.b);
     wire_key(&w, "argv");
     msgpack_pack_array(&w.pk, 1);
     msgpack_pack_bin(&w.pk, 4);
@@ -1072,7 +1081,7 @@ static void parse_exec_refuses_strings_with_an_embedded_nul(void)
     struct wire_enc w;
     struct wire_exec_req x;
 
-    wire_begin(&w, &f.b, 1);                    /* in argv */
+    wire_begin(&w, &f.b);                    /* in argv */
     wire_key(&w, "argv");
     msgpack_pack_array(&w.pk, 2);
     wire_str(&w, "echo");
@@ -1085,7 +1094,7 @@ static void parse_exec_refuses_strings_with_an_embedded_nul(void)
     const char *const fields[] = { "cwd", "user" };
     for (size_t i = 0; i < 2; i++) {            /* in cwd, user */
         buf_reset(&f.b, SIZE_MAX);
-        begin_exec(&w, &f.b, 1, echo_hi);
+        begin_exec(&w, &f.b, echo_hi);
         wire_kv_strn(&w, fields[i], "/tmp\0/etc", 9);
         wire_end(&w);
         CHECK(fx_parse_exec(&f, &x) == -1);
@@ -1094,21 +1103,22 @@ static void parse_exec_refuses_strings_with_an_embedded_nul(void)
     }
 
     buf_reset(&f.b, SIZE_MAX);                  /* in an env value */
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_key(&w, "env");
-    msgpack_pack_map(&w.pk, 1);
+    wire_map_begin(&w);
     wire_kv_strn(&w, "A", "1\0" "2", 3);
+    wire_map_end(&w, 2);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
 
     buf_reset(&f.b, SIZE_MAX);                  /* in an env key */
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_key(&w, "env");
-    msgpack_pack_map(&w.pk, 1);
-    msgpack_pack_str(&w.pk, 3);
-    msgpack_pack_str_body(&w.pk, "A\0B", 3);
+    wire_map_begin(&w);
+    wire_key_n(&w, "A\0B", 3);
     wire_str(&w, "1");
+    wire_map_end(&w, 2);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
@@ -1120,34 +1130,37 @@ static void parse_exec_refuses_bad_env_entries(void)
     struct wire_enc w;
     struct wire_exec_req x;
 
-    begin_exec(&w, &f.b, 1, echo_hi);           /* a key containing '=' */
+    begin_exec(&w, &f.b, echo_hi);           /* a key containing '=' */
     wire_key(&w, "env");
-    msgpack_pack_map(&w.pk, 1);
+    wire_map_begin(&w);
     wire_kv_str(&w, "A=B", "c");
+    wire_map_end(&w, 2);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
 
     buf_reset(&f.b, SIZE_MAX);                  /* an empty key */
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_key(&w, "env");
-    msgpack_pack_map(&w.pk, 1);
+    wire_map_begin(&w);
     wire_kv_str(&w, "", "c");
+    wire_map_end(&w, 2);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
 
     buf_reset(&f.b, SIZE_MAX);                  /* a value that is not a string */
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_key(&w, "env");
-    msgpack_pack_map(&w.pk, 1);
+    wire_map_begin(&w);
     wire_kv_uint(&w, "A", 1);
+    wire_map_end(&w, 2);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
 
     buf_reset(&f.b, SIZE_MAX);                  /* an array instead of a map */
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_key(&w, "env");
     msgpack_pack_array(&w.pk, 1);
     wire_str(&w, "A=1");
@@ -1161,7 +1174,7 @@ static void parse_exec_refuses_user_together_with_sudo(void)
     FIXTURE(f);
     struct wire_enc w;
     struct wire_exec_req x;
-    begin_exec(&w, &f.b, 2, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_kv_str(&w, "user", "nobody");
     wire_kv_bool(&w, "sudo", true);
     wire_end(&w);
@@ -1169,7 +1182,7 @@ static void parse_exec_refuses_user_together_with_sudo(void)
     CHECK_CODE(&f.e, "bad_request");
 
     buf_reset(&f.b, SIZE_MAX);                  /* sudo: false with a user is fine */
-    begin_exec(&w, &f.b, 2, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_kv_str(&w, "user", "nobody");
     wire_kv_bool(&w, "sudo", false);
     wire_end(&w);
@@ -1185,14 +1198,14 @@ static void parse_exec_refuses_a_bad_stdin_value(void)
     const char *values[] = { "file", "", "PIPE", "null\n" };
     for (size_t i = 0; i < sizeof values / sizeof *values; i++) {
         buf_reset(&f.b, SIZE_MAX);
-        begin_exec(&w, &f.b, 1, echo_hi);
+        begin_exec(&w, &f.b, echo_hi);
         wire_kv_str(&w, "stdin", values[i]);
         wire_end(&w);
         CHECK(fx_parse_exec(&f, &x) == -1);
         CHECK_CODE(&f.e, "bad_request");
     }
     buf_reset(&f.b, SIZE_MAX);
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_kv_bool(&w, "stdin", false);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
@@ -1204,11 +1217,12 @@ static int parse_exec_with_pty(struct fx *f, uint64_t rows, uint64_t cols, struc
 {
     struct wire_enc w;
     buf_reset(&f->b, SIZE_MAX);
-    begin_exec(&w, &f->b, 1, echo_hi);
+    begin_exec(&w, &f->b, echo_hi);
     wire_key(&w, "pty");
-    msgpack_pack_map(&w.pk, 2);
+    wire_map_begin(&w);
     wire_kv_uint(&w, "rows", rows);
     wire_kv_uint(&w, "cols", cols);
+    wire_map_end(&w, 2);
     wire_end(&w);
     return fx_parse_exec(f, x);
 }
@@ -1231,17 +1245,18 @@ static void parse_exec_refuses_a_malformed_pty(void)
     FIXTURE(f);
     struct wire_enc w;
     struct wire_exec_req x;
-    begin_exec(&w, &f.b, 1, echo_hi);           /* rows as a string */
+    begin_exec(&w, &f.b, echo_hi);           /* rows as a string */
     wire_key(&w, "pty");
-    msgpack_pack_map(&w.pk, 1);
+    wire_map_begin(&w);
     wire_kv_str(&w, "rows", "24");
+    wire_map_end(&w, 2);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
     CHECK(strncmp(f.e.msg, "pty: ", 5) == 0);   /* context added on the way up */
 
     buf_reset(&f.b, SIZE_MAX);                  /* pty as a number */
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_kv_uint(&w, "pty", 1);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
@@ -1256,7 +1271,7 @@ static void parse_exec_refuses_wrongly_typed_options(void)
     const char *bools[] = { "clear_env", "sudo", "detached", "kill_on_disconnect" };
     for (size_t i = 0; i < sizeof bools / sizeof *bools; i++) {
         buf_reset(&f.b, SIZE_MAX);
-        begin_exec(&w, &f.b, 1, echo_hi);
+        begin_exec(&w, &f.b, echo_hi);
         wire_kv_uint(&w, bools[i], 1);
         wire_end(&w);
         CHECK(fx_parse_exec(&f, &x) == -1);
@@ -1264,14 +1279,14 @@ static void parse_exec_refuses_wrongly_typed_options(void)
         CHECK(strstr(f.e.msg, bools[i]) != NULL);
     }
     buf_reset(&f.b, SIZE_MAX);
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_kv_int(&w, "timeout_ms", -1);
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
     CHECK_CODE(&f.e, "bad_request");
 
     buf_reset(&f.b, SIZE_MAX);
-    begin_exec(&w, &f.b, 1, echo_hi);
+    begin_exec(&w, &f.b, echo_hi);
     wire_kv_str(&w, "cwd", "");
     wire_end(&w);
     CHECK(fx_parse_exec(&f, &x) == -1);
@@ -1286,7 +1301,7 @@ static void encoder_frames_every_kv_type(void)
 {
     FIXTURE(f);
     struct wire_enc w;
-    wire_begin(&w, &f.b, 9);
+    wire_begin(&w, &f.b);
     wire_kv_str(&w, "str", "héllo");
     wire_kv_strn(&w, "strn", "abcdef", 3);
     wire_kv_uint(&w, "uint", UINT64_MAX);
@@ -1596,7 +1611,7 @@ static void doc_example_ping_request_is_byte_exact(void)
 {
     FIXTURE(f);
     struct wire_enc w;
-    wire_begin(&w, &f.b, 2);
+    wire_begin(&w, &f.b);
     wire_kv_str(&w, "type", "ping");
     wire_kv_uint(&w, "id", 1);
     wire_end(&w);
@@ -1610,7 +1625,7 @@ static void doc_example_ok_reply_is_byte_exact(void)
 {
     FIXTURE(f);
     struct wire_enc w;
-    wire_begin(&w, &f.b, 3);
+    wire_begin(&w, &f.b);
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", 1);
     wire_kv_uint(&w, "time_ms", 1764288000000ull);
@@ -1622,7 +1637,7 @@ static void doc_example_exec_request_is_byte_exact(void)
 {
     FIXTURE(f);
     struct wire_enc w;
-    wire_begin(&w, &f.b, 3);
+    wire_begin(&w, &f.b);
     wire_kv_str(&w, "type", "exec");
     wire_kv_uint(&w, "id", 2);
     wire_key(&w, "argv");
@@ -1642,6 +1657,278 @@ static void doc_example_output_event_is_byte_exact(void)
     wire_msg_output(&f.b, 2, 1, WIRE_STDOUT, 0, 0, "hi\n", 3);
     CHECK(fx_bytes_are(&f, doc_output));
 }
+
+/* ============================================================================
+ * the encoder counts map entries
+ * ========================================================================== */
+
+/* msgpack-c's own packer, writing what the encoder is compared with. */
+struct ref {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+};
+
+static void ref_init(struct ref *r)
+{
+    msgpack_sbuffer_init(&r->sb);
+    msgpack_packer_init(&r->pk, &r->sb, msgpack_sbuffer_write);
+}
+
+static void ref_str(struct ref *r, const char *s)
+{
+    msgpack_pack_str(&r->pk, strlen(s));
+    msgpack_pack_str_body(&r->pk, s, strlen(s));
+}
+
+/* b holds one frame whose payload is the bytes of r. */
+static bool frame_is_ref(const struct buf *b, const struct ref *r)
+{
+    const uint8_t *p = buf_ptr(b);
+    size_t n = buf_size(b);
+    uint32_t len = n >= 4 ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | p[2] << 8 | p[3] : 0;
+    return n == WIRE_HDR_LEN + r->sb.size && len == r->sb.size &&
+           memcmp(p + WIRE_HDR_LEN, r->sb.data, r->sb.size) == 0;
+}
+
+/* A frame {k0: 0, k1: 1, ...} of n entries, and the same map packed by
+ * msgpack-c with the count given up front. */
+static void put_counted_map(struct buf *b, struct ref *r, uint32_t n)
+{
+    struct wire_enc w;
+    wire_begin(&w, b);
+    msgpack_pack_map(&r->pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%u", i);
+        wire_kv_uint(&w, k, i);
+        ref_str(r, k);
+        msgpack_pack_uint64(&r->pk, i);
+    }
+    wire_end(&w);
+}
+
+static void encoder_counts_map_entries_with_the_smallest_header(void)
+{
+    static const uint32_t sizes[] = { 0, 1, 15, 16, 255, 65535, 65536, 70000 };
+    for (size_t t = 0; t < sizeof sizes / sizeof *sizes; t++) {
+        uint32_t n = sizes[t];
+        struct buf b;
+        struct ref r;
+        buf_init(&b);
+        ref_init(&r);
+        put_counted_map(&b, &r, n);
+        CHECK(frame_is_ref(&b, &r));            /* msgpack-c's bytes, header included */
+        const uint8_t *p = buf_ptr(&b) + WIRE_HDR_LEN;
+        if (n <= 15)
+            CHECK(p[0] == (0x80 | n));          /* fixmap */
+        else if (n <= 65535)
+            CHECK(p[0] == 0xde && (uint32_t)(p[1] << 8 | p[2]) == n);   /* map16 */
+        else
+            CHECK(p[0] == 0xdf && ((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 |
+                                   (uint32_t)p[3] << 8 | p[4]) == n);   /* map32 */
+        /* and msgpack-c decodes it: n entries, the last one intact */
+        msgpack_zone z;
+        msgpack_object o;
+        size_t off = 0;
+        CHECK(msgpack_zone_init(&z, WIRE_ZONE_CHUNK));
+        CHECK(msgpack_unpack((const char *)p, buf_size(&b) - WIRE_HDR_LEN, &off, &z, &o) ==
+              MSGPACK_UNPACK_SUCCESS);
+        CHECK(off == buf_size(&b) - WIRE_HDR_LEN);
+        CHECK(o.type == MSGPACK_OBJECT_MAP && o.via.map.size == n);
+        if (n > 0 && o.type == MSGPACK_OBJECT_MAP && o.via.map.size == n) {
+            char k[16];
+            snprintf(k, sizeof k, "k%u", n - 1);
+            CHECK(uint_field_is(&o, k, n - 1));
+        }
+        msgpack_zone_destroy(&z);
+        msgpack_sbuffer_destroy(&r.sb);
+        buf_free(&b);
+    }
+}
+
+/* Inner maps that grow past 15 entries inside outer ones that grow too, maps
+ * in an array, empty maps: each map gets its own count. */
+static void encoder_counts_nested_maps_each_on_its_own(void)
+{
+    FIXTURE(f);
+    struct ref r;
+    ref_init(&r);
+    struct wire_enc w;
+    wire_begin(&w, &f.b);
+    msgpack_pack_map(&r.pk, 20);
+    wire_kv_str(&w, "type", "ok");
+    ref_str(&r, "type");
+    ref_str(&r, "ok");
+    wire_key(&w, "empty");                      /* {} */
+    unsigned empty = wire_map_begin(&w);
+    wire_map_end(&w, empty);
+    ref_str(&r, "empty");
+    msgpack_pack_map(&r.pk, 0);
+    wire_key(&w, "list");                       /* [{a: {b: {16 entries}}}, {}] */
+    msgpack_pack_array(&w.pk, 2);
+    ref_str(&r, "list");
+    msgpack_pack_array(&r.pk, 2);
+    unsigned a = wire_map_begin(&w);
+    msgpack_pack_map(&r.pk, 1);
+    wire_key(&w, "a");
+    ref_str(&r, "a");
+    unsigned bm = wire_map_begin(&w);
+    msgpack_pack_map(&r.pk, 16);
+    for (int i = 0; i < 16; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "b%d", i);
+        wire_kv_int(&w, k, -i);
+        ref_str(&r, k);
+        msgpack_pack_int64(&r.pk, -i);
+    }
+    wire_map_end(&w, bm);
+    wire_map_end(&w, a);
+    unsigned e2 = wire_map_begin(&w);
+    wire_map_end(&w, e2);
+    msgpack_pack_map(&r.pk, 0);
+    for (int i = 0; i < 17; i++) {              /* the frame's own map: 20 entries */
+        char k[8];
+        snprintf(k, sizeof k, "r%d", i);
+        wire_kv_bool(&w, k, i % 2);
+        ref_str(&r, k);
+        if (i % 2)
+            msgpack_pack_true(&r.pk);
+        else
+            msgpack_pack_false(&r.pk);
+    }
+    wire_end(&w);
+    CHECK(frame_is_ref(&f.b, &r));
+    CHECK(fx_decode_frame(&f) == 0);
+    const msgpack_object *list = wire_get(&f.root, "list");
+    CHECK(list && list->type == MSGPACK_OBJECT_ARRAY && list->via.array.size == 2);
+    if (list && list->type == MSGPACK_OBJECT_ARRAY && list->via.array.size == 2) {
+        const msgpack_object *b = wire_get(wire_get(&list->via.array.ptr[0], "a"), "b15");
+        int64_t v = 0;
+        CHECK(wire_obj_int(b, &v) && v == -15);
+        CHECK(list->via.array.ptr[1].type == MSGPACK_OBJECT_MAP &&
+              list->via.array.ptr[1].via.map.size == 0);
+    }
+    msgpack_sbuffer_destroy(&r.sb);
+}
+
+/* A raw encoder (records spliced into a frame later, as `list` does) counts
+ * the maps it opens at its top level. */
+static void encoder_counts_maps_of_a_raw_encoder(void)
+{
+    struct buf b;
+    struct ref r;
+    buf_init(&b);
+    ref_init(&r);
+    struct wire_enc w;
+    wire_enc_raw(&w, &b);
+    for (uint32_t n = 3; n <= 18; n += 15) {
+        unsigned m = wire_map_begin(&w);
+        msgpack_pack_map(&r.pk, n);
+        for (uint32_t i = 0; i < n; i++) {
+            char k[8];
+            snprintf(k, sizeof k, "x%u", i);
+            wire_kv_str(&w, k, k);
+            ref_str(&r, k);
+            ref_str(&r, k);
+        }
+        wire_map_end(&w, m);
+    }
+    CHECK(buf_size(&b) == r.sb.size && memcmp(buf_ptr(&b), r.sb.data, r.sb.size) == 0);
+    msgpack_sbuffer_destroy(&r.sb);
+    buf_free(&b);
+}
+
+/* A map that grows (its header moves its body) in a buffer whose head is
+ * consumed and that compacts or reallocates meanwhile. */
+static void encoder_grows_a_map_behind_a_consumed_head(void)
+{
+    FIXTURE(f);
+    struct ref r;
+    ref_init(&r);
+    put_consumed_prefix(&f.b, 254, 100);
+    CHECK(f.b.cap == 256 && f.b.head == 100);
+    put_counted_map(&f.b, &r, 40);
+    check_prefix_then_frame(&f, 254, 100);
+    CHECK(f.root.via.map.size == 40 && uint_field_is(&f.root, "k39", 39));
+    msgpack_sbuffer_destroy(&r.sb);
+}
+
+#ifndef NDEBUG
+/* Debug builds: an encoder misused aborts (in a child) at the misuse. */
+static bool encoder_misuse_aborts(void (*misuse)(struct wire_enc *w))
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (devnull >= 0)
+            dup2(devnull, 2);                   /* the assertion's message */
+        struct buf b;
+        struct wire_enc w;
+        buf_init(&b);
+        wire_begin(&w, &b);
+        misuse(&w);
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static void misuse_key_without_value(struct wire_enc *w)
+{
+    wire_kv_str(w, "type", "ok");
+    wire_key(w, "dangling");
+    wire_end(w);
+}
+
+static void misuse_map_packed_by_hand(struct wire_enc *w)
+{
+    wire_key(w, "env");
+    msgpack_pack_map(&w->pk, 1);                /* wire_kv_str counts in the frame's map */
+    wire_kv_str(w, "A", "1");
+    wire_end(w);
+}
+
+static void misuse_maps_closed_out_of_order(struct wire_enc *w)
+{
+    wire_key(w, "a");
+    unsigned outer = wire_map_begin(w);
+    wire_key(w, "b");
+    wire_map_begin(w);
+    wire_map_end(w, outer);
+}
+
+static void misuse_end_with_a_map_open(struct wire_enc *w)
+{
+    wire_key(w, "a");
+    wire_map_begin(w);
+    wire_end(w);
+}
+
+static void misuse_closing_the_frames_own_map(struct wire_enc *w)
+{
+    wire_map_end(w, 1);
+}
+
+static void well_formed_use(struct wire_enc *w)
+{
+    wire_key(w, "a");
+    unsigned m = wire_map_begin(w);
+    wire_kv_uint(w, "b", 1);
+    wire_map_end(w, m);
+    wire_end(w);
+}
+
+static void encoder_asserts_on_misuse_in_debug_builds(void)
+{
+    CHECK(!encoder_misuse_aborts(well_formed_use));     /* the harness itself */
+    CHECK(encoder_misuse_aborts(misuse_key_without_value));
+    CHECK(encoder_misuse_aborts(misuse_map_packed_by_hand));
+    CHECK(encoder_misuse_aborts(misuse_maps_closed_out_of_order));
+    CHECK(encoder_misuse_aborts(misuse_end_with_a_map_open));
+    CHECK(encoder_misuse_aborts(misuse_closing_the_frames_own_map));
+}
+#endif
 
 /* ============================================================================
  * memory bound of decoding
@@ -1976,6 +2263,13 @@ static const struct check_test tests[] = {
     T(msg_output_round_trips),
     T(msg_exit_round_trips),
     T(encoder_frames_correctly_behind_a_consumed_head),
+    T(encoder_counts_map_entries_with_the_smallest_header),
+    T(encoder_counts_nested_maps_each_on_its_own),
+    T(encoder_counts_maps_of_a_raw_encoder),
+    T(encoder_grows_a_map_behind_a_consumed_head),
+#ifndef NDEBUG   /* the asserts exist in debug builds only (the ASan suite) */
+    T(encoder_asserts_on_misuse_in_debug_builds),
+#endif
     T(doc_example_ping_request_is_byte_exact),
     T(doc_example_ok_reply_is_byte_exact),
     T(doc_example_exec_request_is_byte_exact),

@@ -137,7 +137,7 @@ static int call_ping(struct client *c)
     struct wire_enc w;
     struct sa_err e;
     msgpack_object reply;
-    uint64_t id = client_begin(c, &w, "ping", 0);
+    uint64_t id = client_begin(c, &w, "ping");
     INVARIANT(client_end(c, &w, &e) == 0);
     int r = client_call(c, id, IO_TIMEOUT_MS, &reply, &e);
     if (r < 0) {

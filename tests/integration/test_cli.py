@@ -122,6 +122,38 @@ class Exec(CtlTestCase):
         self.assertEqual(len(p.stdout), len(data))
         self.assertEqual(hashlib.sha256(p.stdout).digest(), hashlib.sha256(data).digest())
 
+    def test_stdin_in_many_small_reads_keeps_to_the_1024_request_limit(self):
+        # The command's pipe is full and it reads nothing yet, so every one of
+        # sandboxctl's 1-byte reads becomes a stdin request that waits for its
+        # acknowledgement: past 1024 of them the agent refuses (PROTOCOL.md
+        # "stdin"). sandboxctl must stop reading there rather than be refused.
+        go = os.path.join(self.agent.workdir, "go-%d" % os.getpid())
+        script = "while [ ! -e %s ]; do sleep 0.05; done; wc -c" % go
+        r, w = os.pipe()
+        p = subprocess.Popen([CTL_BIN, "-c", "unix:" + self.agent.sock_path, "exec", "--",
+                              "sh", "-c", script], stdin=r, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        os.close(r)
+        try:
+            head = 256 * 1024               # fills the pipe, the rest waits in the agent
+            os.write(w, b"x" * head)
+            small = 1500
+            for _ in range(small):
+                os.write(w, b"y")
+                time.sleep(0.002)           # one byte per read of sandboxctl
+            with open(go, "w"):
+                pass
+        finally:
+            os.close(w)
+        try:
+            out, err = p.communicate(timeout=T(60))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+            self.fail("sandboxctl did not finish (stderr %r)" % err[-300:])
+        self.assertEqual(err, b"")
+        self.assertEqual((p.returncode, out.strip()), (0, str(head + small).encode()))
+
     def test_stdin_eof_is_forwarded(self):
         p = self.ctl("exec", "--", "wc", "-c", input=b"12345")
         self.assertEqual((p.returncode, p.stdout.strip()), (0, b"5"))
