@@ -10,6 +10,8 @@
  *     cgroup.c   per-command cgroups, group signals, cgroup.kill
  *     ident.c    users and groups; who a request runs as (ident_choose)
  *     outlog.c   a command's output log (chunks, positions)
+ *     logstore.c the logs' memory policy: caps, eviction, what followers
+ *                protect, their share, when a writer stops, trim accounting
  *     stats.c    /proc and statvfs reads    notify.c  readiness ($NOTIFY_SOCKET)
  *   transport (knows no service: main wires conn_ops)
  *     listen.c   listeners, accept, peer checks
@@ -55,6 +57,7 @@
 #include "ident.h"
 #include "init.h"
 #include "listen.h"
+#include "logstore.h"
 #include "notify.h"
 #include "spawn.h"
 #include "tunnel.h"
@@ -79,16 +82,9 @@
 #define CMD_RECORD_BYTES (64u << 20)
 #define CMD_EXITED_ARGV_MAX 4096u
 #define CMD_RECORD_SLACK 1024u
-/* Bytes owed to followers (log bytes a follower has not been sent yet), all
- * logs together, may fill at most this share of --log-total-cap; the rest is
- * reachable by logs nobody follows (PROTOCOL.md "The log, its caps"). */
-#define LOG_FOLLOWED_SHARE_NUM 3
-#define LOG_FOLLOWED_SHARE_DEN 4
-/* malloc keeps what the logs free (glibc hands back only the top of the
- * heap, and a big log's chunks sit below newer allocations): once this much
- * has been freed, malloc_trim() runs CMD_TRIM_DELAY_S later, at most once per
- * delay, so a stream cycling through its log cap does not pay on every chunk. */
-#define CMD_TRIM_MIN (1u << 20)
+/* Once the logs freed LSTORE_TRIM_MIN bytes (logstore.h), malloc_trim()
+ * runs this much later, at most once per delay. The followers' share of
+ * --log-total-cap: LSTORE_FOLLOWED_SHARE_* (logstore.h). */
 #define CMD_TRIM_DELAY_S 1.0
 
 struct conn;
@@ -120,11 +116,9 @@ struct agent {
     struct cmd *cmds, *cmds_tail; /* running and remembered commands, newest first */
     struct cmd *exited, *exited_tail; /* exited commands, oldest exit first */
     uint64_t record_bytes;        /* every record's strings (CMD_RECORD_BYTES) */
-    bool share_wait;              /* a command paused for the followers' share */
     uint64_t next_cmd_id;
     uint64_t next_exit_seq;
-    uint64_t log_bytes;           /* all commands' logs (outlog.h accounting) */
-    uint64_t trim_owed;           /* log bytes freed since the last malloc_trim */
+    struct lstore logs;           /* all commands' logs: caps, eviction (logstore.h) */
     ev_timer trim;                /* hands freed log memory back to the kernel */
     struct cg_state cg;           /* per-command cgroups, when available */
     ev_timer cg_sweep;

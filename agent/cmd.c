@@ -2,9 +2,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,24 +97,12 @@ static void cmd_unlink(struct agent *a, struct cmd *c)
         a->cmds_tail = c->prev;
 }
 
-/* Log bytes went back to malloc; see CMD_TRIM_MIN. */
-static void cmd_log_freed(struct agent *a, size_t n)
-{
-    a->log_bytes -= n;
-    a->trim_owed += n;
-    if (a->trim_owed >= CMD_TRIM_MIN && !ev_is_active(&a->trim))
-        ev_timer_start(a->loop, &a->trim);
-}
-
 static void cmd_trim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct agent *a = w->data;
-    a->trim_owed = 0;
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
+    lstore_trim(&a->logs);
 }
 
 /* Free a finished command's record (no readers can remain: they all got
@@ -124,8 +112,7 @@ static void cmd_free(struct cmd *c)
     struct agent *a = c->a;
     while (!LIST_EMPTY(&c->readers))
         rd_close(LIST_FIRST(&c->readers));
-    cmd_log_freed(a, olog_clear(&c->log));
-    olog_free(&c->log);
+    lstore_remove(&a->logs, &c->log);
     buf_free(&c->in_buf);
     struct stdin_ack *k;
     while ((k = STAILQ_FIRST(&c->acks)) != NULL) {
@@ -288,109 +275,11 @@ static void close_fds(int *fds, int n)
         }
 }
 
-/* --- the log's room -------------------------------------------------------- */
+/* --- the log's writer ------------------------------------------------------ */
 
-/* The oldest chunk of c's log may go: no follower still needs it. */
-static bool cmd_front_droppable(const struct cmd *c)
-{
-    const struct olog_chunk *k = olog_find(&c->log, c->log.start);
-    return k && k->pos + k->len <= rd_protected_from(c);
-}
-
-/* Drop one chunk somewhere to make global room: exited commands' logs first,
- * oldest exit first, then running commands, oldest first; never bytes a
- * follower still needs. Returns false when nothing can go. */
-static bool cmd_evict_global(struct agent *a)
-{
-    struct cmd *best = NULL;
-    for (struct cmd *c = a->exited; c && !best; c = c->xnext)
-        if (cmd_front_droppable(c))
-            best = c;
-    for (struct cmd *c = a->cmds_tail; c && !best; c = c->prev)
-        if (!c->done && cmd_front_droppable(c))
-            best = c;
-    if (!best)
-        return false;
-    /* an exited command's log goes whole (but what a follower is owed) */
-    uint64_t keep = rd_protected_from(best);
-    size_t freed;
-    do
-        cmd_log_freed(a, (freed = olog_drop_front(&best->log, keep)));
-    while (freed && best->done);
-    return true;
-}
-
-/* Make room for `need` more bytes of c's log within both caps, dropping
- * what no follower needs. Before a read, need is one small chunk: reading
- * stops only when not even that fits. After the read the log is trimmed
- * back under the caps (need 0), so a log exceeds its cap by at most the
- * bytes of one read while a follower holds it. */
-#define CMD_ROOM_BEFORE_READ (OLOG_MIN_CHUNK + OLOG_CHUNK_OVERHEAD)
-static size_t cmd_chunk(const struct agent *a);
-
-/* Bytes of c's log a follower has not been sent yet. */
-static uint64_t cmd_owed(const struct cmd *c)
-{
-    uint64_t p = rd_protected_from(c);
-    return p < c->log.end ? c->log.end - p : 0;
-}
-
-/* Whether c may read one more chunk under the followers' share
- * (LOG_FOLLOWED_SHARE_*): bytes owed to followers, all logs together, stay
- * within that share of the global cap, so that the rest can always be had
- * by logs nobody follows (their oldest bytes drop). A command whose
- * followers have everything may always read: its bytes go straight out. */
-static bool cmd_share_room(struct cmd *c)
-{
-    struct agent *a = c->a;
-    if (cmd_owed(c) == 0)
-        return true;
-    uint64_t share = a->cfg.log_total_cap / LOG_FOLLOWED_SHARE_DEN * LOG_FOLLOWED_SHARE_NUM;
-    uint64_t owed = cmd_chunk(a);
-    for (const struct cmd *d = a->cmds; d && owed <= share; d = d->next)
-        owed += cmd_owed(d);
-    if (owed <= share)
-        return true;
-    a->share_wait = true;           /* cmd_share_freed() wakes it */
-    return false;
-}
-
-static bool cmd_log_room(struct cmd *c, size_t need)
-{
-    struct agent *a = c->a;
-    if (need && !cmd_share_room(c))
-        return false;
-    uint64_t keep = rd_protected_from(c);
-    while (c->log.bytes + need > a->cfg.log_cap) {
-        size_t freed = olog_drop_front(&c->log, keep);
-        if (!freed)
-            return false;
-        cmd_log_freed(a, freed);
-    }
-    while (a->log_bytes + need > a->cfg.log_total_cap)
-        if (!cmd_evict_global(a))
-            return false;
-    return true;
-}
-
-/* One read: at most 64 KiB, small enough for an output event to fit a frame,
- * and at most a quarter of the log cap so that a small log keeps most of
- * its cap in whole chunks. */
-static size_t cmd_chunk(const struct agent *a)
-{
-    size_t n = CMD_READ_CHUNK;
-    size_t frame_room = a->cfg.max_frame - 256;   /* the output event's own fields */
-    size_t cap_room = (size_t)(a->cfg.log_cap / 4);
-    if (frame_room < n)
-        n = frame_room;
-    if (cap_room < n)
-        n = cap_room;
-    return n;
-}
-
+/* Start or stop reading c's pipes (the log store decides: logstore.h). */
 static void cmd_pause(struct cmd *c, bool pause)
 {
-    c->paused = pause;
     for (int s = 0; s < 2; s++) {
         if (c->out_fd[s] < 0)
             continue;
@@ -401,24 +290,31 @@ static void cmd_pause(struct cmd *c, bool pause)
     }
 }
 
-void cmd_maybe_resume(struct cmd *c)
+/* lstore_ops.resume: the log has room again. */
+static void cmd_log_resume(struct lstore_log *l)
 {
-    if (c->paused && cmd_log_room(c, CMD_ROOM_BEFORE_READ))
-        cmd_pause(c, false);
+    cmd_pause((struct cmd *)(void *)((char *)l - offsetof(struct cmd, log)), false);
 }
 
-/* Room was freed globally: any paused command may go on. */
-static void cmd_resume_all(struct agent *a)
+/* lstore_ops.trim_due: malloc_trim() CMD_TRIM_DELAY_S from now. */
+static void cmd_log_trim_due(struct lstore *s)
 {
-    a->share_wait = false;
-    for (struct cmd *c = a->cmds; c; c = c->next)
-        cmd_maybe_resume(c);
+    struct agent *a = (struct agent *)(void *)((char *)s - offsetof(struct agent, logs));
+    if (!ev_is_active(&a->trim))
+        ev_timer_start(a->loop, &a->trim);
 }
 
-void cmd_share_freed(struct agent *a)
+static const struct lstore_ops cmd_log_ops = {cmd_log_resume, cmd_log_trim_due};
+
+/* The log store (a->logs) with the caps of a->cfg, before any command. */
+static void cmd_logs_init(struct agent *a)
 {
-    if (a->share_wait)
-        cmd_resume_all(a);
+    /* one read: at most 64 KiB, and small enough for an output event to fit
+     * a frame (the event's own fields take less than 256 bytes) */
+    size_t read_max = CMD_READ_CHUNK;
+    if (a->cfg.max_frame - 256 < read_max)
+        read_max = a->cfg.max_frame - 256;
+    lstore_init(&a->logs, a->cfg.log_cap, a->cfg.log_total_cap, read_max, &cmd_log_ops);
 }
 
 /* --- records -------------------------------------------------------------- */
@@ -491,8 +387,8 @@ void cmd_exit_info(const struct cmd *c, struct wire_exit *x)
     x->signal = WIFSIGNALED(c->status) ? WTERMSIG(c->status) : 0;
     x->duration_ms = c->duration_ms;
     x->timed_out = c->timed_out;
-    x->stdout_bytes = c->log.next_offset[0];
-    x->stderr_bytes = c->log.next_offset[1];
+    x->stdout_bytes = c->log.o.next_offset[0];
+    x->stderr_bytes = c->log.o.next_offset[1];
 }
 
 static void cmd_kv_exit(struct wire_enc *w, const struct cmd *c)
@@ -526,8 +422,8 @@ static void cmd_record_kv(struct wire_enc *w, const struct cmd *c)
     wire_kv_str(w, "state", c->done ? "exited" : "running");
     wire_kv_bool(w, "detached", !rd_has_exec_stream(c));
     wire_kv_bool(w, "pty", c->pty);
-    wire_kv_uint(w, "log_start", c->log.start);
-    wire_kv_uint(w, "log_end", c->log.end);
+    wire_kv_uint(w, "log_start", c->log.o.start);
+    wire_kv_uint(w, "log_end", c->log.o.end);
     if (c->argv_cut)
         wire_kv_bool(w, "argv_cut", true);
     if (c->done)
@@ -664,8 +560,8 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
     wire_kv_str(&w, "type", "ok");
     wire_kv_uint(&w, "id", req_id);
     wire_kv_uint(&w, "cmd", c->id);
-    wire_kv_uint(&w, "log_start", c->log.start);
-    wire_kv_uint(&w, "log_end", c->log.end);
+    wire_kv_uint(&w, "log_start", c->log.o.start);
+    wire_kv_uint(&w, "log_end", c->log.o.end);
     wire_end(&w);
     rd_pump(rd_open(c, conn, req_id, from, follow, false));
     return 0;
@@ -797,7 +693,7 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->in_fd = f->in_w;
     c->pty = x->pty;
     c->pty_fd = x->pty ? f->out_r : -1;
-    olog_init(&c->log);
+    lstore_add(&a->logs, &c->log);
     buf_init(&c->in_buf);
     ackwin_init(&c->in_win, a->cfg.stdin_window);
     STAILQ_INIT(&c->acks);
@@ -927,16 +823,15 @@ static void cmd_close_out(struct cmd *c, int s)
 static int cmd_read(struct cmd *c, int s, int reads)
 {
     struct agent *a = c->a;
-    size_t chunk = cmd_chunk(a);
+    size_t chunk = lstore_read_size(&a->logs);
     for (int i = 0; i < reads; i++) {
-        if (!cmd_log_room(c, CMD_ROOM_BEFORE_READ)) {
+        if (!lstore_reserve(&a->logs, &c->log)) {
             cmd_pause(c, true);
             return 0;
         }
         ssize_t n = read(c->out_fd[s], a->scratch, chunk);
         if (n > 0) {
-            a->log_bytes += olog_append(&c->log, s, a->scratch, (size_t)n);
-            cmd_log_room(c, 0);
+            lstore_append(&a->logs, &c->log, s, a->scratch, (size_t)n);
             if ((size_t)n < chunk)
                 return 0;   /* the pipe is empty for now */
             continue;
@@ -1228,7 +1123,7 @@ static void cmd_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
     for (int s = 0; s < 2; s++) {
         if (c->out_fd[s] < 0)
             continue;
-        if (cmd_read(c, s, 16) == 0 && c->paused) {
+        if (cmd_read(c, s, 16) == 0 && c->log.paused) {
             /* a follower is still owed bytes that are in the pipe: wait for it */
             rd_pump_cmd(c);
             ev_timer_set(w, 0.1, 0.);
@@ -1266,6 +1161,7 @@ static void cmd_finish(struct cmd *c)
     a->ncmds_running--;
     a->ncmds_exited++;
     cmd_xlink(a, c);
+    lstore_exited(&a->logs, &c->log);
     cmd_cut_argv(c);
     cmd_stdin_close(c);
     buf_free(&c->in_buf);
@@ -1337,6 +1233,7 @@ int cmd_init(struct agent *a, struct sa_err *e)
     a->cg_sweep.data = a;
     if (a->cg.enabled)
         ev_timer_start(a->loop, &a->cg_sweep);
+    cmd_logs_init(a);
     ev_timer_init(&a->trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
     a->trim.data = a;
     ev_idle_init(&a->cg_prepare, cmd_cg_prepare_cb);

@@ -1,12 +1,14 @@
 /* cmd.h — the command table: spawned commands, their logs, stdin and exit.
  *
- * Every command's stdout and stderr go into its log (outlog.h), read by any
- * number of readers (reader.h); the exec request's own stream is just the
- * first reader. Commands outlive connections (unless kill_on_disconnect).
- * Exit is final only after both pipes reached EOF, or after the drain window
- * (cfg.drain_ms) that follows the leader's death. Records of exited commands
- * are kept (cfg.keep_exited, oldest exit forgotten first) so their status
- * stays queryable; their strings are bounded (agent.h CMD_RECORD_BYTES).
+ * Every command's stdout and stderr go into its log (outlog.h), kept within
+ * the caps by the log store (logstore.h, which says when to stop reading the
+ * pipes), and read by any number of readers (reader.h); the exec request's
+ * own stream is just the first reader. Commands outlive connections (unless
+ * kill_on_disconnect). Exit is final only after both pipes reached EOF, or
+ * after the drain window (cfg.drain_ms) that follows the leader's death.
+ * Records of exited commands are kept (cfg.keep_exited, oldest exit
+ * forgotten first) so their status stays queryable; their strings are
+ * bounded (agent.h CMD_RECORD_BYTES).
  */
 #ifndef SA_CMD_H
 #define SA_CMD_H
@@ -22,7 +24,7 @@
 #include "conn.h"
 #include "msg.h"
 #include "ident.h"
-#include "outlog.h"
+#include "logstore.h"
 
 #define CMD_SPAWN_STACK_SIZE (256u << 10)   /* the CLONE_VFORK child's stack */
 #define CMD_CG_SWEEP_S 2.0                  /* cgroups of finished commands, removed */
@@ -58,8 +60,7 @@ struct cmd {
     /* output: [0] stdout (or the pty), [1] stderr */
     int out_fd[2];
     ev_io out_w[2];
-    bool paused;               /* the log has no room: a follower is behind */
-    struct olog log;
+    struct lstore_log log;     /* in a->logs; log.paused: pipes not read */
     LIST_HEAD(, reader) readers;
     LIST_HEAD(, waiter) waiters;
 
@@ -107,11 +108,6 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
              struct sa_err *e);
 
 void cmd_exit_info(const struct cmd *c, struct wire_exit *x);
-/* Start reading the pipes again if the log has room now. */
-void cmd_maybe_resume(struct cmd *c);
-/* A follower moved on or went: commands paused for the followers' share of
- * the global log cap may go on. */
-void cmd_share_freed(struct agent *a);
 
 /* CPU time of the command (stats): its cgroup's, or that of pid (its
  * leader; 0: none) without one. 0 when it cannot be read. */

@@ -70,7 +70,7 @@ int guest_stats(struct conn *c, const struct wire_req *r, struct sa_err *e)
     wire_kv_uint(&w, "commands_running", a->ncmds_running);
     wire_kv_uint(&w, "commands_exited", a->ncmds_exited);
     wire_kv_uint(&w, "connections", a->conns.n);
-    wire_kv_uint(&w, "log_bytes", a->log_bytes);
+    wire_kv_uint(&w, "log_bytes", a->logs.bytes);
     wire_kv_uint(&w, "generation", a->generation);
     tunnel_stats(&w, a);
     guest_stats_cmds(&w, a);

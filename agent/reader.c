@@ -24,11 +24,13 @@ struct reader *rd_open(struct cmd *c, struct conn *conn, uint64_t req_id, uint64
 {
     struct reader *r = xcalloc(1, sizeof *r);
     r->cmd = c;
-    r->pos = from > c->log.end ? c->log.end : from;
+    r->pos = from > c->log.o.end ? c->log.o.end : from;
     r->follow = follow;
     r->is_exec = is_exec;
     LIST_INSERT_HEAD(&c->readers, r, link);
     conn_pending_add(conn, &r->pend, &rd_pending_ops, req_id, true);
+    if (follow)
+        lstore_protect(&c->log, rd_protected_from(c));
     return r;
 }
 
@@ -39,10 +41,8 @@ void rd_close(struct reader *r)
     conn_pending_remove(&r->pend);
     bool follow = r->follow;
     free(r);
-    if (follow) {
-        cmd_maybe_resume(c);     /* it may have been what held the pipes */
-        cmd_share_freed(c->a);
-    }
+    if (follow)                  /* it may have been what held the pipes */
+        lstore_followed(&c->a->logs, &c->log, rd_protected_from(c));
 }
 
 uint64_t rd_protected_from(const struct cmd *c)
@@ -92,7 +92,7 @@ static void rd_send_end(struct reader *r)
 static bool rd_step(struct reader *r)
 {
     struct cmd *c = r->cmd;
-    const struct olog *l = &c->log;
+    const struct olog *l = &c->log.o;
     if (r->pos < l->start) {
         rd_send_gap(r, l->start);
         return false;
@@ -134,16 +134,14 @@ void rd_pump(struct reader *r)
             conn_pending_starve(&r->pend);   /* pumped again when there is room */
             break;
         }
-        if (r->pos >= c->log.end && !c->done && r->follow)
+        if (r->pos >= c->log.o.end && !c->done && r->follow)
             break;
         if (rd_step(r))
             return;          /* finished and freed; it kicked the connection */
     }
     conn_kick(conn);
-    if (follow && r->pos != before) {
-        cmd_maybe_resume(c);
-        cmd_share_freed(c->a);
-    }
+    if (follow && r->pos != before)
+        lstore_followed(&c->a->logs, &c->log, rd_protected_from(c));
 }
 
 void rd_pump_cmd(struct cmd *c)

@@ -32,7 +32,9 @@ void rd_close(struct reader *r);
 /* Send what the reader is owed, as far as its connection takes it. */
 void rd_pump(struct reader *r);
 void rd_pump_cmd(struct cmd *c);
-/* Lowest position a follower of c still needs; UINT64_MAX with none. */
+/* Lowest position a follower of c still needs; UINT64_MAX with none. The
+ * log store keeps it per log (lstore_protect/lstore_followed): rd_open,
+ * rd_pump and rd_close tell it whenever a follower's position changes. */
 uint64_t rd_protected_from(const struct cmd *c);
 bool rd_has_exec_stream(const struct cmd *c);
 

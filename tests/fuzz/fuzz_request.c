@@ -64,6 +64,7 @@
 #include "guest.h"
 #include "init.h"
 #include "log.h"
+#include "request.h"
 #include "wire.h"
 
 #define FUZZ_MAX_FRAME 65536u
@@ -271,6 +272,17 @@ static void jail(int *argc, char ***argv)
     fprintf(stderr, "fuzz_request: confined to %s (user and mount namespace, chroot)\n", root);
 }
 
+/* The command table as main.c's agent_init makes it: scratch buffer, spawn
+ * stack, timers, the log store (cmd_free_all undoes it). */
+static void cmd_setup(void)
+{
+    struct sa_err e;
+    if (cmd_init(&A, &e) < 0) {
+        fprintf(stderr, "fuzz_request: %s\n", e.msg);
+        abort();
+    }
+}
+
 /* What main.c's agent_init does, for this confined process. */
 static void agent_setup(void)
 {
@@ -300,16 +312,9 @@ static void agent_setup(void)
     A.workdir = xstrdup("/work");
     snprintf(A.boot_id, sizeof A.boot_id, "fuzz");
     getrlimit(RLIMIT_NOFILE, &A.nofile);
-    A.scratch = xmalloc(CMD_READ_CHUNK);
-    A.spawn_stack_size = 256u << 10;
-    A.spawn_stack = mmap(NULL, A.spawn_stack_size, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (A.spawn_stack == MAP_FAILED)
-        die("mmap");
-    ev_timer_init(&A.trim, cmd_trim_cb, CMD_TRIM_DELAY_S, 0.);
-    A.trim.data = &A;
-    ev_idle_init(&A.cg_prepare, cmd_cg_prepare_cb);
-    A.cg_prepare.data = &A;
+    static const struct conn_ops req_ops = {req_opened, req_handle};   /* as main.c wires it */
+    conn_set_init(&A.conns, A.loop, &req_ops, &A, A.cfg.max_frame, A.cfg.max_connections);
+    cmd_setup();
     init_start(&A);
 }
 
@@ -375,16 +380,16 @@ static void peer_read(int fd, struct peer *p)
 /* Back to the state after agent_setup. */
 static void agent_reset(void)
 {
-    conn_close_all(&A);
+    conn_close_all(&A.conns);
     cmd_kill_all(&A, SIGKILL);
     fop_free_all(&A);                  /* SIGKILLs its helpers */
     ev_tstamp deadline = ev_time() + FUZZ_REAP_S;
-    while ((A.ncmds_running > 0 || A.syncs) && ev_time() < deadline)
+    while ((A.ncmds_running > 0 || !LIST_EMPTY(&A.syncs)) && ev_time() < deadline)
         ev_run(A.loop, EVRUN_ONCE | EVRUN_NOWAIT), usleep(1000);
     cmd_free_all(&A);
     A.exited = A.exited_tail = NULL;
     A.ncmds_exited = A.ncmds_running = 0;
-    A.share_wait = false;
+    cmd_setup();                       /* cmd_free_all freed what cmd_init made */
     guest_free(&A);
     free((char *)A.default_user);
     A.default_user = xstrdup(initial_user);
@@ -402,7 +407,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
         die("socketpair");
-    conn_accept(&A, sv[0], "fuzz");
+    conn_accept(&A.conns, sv[0], "fuzz");
     struct peer p = {.frames = 0};
     buf_init(&p.in);
     size_t off = 0;
