@@ -59,6 +59,7 @@
 #include "listen.h"
 #include "logstore.h"
 #include "notify.h"
+#include "spawn.h"
 #include "tunnel.h"
 #include "wire.h"
 
@@ -112,6 +113,7 @@ struct agent {
     struct rlimit nofile;         /* RLIMIT_NOFILE at start-up, restored in commands */
     void *spawn_stack;            /* stack of the CLONE_VFORK child */
     size_t spawn_stack_size;
+    struct spawn_slots spawn_slots; /* low fds a spawn goes through (spawn.h) */
     struct listeners lsn;         /* listen.h */
     struct conn_set conns;        /* the open connections (conn.h) */
     struct cmd *cmds, *cmds_tail; /* running and remembered commands, newest first */

@@ -391,6 +391,18 @@ int cg_cpu_usec(int dirfd, uint64_t *usec)
     return read_key(dirfd, "cpu.stat", "usage_usec", usec);
 }
 
+int cg_cpu_usec_of(const struct cg_state *cg, uint64_t id, uint64_t *usec)
+{
+    char path[CG_NAME_MAX + sizeof "/cpu.stat"];
+    if (!cg->enabled) {
+        errno = ENOENT;
+        return -1;
+    }
+    cmd_name(path, id);
+    strcat(path, "/cpu.stat");
+    return read_key(cg->base_fd, path, "usage_usec", usec);
+}
+
 /* --- the pending list --------------------------------------------------------- */
 
 static size_t pending_find(const struct cg_state *cg, uint64_t id)
@@ -467,6 +479,17 @@ int cg_create(struct cg_state *cg, uint64_t id, int *procs_fd, int *dirfd, struc
     *procs_fd = pfd;
     *dirfd = steal_fd(&dfd);
     return 0;
+}
+
+int cg_open(const struct cg_state *cg, uint64_t id)
+{
+    if (!cg->enabled) {
+        errno = ENOENT;
+        return -1;
+    }
+    char name[CG_NAME_MAX];
+    cmd_name(name, id);
+    return open_file(cg->base_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW);
 }
 
 void cg_prepare(struct cg_state *cg, uint64_t id)

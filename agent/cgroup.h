@@ -31,7 +31,19 @@
  * path from exec request to exec; cg_create() then only opens it. No fd is
  * held for it; cg_free()'s removal of agent-<pid> takes it away.
  *
- * Removal: cg_release() closes the command's dir fd and rmdirs its cgroup
+ * No fd per command: the agent would otherwise hold one for each running
+ * command (thousands; docs/agent.md "Many commands"). cg_create's dirfd
+ * serves the spawn (clone3) and is closed; later, signals, the populated
+ * check and accounting reopen the directory by name under base_fd
+ * (cg_open). That is safe where acting by name after creating usually is
+ * not (docs/agent.md "Create-then-act sites"): agent-<pid> is the agent's
+ * own directory in a tree only root (or, with delegation, the agent's own
+ * user) may change — no user of the VM can rename, replace or plant a
+ * cmd-<id> there — and ids are never reused, so a name means one command
+ * for the agent's life; once its cgroup is removed the name is gone
+ * (ENOENT), never someone else's.
+ *
+ * Removal: cg_release() closes the command's dir fd (if any) and rmdirs its cgroup
  * (and any empty sub-cgroups a root command created, to a bounded depth).
  * If processes remain (daemons the command left behind on purpose), the id
  * goes on a bounded pending list that cg_sweep() retries. Nothing here blocks
@@ -89,8 +101,13 @@ int cg_init_at(struct cg_state *cg, const char *self_cgroup, const char *mountin
 
 /* Create the cgroup of command id: *procs_fd is its cgroup.procs (O_WRONLY,
  * for the child's write of "0"), *dirfd an O_PATH|O_DIRECTORY fd of its
- * directory. Both are -1 when cgroups are disabled (and 0 is returned). */
+ * directory (for clone3; close both once the command is spawned). Both are
+ * -1 when cgroups are disabled (and 0 is returned). */
 int cg_create(struct cg_state *cg, uint64_t id, int *procs_fd, int *dirfd, struct sa_err *e);
+/* Command id's cgroup directory, opened by name under base_fd (O_PATH, see
+ * "No fd per command" above): the fd, or -1 with errno (ENOENT once it was
+ * removed, or when cgroups are disabled). The caller closes it. */
+int cg_open(const struct cg_state *cg, uint64_t id);
 /* Make command id's directory now, for a later cg_create(id). Best effort:
  * on failure cg_create makes it itself. */
 void cg_prepare(struct cg_state *cg, uint64_t id);
@@ -112,6 +129,9 @@ void cg_sweep(struct cg_state *cg);
 /* Accounting: CPU time used by the cgroup's processes, living and dead
  * (cpu.stat usage_usec). 0, or -1 when unavailable. */
 int cg_cpu_usec(int dirfd, uint64_t *usec);
+/* The same for command id's cgroup, by name under base_fd (one open, for
+ * `stats` of thousands of commands). */
+int cg_cpu_usec_of(const struct cg_state *cg, uint64_t id, uint64_t *usec);
 /* At agent exit: remove what can be removed; the state is disabled after.
  * Safe on an all-zero state and after a failed or disabled cg_init. */
 void cg_free(struct cg_state *cg);

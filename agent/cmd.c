@@ -22,6 +22,7 @@
 #include "log.h"
 #include "reader.h"
 #include "spawn.h"
+#include "stats.h"
 
 static void cmd_out_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void cmd_in_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -131,8 +132,8 @@ static void cmd_free(struct cmd *c)
         free(w);
     }
     conn_pending_remove(&c->owner);
-    if (c->cg_dirfd >= 0)
-        cg_release(&a->cg, c->id, c->cg_dirfd);
+    if (c->in_cgroup)
+        cg_release(&a->cg, c->id, -1);
     a->record_bytes -= c->rec_bytes;
     free(c->argv);
     free(c->cwd);
@@ -453,8 +454,21 @@ int cmd_get(struct conn *conn, uint64_t req_id, uint64_t cmd_id, struct sa_err *
 }
 
 /* The reply's own fields around the records: type, id, more, cursor, and
- * the array header (well below this). */
+ * the array header (well below these), in bytes and in msgpack objects. */
 #define CMD_LIST_OVERHEAD 128u
+#define CMD_LIST_OVERHEAD_OBJECTS 16u
+
+/* argv's elements: with the record's map, keys and values, what a record
+ * adds to a page's objects, which must stay within WIRE_MAX_OBJECTS or no
+ * client could decode the page (PROTOCOL.md §1): about 2,600 records of
+ * two-word argvs. */
+static size_t cmd_argc(const struct cmd *c)
+{
+    size_t argc = 0;
+    while (c->argv[argc])
+        argc++;
+    return argc;
+}
 
 void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cursor,
               uint64_t limit)
@@ -465,6 +479,7 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
     buf_init(&recs);
     wire_enc_raw(&r, &recs);
     uint32_t n = 0;
+    size_t objects = CMD_LIST_OVERHEAD_OBJECTS;
     const struct cmd *c = a->cmds, *last = NULL;
     for (; c; c = c->next) {
         if ((cursor && c->id >= cursor) || (running_only && c->done))
@@ -474,8 +489,10 @@ void cmd_list(struct conn *conn, uint64_t req_id, bool running_only, uint64_t cu
         size_t before = buf_size(&recs);
         unsigned rec = wire_map_begin(&r);
         cmd_record_kv(&r, c);
+        objects += 1 + 2 * (size_t)wire_map_entries(&r) + cmd_argc(c);
         wire_map_end(&r, rec);
-        if (buf_size(&recs) + CMD_LIST_OVERHEAD > a->cfg.max_frame && n > 0) {
+        if ((buf_size(&recs) + CMD_LIST_OVERHEAD > a->cfg.max_frame ||
+             objects > WIRE_MAX_OBJECTS) && n > 0) {
             recs.len = recs.head + before;       /* this one starts the next page */
             break;
         }
@@ -685,7 +702,6 @@ static struct cmd *cmd_new(struct agent *a, uint64_t id, pid_t pid, struct cmd_f
     c->in_fd = f->in_w;
     c->pty = x->pty;
     c->pty_fd = x->pty ? f->out_r : -1;
-    c->cg_dirfd = -1;
     lstore_add(&a->logs, &c->log);
     buf_init(&c->in_buf);
     ackwin_init(&c->in_win, a->cfg.stdin_window);
@@ -770,7 +786,7 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
         .argv = x->argv, .envp = envp, .cwd = cwd, .path = path, .id = run,
         .fd_in = f.in_r, .fd_out = f.out_w, .fd_err = f.err_w, .ctty = x->pty,
         .cgroup_procs_fd = cg_procs, .cgroup_dir_fd = cg_dir, .nofile = a->nofile.rlim_cur ? &a->nofile : NULL,
-        .stack = a->spawn_stack, .stack_size = a->spawn_stack_size,
+        .stack = a->spawn_stack, .stack_size = a->spawn_stack_size, .slots = &a->spawn_slots,
     };
     pid_t pid;
     enum spawn_stage stage;
@@ -785,10 +801,12 @@ int cmd_exec(struct conn *conn, uint64_t req_id, const struct wire_exec_req *x, 
         e->stage = spawn_stage_name(stage);
         return -1;
     }
+    if (cg_dir >= 0)
+        close(cg_dir);          /* reopened by name when needed: cgroup.h */
     a->next_cmd_id = id;
     cmd_cg_prepare_soon(a);             /* while this one runs */
     struct cmd *c = cmd_new(a, id, pid, &f, x, cwd, user);
-    c->cg_dirfd = cg_dir;
+    c->in_cgroup = cg_dir >= 0;
     if (x->kill_on_disconnect)
         conn_pending_add(conn, &c->owner, &cmd_owner_ops, req_id, false);
     log_debug("cmd %llu: started %s as pid %d (%s)", (unsigned long long)c->id, x->argv[0],
@@ -995,14 +1013,38 @@ int cmd_stdin(struct conn *conn, uint64_t req_id, uint64_t cmd_id, const char *p
 
 /* --- signals, resize, exit ------------------------------------------------------ */
 
+static int cmd_cg_open(const struct cmd *c)
+{
+    return c->in_cgroup ? cg_open(&c->a->cg, c->id) : -1;
+}
+
+uint64_t cmd_cpu_ms(const struct cmd *c, pid_t pid)
+{
+    uint64_t usec;
+    if (c->in_cgroup && cg_cpu_usec_of(&c->a->cg, c->id, &usec) == 0)
+        return usec / 1000u;
+    return stats_cpu_ms(pid, -1);
+}
+
+static bool cmd_cg_populated(const struct cmd *c)
+{
+    cleanup_close int fd = cmd_cg_open(c);
+    return fd >= 0 && cg_populated(fd);
+}
+
 static int cmd_kill_tree(struct cmd *c, int sig, struct sa_err *e)
 {
-    if (c->cg_dirfd >= 0) {
-        if (sig == SIGKILL)
-            return cg_kill(c->cg_dirfd, e);
-        if (cg_signal(c->cg_dirfd, sig, e) < 0)
-            return -1;
-        return 0;
+    if (c->in_cgroup) {
+        cleanup_close int fd = cmd_cg_open(c);
+        if (fd >= 0) {
+            if (sig == SIGKILL)
+                return cg_kill(fd, e);
+            return cg_signal(fd, sig, e) < 0 ? -1 : 0;
+        }
+        /* out of fds, say: the process group still reaches most of it */
+        if (c->reaped)
+            return err_sys(e, errno, "opening the cgroup of command %llu",
+                           (unsigned long long)c->id);
     }
     if (kill(-c->pid, sig) < 0 && !(errno == ESRCH && c->reaped))
         return err_sys(e, errno, "kill -%d", (int)c->pid);
@@ -1017,7 +1059,7 @@ int cmd_signal(struct agent *a, uint64_t cmd_id, int sig, bool group, struct sa_
     /* After the leader is reaped its pid may be reused; its process group
      * stays pinned only while members remain, i.e. while we still drain. A
      * cgroup is addressed by its own fd and never reused. */
-    bool reachable = group ? (!c->done || (c->cg_dirfd >= 0 && cg_populated(c->cg_dirfd)))
+    bool reachable = group ? (!c->done || cmd_cg_populated(c))
                            : !c->reaped;
     if (!reachable)
         return err_set(e, 0, "exited", "command %llu has exited", (unsigned long long)cmd_id);
@@ -1143,9 +1185,9 @@ static void cmd_finish(struct cmd *c)
         free(w);
     }
     rd_pump_cmd(c);
-    if (c->cg_dirfd >= 0 && !cg_populated(c->cg_dirfd)) {
-        cg_release(&a->cg, c->id, c->cg_dirfd);
-        c->cg_dirfd = -1;
+    if (c->in_cgroup && !cmd_cg_populated(c)) {
+        cg_release(&a->cg, c->id, -1);
+        c->in_cgroup = false;
     }
     cmd_evict(a, 0);
 }
@@ -1172,10 +1214,10 @@ static void cmd_cg_sweep_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct agent *a = w->data;
-    for (struct cmd *c = a->cmds; c; c = c->next)
-        if (c->done && c->cg_dirfd >= 0 && !cg_populated(c->cg_dirfd)) {
-            cg_release(&a->cg, c->id, c->cg_dirfd);
-            c->cg_dirfd = -1;
+    for (struct cmd *c = a->exited; c; c = c->xnext)
+        if (c->in_cgroup && !cmd_cg_populated(c)) {
+            cg_release(&a->cg, c->id, -1);
+            c->in_cgroup = false;
         }
     cg_sweep(&a->cg);
 }
@@ -1188,6 +1230,7 @@ int cmd_init(struct agent *a, struct sa_err *e)
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (a->spawn_stack == MAP_FAILED)
         return err_sys(e, errno, "mmap spawn stack");
+    spawn_slots_init(&a->spawn_slots);       /* early, while fd numbers are low */
     const char *why_not = NULL;
     cg_init(&a->cg, &why_not);
     if (a->cg.enabled)
@@ -1233,4 +1276,5 @@ void cmd_free_all(struct agent *a)
     if (a->spawn_stack && a->spawn_stack != MAP_FAILED)
         munmap(a->spawn_stack, a->spawn_stack_size);
     a->spawn_stack = NULL;
+    spawn_slots_free(&a->spawn_slots);
 }

@@ -75,7 +75,7 @@ struct cmd {
 
     bool pty;
     int pty_fd;                /* the master, for resize (-1 without pty) */
-    int cg_dirfd;              /* the command's cgroup (-1 without) */
+    bool in_cgroup;            /* its cgroup cmd-<id> exists: cg_open() it when needed */
     struct conn_pending owner; /* kill_on_disconnect: on the exec's connection */
 
     /* exit */
@@ -109,6 +109,9 @@ int cmd_logs(struct conn *conn, uint64_t req_id, uint64_t cmd_id, uint64_t from,
 
 void cmd_exit_info(const struct cmd *c, struct wire_exit *x);
 
+/* CPU time of the command (stats): its cgroup's, or that of pid (its
+ * leader; 0: none) without one. 0 when it cannot be read. */
+uint64_t cmd_cpu_ms(const struct cmd *c, pid_t pid);
 /* Signal every running command (its cgroup, or its process group). */
 void cmd_kill_all(struct agent *a, int sig);
 /* Once the loop exists: the pipe-read scratch buffer, the spawn stack

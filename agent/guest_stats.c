@@ -8,8 +8,13 @@
 #include "conn.h"
 #include "stats.h"
 
-/* Upper bound of one encoded entry of `commands` (5 keys, u64 values). */
+/* Upper bound of one encoded entry of `commands` (5 keys, u64 values), in
+ * bytes and in msgpack objects (the map, 5 keys, 5 values): the reply must
+ * stay within WIRE_MAX_OBJECTS (PROTOCOL.md §1), whose other fields take
+ * fewer than GUEST_STATS_OBJECTS_OTHER. */
 #define GUEST_STATS_ENTRY_MAX 96
+#define GUEST_STATS_ENTRY_OBJECTS 11
+#define GUEST_STATS_OBJECTS_OTHER 64
 
 static void guest_stats_cmd(struct wire_enc *w, const struct cmd *c)
 {
@@ -19,7 +24,7 @@ static void guest_stats_cmd(struct wire_enc *w, const struct cmd *c)
     wire_kv_uint(w, "cmd", c->id);
     wire_kv_uint(w, "pid", (uint64_t)c->pid);
     wire_kv_str(w, "state", "running");
-    wire_kv_uint(w, "cpu_ms", stats_cpu_ms(pid, c->cg_dirfd));
+    wire_kv_uint(w, "cpu_ms", cmd_cpu_ms(c, pid));
     wire_kv_uint(w, "rss", stats_rss(pid));
     wire_map_end(w, entry);
 }
@@ -27,6 +32,9 @@ static void guest_stats_cmd(struct wire_enc *w, const struct cmd *c)
 static void guest_stats_cmds(struct wire_enc *w, struct agent *a)
 {
     uint32_t room = (a->cfg.max_frame - 1024) / GUEST_STATS_ENTRY_MAX, n = 0;
+    uint32_t objects = (WIRE_MAX_OBJECTS - GUEST_STATS_OBJECTS_OTHER) / GUEST_STATS_ENTRY_OBJECTS;
+    if (objects < room)
+        room = objects;
     for (struct cmd *c = a->cmds; c && n < room; c = c->next)
         n += !c->done;
     wire_key(w, "commands");

@@ -20,6 +20,7 @@
 #include "listen.h"
 #include "log.h"
 #include "request.h"
+#include "spawn.h"
 
 static void read_boot_id(char *out, size_t n)
 {
@@ -85,13 +86,14 @@ static int agent_init(struct agent *a, struct sa_err *e)
     if (cfg_load_token(&a->cfg, e) < 0)
         return -1;
     guest_oom_protect();
-    /* Many commands at once need many fds (3 per command, plus a cgroup
-     * fd): take the hard limit; commands get the original soft limit back. */
-    if (getrlimit(RLIMIT_NOFILE, &a->nofile) == 0) {
-        struct rlimit raised = {a->nofile.rlim_max, a->nofile.rlim_max};
-        if (setrlimit(RLIMIT_NOFILE, &raised) < 0)
-            log_warn("raising RLIMIT_NOFILE: %s", strerror(errno));
-    }
+    /* Many commands at once need many fds: commands get a->nofile back. */
+    struct rlimit nofile;
+    if (spawn_nofile_raise(&a->nofile, &nofile, e) < 0)
+        log_warn("%s; commands get the same", e->msg);
+    else
+        log_info("RLIMIT_NOFILE %llu/%llu (commands get %llu/%llu)",
+                 (unsigned long long)nofile.rlim_cur, (unsigned long long)nofile.rlim_max,
+                 (unsigned long long)a->nofile.rlim_cur, (unsigned long long)a->nofile.rlim_max);
     a->dev = a->cfg.dev || geteuid() != 0;
     if (a->dev) {
         const struct ident *me;

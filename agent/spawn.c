@@ -17,6 +17,7 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+#define SPAWN_CLOSE_RANGE_UNSHARE (1U << 1)
 
 #define SPAWN_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -31,9 +32,10 @@ const char *spawn_stage_name(enum spawn_stage s)
 }
 
 struct spawn_ctx {
-    const struct spawn_req *r;
+    const struct spawn_req *r;   /* its fds are slots when unshare_from > 0 */
     int errfd;
     bool in_cgroup;              /* born in its cgroup (clone3): no cgroup.procs write */
+    unsigned unshare_from;       /* CLONE_FILES: keep only fds below this (0: own copy) */
     char *pathbuf;               /* room for "<longest PATH dir>/<argv0>" */
 };
 
@@ -149,6 +151,12 @@ static int spawn_child(void *arg)
 {
     const struct spawn_ctx *c = arg;
     const struct spawn_req *r = c->r;
+    /* first: until then every fd change would be the agent's (CLONE_FILES);
+     * a kernel before 5.9 has no CLOSE_RANGE_UNSHARE: copy the whole table */
+    if (c->unshare_from &&
+        syscall(SYS_close_range, c->unshare_from, ~0u, SPAWN_CLOSE_RANGE_UNSHARE) < 0 &&
+        unshare(CLONE_FILES) < 0)
+        child_fail(c, SPAWN_SETUP, errno);   /* errfd is still the agent's slot: it arrives */
     spawn_reset_signals();
     if (setsid() < 0)
         child_fail(c, SPAWN_SETUP, errno);
@@ -209,13 +217,14 @@ static long spawn_clone3(struct spawn_clone_args *args, int (*fn)(void *), void 
     return ret;
 }
 
-static long spawn_clone_into_cgroup(const struct spawn_req *r, int (*fn)(void *), void *arg)
+static long spawn_clone_into_cgroup(const struct spawn_req *r, int files, int (*fn)(void *),
+                                    void *arg)
 {
     static bool unsupported;
     if (unsupported)
         return -1;
     struct spawn_clone_args args = {
-        .flags = CLONE_VM | CLONE_VFORK | SPAWN_CLONE_INTO_CGROUP,
+        .flags = CLONE_VM | CLONE_VFORK | SPAWN_CLONE_INTO_CGROUP | (uint64_t)files,
         .exit_signal = SIGCHLD,
         .stack = (uint64_t)(uintptr_t)r->stack,
         .stack_size = r->stack_size,
@@ -227,12 +236,82 @@ static long spawn_clone_into_cgroup(const struct spawn_req *r, int (*fn)(void *)
     return p < 0 ? -1 : p;
 }
 #else
-static long spawn_clone_into_cgroup(const struct spawn_req *r, int (*fn)(void *), void *arg)
+static long spawn_clone_into_cgroup(const struct spawn_req *r, int files, int (*fn)(void *),
+                                    void *arg)
 {
-    (void)r, (void)fn, (void)arg;
+    (void)r, (void)files, (void)fn, (void)arg;
     return -1;
 }
 #endif
+
+void spawn_slots_init(struct spawn_slots *s)
+{
+    s->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    s->end = 0;
+    for (int i = 0; i < SPAWN_SLOTS; i++) {
+        s->fd[i] = s->null_fd < 0 ? -1 : fcntl(s->null_fd, F_DUPFD_CLOEXEC, 0);
+        if (s->fd[i] >= s->end)
+            s->end = s->fd[i] + 1;
+    }
+    for (int i = 0; i < SPAWN_SLOTS; i++)
+        if (s->fd[i] < 0) {              /* all or nothing */
+            s->end = 1;
+            spawn_slots_free(s);
+            return;
+        }
+}
+
+void spawn_slots_free(struct spawn_slots *s)
+{
+    if (s->end == 0)             /* never reserved (an all-zero struct agent included) */
+        return;
+    for (int i = 0; i < SPAWN_SLOTS; i++) {
+        if (s->fd[i] >= 0)
+            close(s->fd[i]);
+        s->fd[i] = -1;
+    }
+    if (s->null_fd >= 0)
+        close(s->null_fd);
+    s->null_fd = -1;
+    s->end = 0;
+}
+
+/* The fds the child needs, onto the slots: *out is r with its fds renamed
+ * (fd_out == fd_err, as a pty's, share a slot), *errfd the error pipe's slot.
+ * -1 (nothing moved) when a dup3 fails: the caller spawns without. */
+static int spawn_slots_fill(const struct spawn_slots *s, const struct spawn_req *r, int errfd,
+                            struct spawn_req *out, int *slot_errfd)
+{
+    int from[SPAWN_SLOTS] = {r->fd_in, r->fd_out, r->fd_err, errfd, r->cgroup_procs_fd};
+    int *to[SPAWN_SLOTS] = {&out->fd_in, &out->fd_out, &out->fd_err, slot_errfd,
+                            &out->cgroup_procs_fd};
+    *out = *r;
+    *slot_errfd = errfd;
+    for (int i = 0; i < SPAWN_SLOTS; i++) {
+        *to[i] = from[i];
+        if (from[i] < 0)
+            continue;
+        for (int j = 0; j < i && *to[i] == from[i]; j++)
+            if (from[j] == from[i])
+                *to[i] = s->fd[j];
+        if (*to[i] != from[i])
+            continue;
+        if (dup3(from[i], s->fd[i], O_CLOEXEC) < 0) {
+            for (int k = 0; k < i; k++)
+                (void)dup3(s->null_fd, s->fd[k], O_CLOEXEC);
+            return -1;
+        }
+        *to[i] = s->fd[i];
+    }
+    return 0;
+}
+
+/* Every slot back on /dev/null: the agent must not keep the child's ends. */
+static void spawn_slots_reset(const struct spawn_slots *s)
+{
+    for (int i = 0; i < SPAWN_SLOTS; i++)
+        (void)dup3(s->null_fd, s->fd[i], O_CLOEXEC);
+}
 
 static size_t longest_path_dir(const char *p)
 {
@@ -247,6 +326,44 @@ static size_t longest_path_dir(const char *p)
     return best;
 }
 
+/* fs.nr_open, the most RLIMIT_NOFILE may be (0 when unreadable). */
+static rlim_t spawn_nr_open(void)
+{
+    char buf[32];
+    int fd = open("/proc/sys/fs/nr_open", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    unsigned long long v = strtoull(buf, NULL, 10);
+    return (rlim_t)v;
+}
+
+int spawn_nofile_raise(struct rlimit *startup, struct rlimit *now, struct sa_err *e)
+{
+    if (getrlimit(RLIMIT_NOFILE, startup) < 0)
+        return err_sys(e, errno, "getrlimit RLIMIT_NOFILE");
+    *now = *startup;
+    rlim_t ceiling = spawn_nr_open();
+    if (ceiling > SPAWN_NOFILE_MAX)
+        ceiling = SPAWN_NOFILE_MAX;
+    struct rlimit want = {ceiling, ceiling};
+    if (ceiling > startup->rlim_max && setrlimit(RLIMIT_NOFILE, &want) == 0) {
+        *now = want;
+        return 0;
+    }
+    /* not root (EPERM), or the hard limit is already higher */
+    want.rlim_cur = want.rlim_max = startup->rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) < 0)
+        return err_sys(e, errno, "raising RLIMIT_NOFILE to %llu",
+                       (unsigned long long)startup->rlim_max);
+    *now = want;
+    return 0;
+}
+
 int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
                 struct sa_err *e)
 {
@@ -257,6 +374,14 @@ int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
     const char *path = r->path ? r->path : SPAWN_DEFAULT_PATH;
     cleanup_free char *pathbuf = xmalloc(longest_path_dir(path) + strlen(r->argv[0]) + 2);
     struct spawn_ctx c = {.r = r, .errfd = ep[1], .pathbuf = pathbuf};
+    struct spawn_req slotted;
+    bool slots = r->slots && r->slots->end > 0 &&
+                 spawn_slots_fill(r->slots, r, ep[1], &slotted, &c.errfd) == 0;
+    if (slots) {
+        c.r = &slotted;
+        c.unshare_from = (unsigned)r->slots->end;
+    }
+    int files = slots ? CLONE_FILES : 0;
 
     /* No signal handler may run in the child while it shares our memory. */
     sigset_t all, old;
@@ -266,16 +391,18 @@ int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
     int clone_errno = 0;
     if (r->cgroup_dir_fd >= 0) {
         c.in_cgroup = true;
-        p = (pid_t)spawn_clone_into_cgroup(r, spawn_child, &c);
+        p = (pid_t)spawn_clone_into_cgroup(r, files, spawn_child, &c);
         if (p < 0)
             c.in_cgroup = false;
     }
     if (p < 0) {
         p = clone(spawn_child, (char *)r->stack + r->stack_size,
-                  CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+                  CLONE_VM | CLONE_VFORK | files | SIGCHLD, &c);
         clone_errno = errno;
     }
     sigprocmask(SIG_SETMASK, &old, NULL);
+    if (slots)
+        spawn_slots_reset(r->slots);
     close(ep[1]);
     if (p < 0) {
         close(ep[0]);

@@ -40,11 +40,44 @@ struct spawn_req {
     const struct rlimit *nofile; /* RLIMIT_NOFILE for the command, or NULL */
     void *stack;                 /* child stack (the agent keeps one) */
     size_t stack_size;
+    const struct spawn_slots *slots;   /* low fds to spawn through (below), or NULL */
 };
+
+/* Low fd numbers reserved at start-up (placeholders on /dev/null), so that a
+ * spawn need not copy the agent's whole fd table. With thousands of commands
+ * the agent holds tens of thousands of fds; a child that got a copy of the
+ * table (clone without CLONE_FILES) spent most of an exec copying it and
+ * closing every close-on-exec entry in execve (docs/PERFORMANCE.md, item
+ * 11). Instead the few fds the child needs are dup3'ed onto the slots, the
+ * child shares the agent's table (CLONE_FILES; the agent is suspended by
+ * CLONE_VFORK) and its first act is close_range(SPAWN_SLOTS' end, ~0,
+ * CLOSE_RANGE_UNSHARE): the kernel gives it a table of only the fds below,
+ * and closes nothing of the agent's. The slots go back to /dev/null after. */
+#define SPAWN_SLOTS 5            /* stdin, stdout, stderr, the error pipe, cgroup.procs */
+struct spawn_slots {
+    int null_fd;                 /* /dev/null, to put back on a slot */
+    int fd[SPAWN_SLOTS];         /* -1: not reserved (spawn copies the table) */
+    int end;                     /* one above the highest slot; 0: none reserved */
+};
+/* Reserve the slots (call early, while fds are low). Best effort: without
+ * them (end 0) spawns copy the table as before. */
+void spawn_slots_init(struct spawn_slots *s);
+void spawn_slots_free(struct spawn_slots *s);
 
 /* 0 and *pid on success; -1 with e->code the errno name and *stage set. */
 int spawn_start(const struct spawn_req *r, pid_t *pid, enum spawn_stage *stage,
                 struct sa_err *e);
+
+/* The agent's own RLIMIT_NOFILE, raised at start-up so that thousands of
+ * commands (two fds each, docs/agent.md "Many commands") fit; commands get
+ * *startup back (spawn_req.nofile). As root (CAP_SYS_RESOURCE) soft and hard
+ * go up to fs.nr_open, at most SPAWN_NOFILE_MAX: well above what the max-*
+ * settings can use (65536 commands, connections, tunnels), and a ceiling for
+ * the file helpers, which inherit it. Otherwise (or when that fails) the soft
+ * limit goes up to the hard one. *now is the limit in force afterwards (the
+ * start-up one when nothing could be raised: -1 then). */
+#define SPAWN_NOFILE_MAX (1u << 20)
+int spawn_nofile_raise(struct rlimit *startup, struct rlimit *now, struct sa_err *e);
 
 /* Child-side steps, shared with the file helpers (fop.c): only system
  * calls, safe in a CLONE_VM child. Every signal disposition to default and an

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #define STATS_FILE_MAX 4096      /* bytes read of any one /proc file */
+#define STATS_POLL_FDS_MAX (1u << 20)   /* fd table slots polled to count fds (16 bytes each) */
 
 struct stats_sys {
     uint64_t uptime_ms;          /* CLOCK_BOOTTIME */
@@ -18,7 +19,7 @@ struct stats_sys {
     uint64_t mem_total, mem_available;   /* bytes (/proc/meminfo) */
     uint64_t disk_total, disk_free;      /* bytes (statvfs; free = available to non-root) */
     uint64_t agent_rss;          /* bytes (/proc/self/statm) */
-    uint64_t agent_fds;          /* entries of /proc/self/fd */
+    uint64_t agent_fds;          /* open fds (a poll of the fd table, else /proc/self/fd) */
 };
 
 /* The machine and the agent itself; disk figures are those of path's filesystem. */

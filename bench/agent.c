@@ -25,7 +25,7 @@
 
 extern char **environ;
 
-static struct client *bench_connect(const char *addr)
+struct client *bench_connect(const char *addr)
 {
     struct client *c;
     struct sa_err e;
@@ -393,12 +393,9 @@ int bench_stats(int argc, char **argv)
     return 0;
 }
 
-/* The host is done with every exited command: release them (item 5). */
-int bench_release(int argc, char **argv)
+/* The host is done with every exited command: release them (items 5, 11). */
+uint64_t bench_release_all(struct client *c)
 {
-    if (argc != 2)
-        die("usage: release ADDR");
-    struct client *c = bench_connect(argv[1]);
     struct wire_enc w;
     struct sa_err e;
     uint64_t id = client_begin(c, &w, "release");
@@ -410,7 +407,15 @@ int bench_release(int argc, char **argv)
         die("release: %s", e.msg);
     uint64_t n = 0;
     wire_obj_uint(wire_get(&m, "released"), &n);
-    printf("released %" PRIu64 "\n", n);
+    return n;
+}
+
+int bench_release(int argc, char **argv)
+{
+    if (argc != 2)
+        die("usage: release ADDR");
+    struct client *c = bench_connect(argv[1]);
+    printf("released %" PRIu64 "\n", bench_release_all(c));
     client_free(c);
     return 0;
 }

@@ -30,6 +30,11 @@ void samples_report(struct samples *s, const char *name);
 
 /* Print a message and exit 1. */
 __attribute__((noreturn, format(printf, 1, 2))) void die(const char *fmt, ...);
+/* A connection to the agent at addr, its hello read, or die (agent.c). */
+struct client;
+struct client *bench_connect(const char *addr);
+/* `release {all}` on c; the number released, or die (agent.c). */
+uint64_t bench_release_all(struct client *c);
 /* A positive count from argv, or die. */
 long bench_count(const char *s, const char *what);
 
@@ -47,6 +52,7 @@ int bench_floor_cps(int argc, char **argv);  /* floor.c */
 int bench_tree(int argc, char **argv);       /* tree.c */
 int bench_tunnel(int argc, char **argv);     /* tunnel.c */
 int bench_tunnel_rtt(int argc, char **argv);
+int bench_scale(int argc, char **argv);      /* scale.c */
 
 /* floor.c: one posix_spawn of /bin/true, stdout on a pipe read to EOF,
  * waitpid. */

@@ -98,6 +98,8 @@ static const struct {
     {"floor-cps", bench_floor_cps, "floor-cps N THREADS    the floor from THREADS threads, commands/s"},
     {"tree", bench_tree, "tree DIR N             a node_modules-like tree of N files"},
     {"tunnel", bench_tunnel, "tunnel ADDR BYTES      BYTES to a TCP sink, direct and through connect, MiB/s"},
+    {"scale", bench_scale, "scale ADDR N [LIMIT]   N detached sleeps: start rate, fds and RSS per command,\n"
+                           "                         list (all pages), stats and ping under that load"},
     {"tunnel-rtt", bench_tunnel_rtt, "tunnel-rtt ADDR N      N HTTP round trips, direct and through connect\n"
                                      "                         (p50, p99)"},
 };

@@ -124,12 +124,17 @@ int wire_parse_exec(const msgpack_object *map, msgpack_zone *z, struct wire_exec
         wire_opt_bool(map, "kill_on_disconnect", &x->kill_on_disconnect, e) < 0 ||
         wire_opt_uint(map, "timeout_ms", &x->timeout_ms, e) < 0)
         return -1;
+    /* absent: a pipe, except for a detached command, which gets one only
+     * when asked (PROTOCOL.md "exec"): most never read stdin, and a pipe
+     * held for each would cost the agent an fd per command */
     const msgpack_object *in = wire_get(map, "stdin");
     if (in) {
         if (wire_obj_is(in, "null"))
             x->stdin_null = true;
         else if (!wire_obj_is(in, "pipe"))
             return err_set(e, 0, "bad_request", "field 'stdin' must be \"pipe\" or \"null\"");
+    } else {
+        x->stdin_null = x->detached;
     }
     if (x->sudo && x->user)
         return err_set(e, 0, "bad_request", "'user' and 'sudo' are mutually exclusive");

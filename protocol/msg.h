@@ -30,7 +30,7 @@ struct wire_exec_req {
     char *cwd;              /* NULL: the workdir */
     char *user;             /* NULL: the default user */
     bool sudo;              /* run as root, HOME=/root */
-    bool stdin_null;        /* stdin from /dev/null instead of a pipe */
+    bool stdin_null;        /* stdin from /dev/null instead of a pipe (detached: default) */
     bool detached;          /* reply only; no output events on this request */
     bool kill_on_disconnect;
     uint64_t timeout_ms;    /* 0: none */

@@ -365,6 +365,12 @@ unsigned wire_map_begin(struct wire_enc *w)
     return ++w->depth;
 }
 
+uint32_t wire_map_entries(const struct wire_enc *w)
+{
+    assert(w->depth > 0);
+    return w->map_n[w->depth - 1];
+}
+
 /* Write the innermost open map's header for its count. */
 static void wire_map_close(struct wire_enc *w)
 {

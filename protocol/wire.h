@@ -126,6 +126,10 @@ void wire_end(struct wire_enc *w);
  * returned depth, passed back to wire_map_end, is checked in debug builds. */
 unsigned wire_map_begin(struct wire_enc *w);
 void wire_map_end(struct wire_enc *w, unsigned depth);
+/* Entries written so far into the innermost open map (for a caller that
+ * bounds a frame's objects, PROTOCOL.md §1: a map of n entries is 1 + 2n
+ * objects plus what its values hold). */
+uint32_t wire_map_entries(const struct wire_enc *w);
 
 /* A key of the innermost open map (counts one entry): NUL-terminated, or n
  * bytes. */

@@ -973,6 +973,27 @@ static void parse_exec_treats_nil_fields_as_absent(void)
     CHECK(x.env == NULL && x.cwd == NULL && x.user == NULL && !x.pty && !x.stdin_null);
 }
 
+/* A detached command gets /dev/null as stdin unless its request asks for a
+ * pipe: most never read it, and a pipe would cost the agent an fd each. */
+static void parse_exec_gives_a_detached_command_dev_null_stdin_unless_asked_for_a_pipe(void)
+{
+    static const char *const stdin_fields[] = {NULL, "pipe", "null"};
+    static const bool want_null[] = {true, false, true};
+    for (int i = 0; i < 3; i++) {
+        FIXTURE(f);
+        struct wire_enc w;
+        begin_exec(&w, &f.b, echo_hi);
+        wire_kv_bool(&w, "detached", true);
+        if (stdin_fields[i])
+            wire_kv_str(&w, "stdin", stdin_fields[i]);
+        wire_end(&w);
+        struct wire_exec_req x;
+        CHECK(fx_parse_exec(&f, &x) == 0);
+        CHECK(x.detached);
+        CHECK(x.stdin_null == want_null[i]);
+    }
+}
+
 static void parse_exec_accepts_pty_true_stdin_pipe_and_sudo(void)
 {
     FIXTURE(f);
@@ -2224,6 +2245,7 @@ static const struct check_test tests[] = {
     T(parse_exec_applies_defaults_to_a_minimal_request),
     T(parse_exec_treats_nil_fields_as_absent),
     T(parse_exec_accepts_pty_true_stdin_pipe_and_sudo),
+    T(parse_exec_gives_a_detached_command_dev_null_stdin_unless_asked_for_a_pipe),
     T(parse_exec_refuses_a_missing_or_empty_argv),
     T(parse_exec_refuses_argv_with_a_non_string),
     T(parse_exec_refuses_strings_with_an_embedded_nul),

@@ -1009,7 +1009,8 @@ class FileStream:
 class Agent:
     """One sandbox-agent process in its own temp dir."""
 
-    def __init__(self, extra_args=(), dev=True, env=None, workdir_owner=None, sock_path=None):
+    def __init__(self, extra_args=(), dev=True, env=None, workdir_owner=None, sock_path=None,
+                 preexec=None):
         if not AGENT_BIN or not os.access(AGENT_BIN, os.X_OK):
             raise unittest.SkipTest("SA_AGENT is not set to an executable sandbox-agent "
                                     "(run through ctest, or export SA_AGENT=build/sandbox-agent)")
@@ -1018,6 +1019,7 @@ class Agent:
         self.env_extra = dict(env or {})
         self.workdir_owner = workdir_owner
         self.sock_override = sock_path
+        self.preexec = preexec          # run in the child before the exec (resource limits)
         self.proc = None
         self.tmp = None
         self.stopped = False
@@ -1048,7 +1050,8 @@ class Agent:
         env.update(self.env_extra)
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         env=env, start_new_session=True, close_fds=True)
+                                         env=env, start_new_session=True, close_fds=True,
+                                         preexec_fn=self.preexec)
         try:
             self.hello = self._wait_ready(T(10) if timeout is None else timeout)
         except BaseException:
@@ -1231,11 +1234,12 @@ class AgentTestCase(unittest.TestCase):
     agent_dev = True
     agent_env = None
     agent_workdir_owner = None
+    agent_preexec = None
 
     @classmethod
     def setUpClass(cls):
         cls.agent = Agent(cls.agent_args, dev=cls.agent_dev, env=cls.agent_env,
-                          workdir_owner=cls.agent_workdir_owner).start()
+                          workdir_owner=cls.agent_workdir_owner, preexec=cls.agent_preexec).start()
         cls.addClassCleanup(cls._stop_agent)
 
     @classmethod

@@ -375,7 +375,7 @@ class ExitOrderDefault(AgentTestCase):
 
     def test_a_command_exiting_after_4100_others_is_still_known(self):
         # `cat` exits when told to (stdin closed): after all the others
-        rid, r = self.c.exec_start(["cat"], detached=True)
+        rid, r = self.c.exec_start(["cat"], detached=True, stdin="pipe")
         self.assertEqual(r["type"], "ok")
         self.addCleanup(kill_sessions, [r["pid"]])
         for _ in range(41):

@@ -62,7 +62,7 @@ class HalfClosed(AgentTestCase):
     def test_a_stdin_acknowledgement_is_sent_once_the_command_reads(self):
         # 256 KiB cannot fit the 64 KiB pipe: the ok waits until cat reads, a
         # second after the half-close
-        r = self.detached(["sh", "-c", "sleep 1; exec cat >/dev/null"])
+        r = self.detached(["sh", "-c", "sleep 1; exec cat >/dev/null"], stdin="pipe")
         frames = self.half_closed({"type": "stdin", "id": 1, "cmd": r["cmd"],
                                    "data": b"x" * (256 * KiB)})
         self.assertEqual([(m["type"], m["id"]) for m in frames], [("ok", 1)], frames)
@@ -83,7 +83,7 @@ class HalfClosed(AgentTestCase):
     def test_all_kinds_at_once_each_get_their_answer(self):
         w = self.detached(["sh", "-c", "sleep 1; exit 3"], stdin="null")
         f = self.detached(["sh", "-c", "sleep 1; echo f"], stdin="null")
-        k = self.detached(["sh", "-c", "sleep 1; exec cat >/dev/null"])
+        k = self.detached(["sh", "-c", "sleep 1; exec cat >/dev/null"], stdin="pipe")
         with open(os.path.join(self.agent.workdir, "small"), "wb") as fh:
             fh.write(b"abc")
         frames = self.half_closed(
@@ -105,9 +105,10 @@ class Bound(AgentTestCase):
     acknowledgements count among them."""
 
     def test_the_4096th_pending_request_is_the_last_and_room_comes_back(self):
-        r = self.c.ok("exec", argv=["sh", "-c", "read x; exit 5"], detached=True)
+        r = self.c.ok("exec", argv=["sh", "-c", "read x; exit 5"], detached=True, stdin="pipe")
         self.addCleanup(kill_sessions, [r["pid"]])
-        fed = self.c.ok("exec", argv=["sh", "-c", "sleep 1000; cat"], detached=True)
+        fed = self.c.ok("exec", argv=["sh", "-c", "sleep 1000; cat"], detached=True,
+                        stdin="pipe")
         self.addCleanup(kill_sessions, [fed["pid"]])
         c = self.agent.client()
         self.addCleanup(c.close)
@@ -140,7 +141,7 @@ class Closed(AgentTestCase):
         waited = c.ok("exec", argv=["sleep", "1000"], detached=True, stdin="null")
         followed = c.ok("exec", argv=["sh", "-c", "while :; do echo x; sleep 0.1; done"],
                         detached=True, stdin="null")
-        fed = c.ok("exec", argv=["sh", "-c", "sleep 1000; cat"], detached=True)
+        fed = c.ok("exec", argv=["sh", "-c", "sleep 1000; cat"], detached=True, stdin="pipe")
         pids = [doomed["pid"], waited["pid"], followed["pid"], fed["pid"]]
         self.addCleanup(kill_sessions, pids)
         c.send({"type": "wait", "id": 101, "cmd": waited["cmd"]})

@@ -103,7 +103,7 @@ class Soak(unittest.TestCase):
         # it writes only once told to, after the follower is there: a log
         # nobody follows may lose its oldest bytes to the global cap
         n = 5000 + 11 * i
-        r = c.ok("exec", argv=["sh", "-c", "read go; seq 1 %d" % n], detached=True)
+        r = c.ok("exec", argv=["sh", "-c", "read go; seq 1 %d" % n], detached=True, stdin="pipe")
         self.pids.append(r["pid"])
         rid = c.next_id()
         c.send({"type": "logs", "id": rid, "cmd": r["cmd"], "follow": True})
