@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdio.h"
+
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
 #endif
@@ -25,64 +27,6 @@
 #define CG_LINE_SMALL 512        /* cgroup.events, cpu.stat, one pid per line */
 #define CG_LINE_PROCS 4096
 #define CG_LINE_MOUNTINFO 8192   /* longer lines (absurd mount points) are skipped */
-
-/* --- bounded line reading ----------------------------------------------------- */
-
-/* Reads a file line by line through a caller-supplied buffer of fixed size;
- * a line that does not fit is skipped whole. */
-struct lines {
-    int fd;
-    char *buf;
-    size_t cap, len, off;
-    bool eof, skip;
-};
-
-static void lines_init(struct lines *l, int fd, char *buf, size_t cap)
-{
-    *l = (struct lines){.fd = fd, .buf = buf, .cap = cap};
-}
-
-/* 1 and a NUL-terminated *line; 0 at end of file; -1 with errno. */
-static int lines_next(struct lines *l, char **line)
-{
-    for (;;) {
-        char *start = l->buf + l->off;
-        char *nl = memchr(start, '\n', l->len - l->off);
-        if (nl) {
-            l->off = (size_t)(nl - l->buf) + 1;
-            if (l->skip) {
-                l->skip = false;
-                continue;
-            }
-            *nl = '\0';
-            *line = start;
-            return 1;
-        }
-        if (l->eof) {
-            if (l->off == l->len || l->skip)
-                return 0;
-            l->buf[l->len] = '\0';      /* len < cap: room for it */
-            *line = start;
-            l->off = l->len;
-            return 1;
-        }
-        memmove(l->buf, start, l->len - l->off);
-        l->len -= l->off;
-        l->off = 0;
-        if (l->len == l->cap - 1) {     /* a line longer than the buffer */
-            l->skip = true;
-            l->len = 0;
-        }
-        ssize_t n = read(l->fd, l->buf + l->len, l->cap - 1 - l->len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            l->eof = true;
-        l->len += (size_t)n;
-    }
-}
 
 static int open_file(int dirfd, const char *name, int flags)
 {
@@ -120,11 +64,11 @@ static int read_key(int dirfd, const char *file, const char *key, uint64_t *v)
     if (fd < 0)
         return -1;
     char buf[CG_LINE_SMALL], *line;
-    struct lines l;
-    lines_init(&l, fd, buf, sizeof buf);
+    struct fd_lines l;
+    fd_lines_init(&l, fd, buf, sizeof buf);
     size_t klen = strlen(key);
     int r;
-    while ((r = lines_next(&l, &line)) > 0) {
+    while ((r = fd_lines_next(&l, &line)) > 0) {
         if (strncmp(line, key, klen) != 0 || line[klen] != ' ')
             continue;
         char *end;
@@ -260,10 +204,10 @@ static bool pid_in_cgroup(pid_t pid, const char *cgpath)
     if (fd < 0)
         return false;
     char buf[CG_LINE_SMALL], *line;
-    struct lines l;
-    lines_init(&l, fd, buf, sizeof buf);
+    struct fd_lines l;
+    fd_lines_init(&l, fd, buf, sizeof buf);
     size_t n = strlen(cgpath);
-    while (lines_next(&l, &line) > 0) {
+    while (fd_lines_next(&l, &line) > 0) {
         if (strncmp(line, "0::", 3) != 0)
             continue;
         size_t k = strlen(line + 3);
@@ -307,10 +251,10 @@ static int signal_procs(struct sigwalk *w, int cgfd)
     if (pn > 0)
         cgpath[pn] = '\0';
     char buf[CG_LINE_PROCS], *line;
-    struct lines l;
-    lines_init(&l, fd, buf, sizeof buf);
+    struct fd_lines l;
+    fd_lines_init(&l, fd, buf, sizeof buf);
     int r;
-    while ((r = lines_next(&l, &line)) > 0) {
+    while ((r = fd_lines_next(&l, &line)) > 0) {
         pid_t pid;
         if (!parse_pid(line, &pid))
             continue;
@@ -540,10 +484,10 @@ static int own_cgroup(const char *file, char *path, size_t size, struct sa_err *
     if (fd < 0)
         return err_sys(e, errno, "open %s", file);
     char buf[PATH_MAX + 16], *line;
-    struct lines l;
-    lines_init(&l, fd, buf, sizeof buf);
+    struct fd_lines l;
+    fd_lines_init(&l, fd, buf, sizeof buf);
     int r;
-    while ((r = lines_next(&l, &line)) > 0) {
+    while ((r = fd_lines_next(&l, &line)) > 0) {
         if (strncmp(line, "0::", 3) != 0)
             continue;
         const char *p = line + 3;
@@ -631,10 +575,10 @@ static int own_dir(const char *mountinfo, const char *cgpath, char *dir, size_t 
         return err_sys(e, errno, "open %s", mountinfo);
     cleanup_free char *buf = xmalloc(CG_LINE_MOUNTINFO);
     char *line;
-    struct lines l;
-    lines_init(&l, fd, buf, CG_LINE_MOUNTINFO);
+    struct fd_lines l;
+    fd_lines_init(&l, fd, buf, CG_LINE_MOUNTINFO);
     int r;
-    while ((r = lines_next(&l, &line)) > 0)
+    while ((r = fd_lines_next(&l, &line)) > 0)
         if (mount_line(line, cgpath, dir, size))
             return 0;
     if (r < 0)
@@ -666,9 +610,9 @@ static void enable_memory(int dirfd)
     if (fd < 0)
         return;
     char buf[CG_LINE_SMALL], *line;
-    struct lines l;
-    lines_init(&l, fd, buf, sizeof buf);
-    if (lines_next(&l, &line) <= 0)
+    struct fd_lines l;
+    fd_lines_init(&l, fd, buf, sizeof buf);
+    if (fd_lines_next(&l, &line) <= 0)
         return;
     char *s = line, *c;
     while ((c = field(&s)))

@@ -252,7 +252,7 @@ static int conn_flush(struct conn *c)
             continue;
         if (n < 0 && errno == EAGAIN)
             return 0;
-        log_debug("conn %llu: write: %s", (unsigned long long)c->serial, strerror(errno));
+        log_debug("conn %llu: write: %s", (unsigned long long)c->serial, err_str(errno));
         conn_break(c);
         return -1;
     }
@@ -404,7 +404,7 @@ static void conn_read_cb(struct ev_loop *loop, ev_io *w, int revents)
         if (n < 0 && errno == EAGAIN)
             break;
         if (n < 0) {
-            log_debug("conn %llu: read: %s", (unsigned long long)c->serial, strerror(errno));
+            log_debug("conn %llu: read: %s", (unsigned long long)c->serial, err_str(errno));
             conn_close(c);
             return;
         }

@@ -29,7 +29,7 @@ void guest_oom_protect(void)
         return;
     int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd < 0 || write(fd, "-1000", 5) != 5)
-        log_warn("oom_score_adj -1000: %s; the OOM killer may choose the agent", strerror(errno));
+        log_warn("oom_score_adj -1000: %s; the OOM killer may choose the agent", err_str(errno));
     if (fd >= 0)
         close(fd);
 }

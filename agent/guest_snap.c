@@ -95,7 +95,7 @@ static bool guest_credit_entropy(int fd, const char *p, size_t n)
     memcpy(info->buf, p, n);
     int rc = ioctl(fd, RNDADDENTROPY, info);
     if (rc < 0)
-        log_debug("RNDADDENTROPY: %s; mixing in without credit", strerror(errno));
+        log_debug("RNDADDENTROPY: %s; mixing in without credit", err_str(errno));
     explicit_bzero(info->buf, words * sizeof(__u32));
     return rc == 0;
 }

@@ -1,13 +1,15 @@
 #include "ident.h"
 
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
+#include <fcntl.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "fdio.h"
 
 static void ident_free(struct ident *i)
 {
@@ -49,108 +51,178 @@ static void ident_revalidate(struct ident_cache *c)
 /* Users and groups come from /etc/passwd and /etc/group themselves, never
  * through NSS: glibc's NSS modules (libnss_systemd with libcap and libm on
  * Debian) would load into the agent for its whole life (about 550 KiB of
- * RSS), and the static (musl) build reads the files anyway, so both builds
- * resolve the same users. */
+ * RSS). The files are read through a descriptor and parsed here, one
+ * passwd(5)/group(5) line at a time, in both builds: glibc's
+ * fgetpwent_r/fgetgrent_r would bring stdio and libc's NSS line parser, a
+ * 64 KiB stretch of libc's text that nothing else in the agent touches, into
+ * the RSS of every idle agent (docs/PERFORMANCE.md, item 5). */
 #define IDENT_PASSWD "/etc/passwd"
 #define IDENT_GROUP "/etc/group"
-#define IDENT_LINE_MAX (1u << 20)       /* longest passwd/group line read */
+#define IDENT_LINE_BUF 4096             /* first size of the line buffer */
+#define IDENT_LINE_MAX (1u << 20)       /* longest passwd/group line read; longer ones are skipped */
 
-#ifdef __GLIBC__
-/* The next entry of f into *buf (grown on ERANGE up to IDENT_LINE_MAX):
- * 0, ENOENT at the end, or an errno. */
-static int next_pw(FILE *f, struct passwd *pw, char **buf, size_t *n)
+/* The next ':'-terminated field of *p, cut off with a NUL: NULL when the
+ * line ends first. */
+static char *field(char **p)
 {
-    for (;;) {
-        struct passwd *res;
-        int r = fgetpwent_r(f, pw, *buf, *n, &res);
-        if (r != ERANGE || *n >= IDENT_LINE_MAX)
-            return r;
-        *n *= 2;                          /* glibc rewinds to the line's start */
-        *buf = xrealloc(*buf, *n);
-    }
+    char *f = *p, *colon = strchr(f, ':');
+    if (!colon)
+        return NULL;
+    *colon = '\0';
+    *p = colon + 1;
+    return f;
 }
 
-static int next_gr(FILE *f, struct group *gr, char **buf, size_t *n)
+/* A uid or gid: decimal digits only, below (uid_t)-1. */
+static bool parse_id(const char *s, uint32_t *out)
 {
-    for (;;) {
-        struct group *res;
-        int r = fgetgrent_r(f, gr, *buf, *n, &res);
-        if (r != ERANGE || *n >= IDENT_LINE_MAX)
-            return r;
-        *n *= 2;
-        *buf = xrealloc(*buf, *n);
+    uint64_t v = 0;
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+        v = v * 10 + (uint64_t)(*s - '0');
+        if (v >= UINT32_MAX)
+            return false;
     }
+    *out = (uint32_t)v;
+    return true;
 }
 
-/* The passwd entry of name (or of uid when name is NULL): 1 found, 0 not,
- * -errno when the file cannot be read. *buf backs *pw's strings. */
-static int pw_find(const char *name, uid_t uid, struct passwd *pw, char **buf, size_t *n)
+/* The first n fields of an entry line; blanks before it are skipped, and a
+ * blank or '#' line is no entry (as glibc's files parser). *rest is what
+ * follows the n-th ':'. */
+static bool fields(char *line, char **f, int n, char **rest)
 {
-    FILE *f = fopen(IDENT_PASSWD, "re");
-    if (!f)
+    char *p = line;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0' || *p == '#')
+        return false;
+    for (int i = 0; i < n; i++)
+        if (!(f[i] = field(&p)))
+            return false;
+    *rest = p;
+    return f[0][0] != '\0';
+}
+
+int ident_parse_passwd(char *line, struct ident_pw *pw)
+{
+    char *f[6];          /* name:password:uid:gid:gecos:home, then the shell */
+    if (!fields(line, f, 6, &pw->shell) || !parse_id(f[2], &pw->uid) || !parse_id(f[3], &pw->gid))
+        return -1;
+    pw->name = f[0];
+    pw->home = f[5];
+    return 0;
+}
+
+int ident_parse_group(char *line, struct ident_gr *gr)
+{
+    char *f[3];          /* name:password:gid, then the members */
+    if (!fields(line, f, 3, &gr->members) || !parse_id(f[2], &gr->gid))
+        return -1;
+    gr->name = f[0];
+    return 0;
+}
+
+bool ident_group_has(const char *members, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *m = members, *end; *m; m = *end ? end + 1 : end) {
+        end = strchrnul(m, ',');
+        if ((size_t)(end - m) == n && n && memcmp(m, name, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Every line of path through fn until it returns true: 1 when it did, 0 at
+ * the end (or when the file does not exist), -errno when it cannot be read. */
+static int db_scan(const char *path, bool (*fn)(char *line, void *arg), void *arg)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
         return errno == ENOENT ? 0 : -errno;
-    int found = 0;
-    while (!found && next_pw(f, pw, buf, n) == 0)
-        found = name ? strcmp(pw->pw_name, name) == 0 : pw->pw_uid == uid;
-    fclose(f);
-    return found;
+    struct fd_lines l;
+    fd_lines_init_grow(&l, fd, IDENT_LINE_BUF, IDENT_LINE_MAX);
+    char *line;
+    int r;
+    while ((r = fd_lines_next(&l, &line)) > 0 && !fn(line, arg))
+        ;
+    int en = errno;
+    fd_lines_free(&l);
+    return r < 0 ? -en : r;
 }
 
-/* getgrouplist from /etc/group: gid first, then every group listing name. */
+struct grscan {
+    const char *name;
+    gid_t *out;
+    int n, max;
+};
+
+static bool group_line(char *line, void *arg)
+{
+    struct grscan *s = arg;
+    struct ident_gr gr;
+    if (ident_parse_group(line, &gr) < 0 || !ident_group_has(gr.members, s->name))
+        return false;
+    for (int k = 0; k < s->n; k++)
+        if (s->out[k] == gr.gid)
+            return false;
+    s->out[s->n++] = gr.gid;
+    return s->n == s->max;
+}
+
+/* getgrouplist from /etc/group: gid first, then every group listing name
+ * (the first max; a group file that cannot be read gives the gid alone). */
 static int group_list(const char *name, gid_t gid, gid_t *out, int max)
 {
-    int n = 0;
-    out[n++] = gid;
-    FILE *f = fopen(IDENT_GROUP, "re");
-    if (!f)
-        return n;
-    size_t cap = 4096;
-    char *buf = xmalloc(cap);
-    struct group gr;
-    while (n < max && next_gr(f, &gr, &buf, &cap) == 0) {
-        bool member = false, dup = false;
-        for (char **m = gr.gr_mem; m && *m && !member; m++)
-            member = strcmp(*m, name) == 0;
-        for (int k = 0; k < n && member && !dup; k++)
-            dup = out[k] == gr.gr_gid;
-        if (member && !dup)
-            out[n++] = gr.gr_gid;
-    }
-    free(buf);
-    fclose(f);
-    return n;
-}
-#else
-/* musl: its own lookups read the files (no NSS). */
-static int pw_find(const char *name, uid_t uid, struct passwd *pw, char **buf, size_t *n)
-{
-    struct passwd *res = NULL;
-    int r = name ? getpwnam_r(name, pw, *buf, *n, &res) : getpwuid_r(uid, pw, *buf, *n, &res);
-    if (res)
-        return 1;
-    return r && r != ENOENT && r != ESRCH ? -r : 0;
+    struct grscan s = {.name = name, .out = out, .n = 1, .max = max};
+    out[0] = gid;
+    if (max > 1)
+        db_scan(IDENT_GROUP, group_line, &s);
+    return s.n;
 }
 
-static int group_list(const char *name, gid_t gid, gid_t *out, int max)
-{
-    int n = max;
-    if (getgrouplist(name, gid, out, &n) < 0)
-        n = max;              /* more than max: keep the first ones (documented bound) */
-    return n;
-}
-#endif
-
-static struct ident *ident_from_pw(const struct passwd *pw)
+static struct ident *ident_new(const struct ident_pw *pw)
 {
     struct ident *i = xcalloc(1, sizeof *i);
-    i->name = xstrdup(pw->pw_name);
-    i->uid = pw->pw_uid;
-    i->gid = pw->pw_gid;
-    i->home = xstrdup(pw->pw_dir && pw->pw_dir[0] ? pw->pw_dir : "/");
-    i->shell = xstrdup(pw->pw_shell && pw->pw_shell[0] ? pw->pw_shell : "/bin/sh");
+    i->name = xstrdup(pw->name);
+    i->uid = pw->uid;
+    i->gid = pw->gid;
+    i->home = xstrdup(pw->home[0] ? pw->home : "/");
+    i->shell = xstrdup(pw->shell[0] ? pw->shell : "/bin/sh");
     i->groups = xcalloc(IDENT_MAX_GROUPS, sizeof(gid_t));
-    i->ngroups = group_list(pw->pw_name, pw->pw_gid, i->groups, IDENT_MAX_GROUPS);
+    i->ngroups = group_list(i->name, i->gid, i->groups, IDENT_MAX_GROUPS);
     return i;
+}
+
+struct pwscan {
+    const char *name;        /* or NULL: by uid */
+    uid_t uid;
+    struct ident *found;
+};
+
+static bool passwd_line(char *line, void *arg)
+{
+    struct pwscan *s = arg;
+    struct ident_pw pw;
+    if (ident_parse_passwd(line, &pw) < 0 ||
+        !(s->name ? strcmp(pw.name, s->name) == 0 : pw.uid == s->uid))
+        return false;
+    s->found = ident_new(&pw);
+    return true;
+}
+
+/* The passwd entry of name (or of uid when name is NULL) as a new ident:
+ * 1 found, 0 not, -errno when /etc/passwd cannot be read. */
+static int pw_find(const char *name, uid_t uid, struct ident **out)
+{
+    struct pwscan s = {.name = name, .uid = uid};
+    int r = db_scan(IDENT_PASSWD, passwd_line, &s);
+    *out = s.found;
+    return r;
 }
 
 static void ident_insert(struct ident_cache *c, struct ident *i)
@@ -169,15 +241,12 @@ int ident_lookup(struct ident_cache *c, const char *name, const struct ident **o
             *out = c->e[i];
             return 0;
         }
-    struct passwd pw;
-    size_t n = 4096;
-    cleanup_free char *buf = xmalloc(n);
-    int r = pw_find(name, 0, &pw, &buf, &n);
+    struct ident *i;
+    int r = pw_find(name, 0, &i);
     if (r < 0)
         return err_sys(e, -r, "user '%s': %s", name, IDENT_PASSWD);
     if (r == 0)
         return err_set(e, 0, "unknown_user", "unknown user '%s'", name);
-    struct ident *i = ident_from_pw(&pw);
     ident_insert(c, i);
     *out = i;
     return 0;
@@ -192,17 +261,15 @@ int ident_lookup_uid(struct ident_cache *c, uid_t uid, const struct ident **out,
             *out = c->e[i];
             return 0;
         }
-    struct passwd pw;
-    size_t n = 4096;
-    cleanup_free char *buf = xmalloc(n);
-    if (pw_find(NULL, uid, &pw, &buf, &n) <= 0) {
+    struct ident *i;
+    if (pw_find(NULL, uid, &i) <= 0) {
         /* no passwd entry (containers): an identity with what we know */
         char name[32];
         snprintf(name, sizeof name, "%u", (unsigned)uid);
         const char *home = getenv("HOME");
-        struct passwd fake = {.pw_name = name, .pw_uid = uid, .pw_gid = getgid(),
-                              .pw_dir = (char *)(home ? home : "/"), .pw_shell = (char *)"/bin/sh"};
-        struct ident *i = ident_from_pw(&fake);
+        struct ident_pw fake = {.name = name, .uid = uid, .gid = getgid(),
+                                .home = (char *)(home ? home : "/"), .shell = (char *)""};
+        i = ident_new(&fake);
         i->ngroups = 1;
         i->groups[0] = getgid();
         ident_insert(c, i);
@@ -210,7 +277,6 @@ int ident_lookup_uid(struct ident_cache *c, uid_t uid, const struct ident **out,
         (void)e;
         return 0;
     }
-    struct ident *i = ident_from_pw(&pw);
     ident_insert(c, i);
     *out = i;
     return 0;

@@ -1,7 +1,8 @@
 /* ident.h — users and groups, resolved in the agent (never in a child).
  *
- * Lookups read /etc/passwd and /etc/group directly (glibc: fgetpwent_r and
- * fgetgrent_r, no NSS modules; musl has no NSS) and are cached; the cache is
+ * Lookups read /etc/passwd and /etc/group directly through a descriptor and
+ * parse them here (no NSS modules, no stdio; both builds alike; lines up to
+ * 1 MiB, longer ones are skipped) and are cached; the cache is
  * dropped whenever /etc/passwd or /etc/group changes (mtime, size or inode),
  * so a user added inside the sandbox is seen at once.
  */
@@ -50,5 +51,23 @@ int ident_choose(struct ident_cache *c, bool dev, const char *default_user, cons
                  bool sudo, const struct ident **env_id, const struct ident **run,
                  struct sa_err *e);
 void ident_cache_free(struct ident_cache *c);
+
+/* One line of the databases, parsed in place (the strings point into line,
+ * cut at each ':'). Blanks before an entry are skipped; blank lines, '#'
+ * comments, an empty name, a missing field and an id that is not a decimal
+ * below 2^32-1 are no entry: -1. */
+struct ident_pw {
+    char *name, *home, *shell;   /* shell: the rest of the line */
+    uid_t uid;
+    gid_t gid;
+};
+struct ident_gr {
+    char *name, *members;        /* members: "a,b,c" as written */
+    gid_t gid;
+};
+int ident_parse_passwd(char *line, struct ident_pw *pw);
+int ident_parse_group(char *line, struct ident_gr *gr);
+/* Whether name is one of a group line's comma-separated members. */
+bool ident_group_has(const char *members, const char *name);
 
 #endif

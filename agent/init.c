@@ -81,11 +81,11 @@ static void init_mount_one(const struct init_mount *m)
         return;
     }
     if (mkdir(m->target, 0755) < 0 && errno != EEXIST) {
-        log_warn("init: mkdir %s: %s", m->target, strerror(errno));
+        log_warn("init: mkdir %s: %s", m->target, err_str(errno));
         return;
     }
     if (mount(m->fstype, m->target, m->fstype, m->flags, m->data) < 0)
-        log_warn("init: mount %s on %s: %s", m->fstype, m->target, strerror(errno));
+        log_warn("init: mount %s on %s: %s", m->fstype, m->target, err_str(errno));
     else
         log_info("init: mounted %s on %s", m->fstype, m->target);
 }
@@ -99,7 +99,7 @@ static void init_mount_all(void)
         if (lstat(init_links[i][0], &st) == 0 || errno != ENOENT)
             continue;
         if (symlink(init_links[i][1], init_links[i][0]) < 0)
-            log_warn("init: symlink %s: %s", init_links[i][0], strerror(errno));
+            log_warn("init: symlink %s: %s", init_links[i][0], err_str(errno));
     }
 }
 
@@ -121,7 +121,7 @@ static void init_std_fds(void)
 static void init_hostname(const char *name)
 {
     if (sethostname(name, strlen(name)) < 0)
-        log_warn("init: sethostname %s: %s", name, strerror(errno));
+        log_warn("init: sethostname %s: %s", name, err_str(errno));
 }
 
 static int init_loopback(struct sa_err *e)
@@ -153,11 +153,11 @@ static void init_modules(const char *list)
     for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
         cleanup_close int fd = open(m, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
-            log_warn("init: module %s: %s", m, strerror(errno));
+            log_warn("init: module %s: %s", m, err_str(errno));
             continue;
         }
         if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
-            log_warn("init: module %s: %s", m, strerror(errno));
+            log_warn("init: module %s: %s", m, err_str(errno));
         else
             log_info("init: module %s loaded", m);
     }
@@ -269,11 +269,11 @@ void init_setup(struct agent *a)
         if (kfd >= 0)
             log_set_kmsg(kfd);
         else
-            log_warn("init: /dev/kmsg: %s; logging to stderr", strerror(errno));
+            log_warn("init: /dev/kmsg: %s; logging to stderr", err_str(errno));
     }
     cleanup_free char *cmdline = init_read_cmdline();
     if (!cmdline)
-        log_warn("init: /proc/cmdline: %s", strerror(errno));
+        log_warn("init: /proc/cmdline: %s", err_str(errno));
     else if (cfg_apply_cmdline(&a->cfg, cmdline, &e) < 0)
         log_warn("kernel command line: %s", e.msg);
     if (st->system) {
@@ -296,9 +296,9 @@ static void init_power_off(struct agent *a)
 {
     log_info("shutdown: powering off");
     reboot(RB_POWER_OFF);
-    log_err("shutdown: reboot(POWER_OFF): %s; trying halt", strerror(errno));
+    log_err("shutdown: reboot(POWER_OFF): %s; trying halt", err_str(errno));
     reboot(RB_HALT_SYSTEM);
-    log_err("shutdown: reboot(HALT): %s; retrying in 5 s (PID 1 never exits)", strerror(errno));
+    log_err("shutdown: reboot(HALT): %s; retrying in 5 s (PID 1 never exits)", err_str(errno));
     ev_timer_set(&a->init.phase_w, 5., 0.);
     ev_timer_start(a->loop, &a->init.phase_w);
 }
@@ -354,7 +354,7 @@ static void init_down(struct agent *a)
         log_info("shutdown: asking systemd (PID 1) to power off");
         if (kill(1, INIT_SYSTEMD_POWEROFF_SIG) < 0)
             log_err("shutdown: signal %d to PID 1: %s; the VM stays up", INIT_SYSTEMD_POWEROFF_SIG,
-                    strerror(errno));
+                    err_str(errno));
     }
     log_info("shutdown: done; exiting (%s)", st->on ? "--init, not PID 1" : "not PID 1");
     ev_break(a->loop, EVBREAK_ALL);
@@ -555,7 +555,7 @@ void init_hold(struct agent *a, const char *why)
         sync();
         log_info("shutdown: powering off");
         reboot(RB_POWER_OFF);
-        log_err("shutdown: reboot(POWER_OFF): %s", strerror(errno));
+        log_err("shutdown: reboot(POWER_OFF): %s", err_str(errno));
     }
 }
 

@@ -291,7 +291,7 @@ static void lsn_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
         case EMFILE: case ENFILE: case ENOBUFS: case ENOMEM:
             if (!l->starved)     /* once per episode, not every 100 ms */
                 log_warn("accept on %s: %s; pausing, retrying every %.0f ms", l->addr,
-                         strerror(errno), LSN_BACKOFF_S * 1000);
+                         err_str(errno), LSN_BACKOFF_S * 1000);
             l->starved = true;
             ev_io_stop(loop, &l->io);
             /* a one-shot timer that already fired must be set again */

@@ -33,7 +33,7 @@ static void read_boot_id(char *out, size_t n)
     if (r <= 0)
         return;
     out[r] = '\0';
-    out[strcspn(out, "\n")] = '\0';
+    *strchrnul(out, '\n') = '\0';
 }
 
 static int mkdir_p(const char *path)
@@ -66,7 +66,7 @@ static int agent_workdir(struct agent *a, struct sa_err *e)
     }
     if (w[0] != '/')
         return err_sys(e, errno, "workdir %s", w);
-    log_warn("workdir %s: %s", w, strerror(errno));
+    log_warn("workdir %s: %s", w, err_str(errno));
     a->workdir = xstrdup(w);
     return 0;
 }
@@ -111,7 +111,7 @@ static int agent_init(struct agent *a, struct sa_err *e)
     /* Orphans that daemonize out of a command come back to us, not to init;
      * libev reaps every child, so none stays a zombie. */
     if (getpid() != 1 && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
-        log_warn("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
+        log_warn("PR_SET_CHILD_SUBREAPER: %s", err_str(errno));
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "err.h"
 #include "log.h"
 
 void notify_init(struct notify *n)
@@ -41,7 +42,7 @@ void notify_send(const struct notify *n, const char *state)
         return;
     int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) {
-        log_warn("notify %s: socket: %s", state, strerror(errno));
+        log_warn("notify %s: socket: %s", state, err_str(errno));
         return;
     }
     ssize_t r;
@@ -49,7 +50,7 @@ void notify_send(const struct notify *n, const char *state)
         r = sendto(s, state, strlen(state), MSG_NOSIGNAL, (const struct sockaddr *)&n->addr, n->len);
     while (r < 0 && errno == EINTR);
     if (r < 0)
-        log_warn("notify %s: %s", state, strerror(errno));
+        log_warn("notify %s: %s", state, err_str(errno));
     else
         log_debug("notified the service manager: %s", state);
     close(s);

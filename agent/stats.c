@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,19 +46,28 @@ static uint64_t stats_uptime_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* The kernel's load averages from sysinfo(2), in 16.16 fixed point: the
+ * figures /proc/loadavg prints with two decimals, with no file to read. */
 static void stats_load(double load[3])
 {
-    char buf[256];
-    if (stats_read("/proc/loadavg", buf, sizeof buf) > 0 &&
-        sscanf(buf, "%lf %lf %lf", &load[0], &load[1], &load[2]) == 3)
-        return;
     struct sysinfo si;
-    if (sysinfo(&si) == 0) {
-        for (int i = 0; i < 3; i++)
-            load[i] = (double)si.loads[i] / (double)(1u << SI_LOAD_SHIFT);
-        return;
-    }
-    load[0] = load[1] = load[2] = 0.;
+    bool ok = sysinfo(&si) == 0;
+    for (int i = 0; i < 3; i++)
+        load[i] = ok ? (double)si.loads[i] / (double)(1u << SI_LOAD_SHIFT) : 0.;
+}
+
+/* The decimal number at *p (blanks before it skipped) into *v, *p moved past
+ * it: false when there is none. strtoull rather than sscanf: scanf's engine is
+ * ~28 KiB of libc text that nothing else in the agent runs. */
+static bool parse_u64(const char **p, unsigned long long *v)
+{
+    char *end;
+    errno = 0;
+    *v = strtoull(*p, &end, 10);
+    if (end == *p || errno)
+        return false;
+    *p = end;
+    return true;
 }
 
 /* The value in kB of "key:" in /proc/meminfo text, as bytes; 0 if absent. */
@@ -67,7 +77,8 @@ static uint64_t stats_meminfo_field(const char *text, const char *key)
     const char *p = text;
     while (p) {
         unsigned long long kb;
-        if (strncmp(p, key, kn) == 0 && p[kn] == ':' && sscanf(p + kn + 1, "%llu", &kb) == 1)
+        const char *v = p + kn + 1;
+        if (strncmp(p, key, kn) == 0 && p[kn] == ':' && parse_u64(&v, &kb))
             return (uint64_t)kb * 1024u;
         p = strchr(p, '\n');
         if (p)
@@ -108,7 +119,8 @@ static uint64_t stats_statm_rss(const char *path)
     if (r <= 0)
         return 0;
     buf[r] = '\0';
-    if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+    const char *p = buf;
+    if (!parse_u64(&p, &size) || !parse_u64(&p, &resident))
         return 0;
     long page = sysconf(_SC_PAGESIZE);
     return (uint64_t)resident * (uint64_t)(page > 0 ? page : 4096);
@@ -128,21 +140,21 @@ static int64_t stats_poll_fds(void)
     if (stats_read("/proc/self/status", buf, sizeof buf) <= 0)
         return -1;
     const char *p = strstr(buf, "\nFDSize:");
-    unsigned long size;
+    unsigned long long size;
     struct rlimit rl;
-    if (!p || sscanf(p + 8, "%lu", &size) != 1 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+    if (!p || (p += 8, !parse_u64(&p, &size)) || getrlimit(RLIMIT_NOFILE, &rl) < 0)
         return -1;
     if (rl.rlim_cur != RLIM_INFINITY && size > rl.rlim_cur)
-        size = (unsigned long)rl.rlim_cur;        /* poll refuses more (EINVAL) */
+        size = rl.rlim_cur;                       /* poll refuses more (EINVAL) */
     if (size == 0 || size > STATS_POLL_FDS_MAX)
         return -1;
     cleanup_free struct pollfd *pf = xcalloc(size, sizeof *pf);
-    for (unsigned long i = 0; i < size; i++)
+    for (unsigned long long i = 0; i < size; i++)
         pf[i].fd = (int)i;
     if (poll(pf, (nfds_t)size, 0) < 0)
         return -1;
     int64_t n = 0;
-    for (unsigned long i = 0; i < size; i++)
+    for (unsigned long long i = 0; i < size; i++)
         n += !(pf[i].revents & POLLNVAL) || fcntl((int)i, F_GETFD) >= 0;
     return n;
 }
@@ -190,8 +202,10 @@ static uint64_t stats_proc_cpu_ms(pid_t pid)
         return 0;
     const char *p = strrchr(buf, ')');
     unsigned long long ut, st;
-    /* after ")": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime */
-    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime */
+    for (int skip = 0; p && skip < 12; skip++)
+        p = strchr(p + 1, ' ');
+    if (!p || !parse_u64(&p, &ut) || !parse_u64(&p, &st))
         return 0;
     long hz = sysconf(_SC_CLK_TCK);
     return (ut + st) * 1000u / (uint64_t)(hz > 0 ? hz : 100);

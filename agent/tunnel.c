@@ -202,7 +202,7 @@ static void tun_eof(struct tun_dir *d)
 static void tun_abort(struct tunnel *t, const char *what, int err)
 {
     log_debug("tunnel %llu (%s): %s: %s; closing both sides", (unsigned long long)t->serial,
-              t->where, what, strerror(err));
+              t->where, what, err_str(err));
     tun_free(t);
 }
 

@@ -1043,7 +1043,7 @@ static int pack_fail_archive(struct pctx *p, const char *path)
     int en = archive_errno(p->a);
     const char *msg = archive_error_string(p->a);
     if (en > 0)
-        err_set(&p->e->err, en, NULL, "write tar: %s", msg ? msg : strerror(en));
+        err_set(&p->e->err, en, NULL, "write tar: %s", msg ? msg : err_str(en));
     else
         err_set(&p->e->err, 0, "archive_error", "write tar: %s", msg ? msg : "failed");
     copy_path(p->e->path, sizeof p->e->path, path);
@@ -1208,7 +1208,7 @@ static ssize_t sink_write_cb(struct archive *a, void *arg, const void *buf, size
     if (s->dead)
         return (ssize_t)n;
     if (s->fn(s->arg, buf, n) < 0) {
-        archive_set_error(a, errno, "write: %s", strerror(errno));
+        archive_set_error(a, errno, "write: %s", err_str(errno));
         return -1;
     }
     s->bytes += n;

@@ -32,7 +32,7 @@ int err_sys(struct sa_err *e, int errnum, const char *fmt, ...)
     err_vset(e, errnum, NULL, fmt, ap);
     va_end(ap);
     size_t n = strlen(e->msg);
-    snprintf(e->msg + n, sizeof e->msg - n, ": %s", strerror(errnum));
+    snprintf(e->msg + n, sizeof e->msg - n, ": %s", err_str(errnum));
     return -1;
 }
 
@@ -65,6 +65,16 @@ void err_clear(struct sa_err *e)
     e->code = NULL;
     e->stage = NULL;
     e->msg[0] = '\0';
+}
+
+const char *err_str(int errnum)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)
+    const char *s = strerrordesc_np(errnum);
+    return s ? s : "Unknown error";
+#else
+    return strerror(errnum);
+#endif
 }
 
 /* Our own table: strerrorname_np is glibc-only (the static build uses musl). */

@@ -49,6 +49,13 @@ int err_sys(struct sa_err *e, int errnum, const char *fmt, ...)
 int err_wrap(struct sa_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void err_clear(struct sa_err *e);
 
+/* The message of errnum, untranslated ("Permission denied"); never NULL.
+ * glibc: strerrordesc_np, which skips strerror's gettext lookup — the agent
+ * never sets a locale, so that lookup would only add the text of libc's
+ * locale and message catalogue code (~40 KiB) to the RSS of an agent that
+ * has logged one error (docs/PERFORMANCE.md, item 5). Elsewhere: strerror. */
+const char *err_str(int errnum);
+
 /* "ENOENT" for ENOENT; "EUNKNOWN" for values outside our table. Never NULL. */
 const char *err_errno_name(int errnum);
 

@@ -1,11 +1,16 @@
 /* Unit tests of common/ (library sa_common): the acknowledged input window's
- * rules (ackwin.c) at the agent's end and at the sender's. */
+ * rules (ackwin.c) at the agent's end and at the sender's, and the bounded
+ * line reader (fdio.c). */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "ackwin.h"
 #include "check.h"
+#include "fdio.h"
 
 /* --- the agent's end ------------------------------------------------------------ */
 
@@ -183,9 +188,80 @@ static void what_a_sender_sends_within_its_room_the_agent_admits(void)
     free(s);
 }
 
+/* --- fd_lines ------------------------------------------------------------------- */
+
+/* A pipe holding text, its write end closed: the read end. */
+static int pipe_with(const char *text)
+{
+    int p[2];
+    if (pipe(p) < 0 || fd_write_all(p[1], text, strlen(text)) < 0)
+        exit(2);
+    close(p[1]);
+    return p[0];
+}
+
+static void lines_come_whole_and_the_last_needs_no_newline(void)
+{
+    int fd = pipe_with("one\n\nthree\nfour");
+    char buf[8], *line;
+    struct fd_lines l;
+    fd_lines_init(&l, fd, buf, sizeof buf);
+    CHECK(fd_lines_next(&l, &line) == 1 && strcmp(line, "one") == 0);
+    CHECK(fd_lines_next(&l, &line) == 1 && strcmp(line, "") == 0);
+    CHECK(fd_lines_next(&l, &line) == 1 && strcmp(line, "three") == 0);
+    CHECK(fd_lines_next(&l, &line) == 1 && strcmp(line, "four") == 0);
+    CHECK(fd_lines_next(&l, &line) == 0);
+    CHECK(fd_lines_next(&l, &line) == 0);
+    close(fd);
+}
+
+static void a_line_longer_than_a_fixed_buffer_is_skipped_whole(void)
+{
+    int fd = pipe_with("short\nthis line is far too long for eight\nnext\nanother long line at the end");
+    char buf[8], *line;
+    struct fd_lines l;
+    fd_lines_init(&l, fd, buf, sizeof buf);
+    CHECK(fd_lines_next(&l, &line) == 1 && strcmp(line, "short") == 0);
+    CHECK(fd_lines_next(&l, &line) == 1 && strcmp(line, "next") == 0);
+    CHECK(fd_lines_next(&l, &line) == 0);
+    close(fd);
+}
+
+static void a_growing_buffer_takes_lines_up_to_its_max(void)
+{
+    char text[400];
+    memset(text, 'a', 100);                      /* 100 bytes: fits once grown */
+    strcpy(text + 100, "\n");
+    memset(text + 101, 'b', 200);                /* 200 bytes: over the max of 128 */
+    strcpy(text + 301, "\nend\n");
+    int fd = pipe_with(text);
+    char *line;
+    struct fd_lines l;
+    fd_lines_init_grow(&l, fd, 16, 128);
+    CHECK(fd_lines_next(&l, &line) == 1 && strlen(line) == 100 && line[99] == 'a');
+    CHECK(l.cap == 128);
+    CHECK(fd_lines_next(&l, &line) == 1 && strcmp(line, "end") == 0);
+    CHECK(fd_lines_next(&l, &line) == 0);
+    fd_lines_free(&l);
+    close(fd);
+}
+
+static void a_read_error_is_minus_one_with_errno(void)
+{
+    char buf[16], *line;
+    struct fd_lines l;
+    fd_lines_init(&l, -1, buf, sizeof buf);
+    errno = 0;
+    CHECK(fd_lines_next(&l, &line) == -1 && errno == EBADF);
+}
+
 int main(int argc, char **argv)
 {
     static const struct check_test tests[] = {
+        CHECK_TEST(lines_come_whole_and_the_last_needs_no_newline),
+        CHECK_TEST(a_line_longer_than_a_fixed_buffer_is_skipped_whole),
+        CHECK_TEST(a_growing_buffer_takes_lines_up_to_its_max),
+        CHECK_TEST(a_read_error_is_minus_one_with_errno),
         CHECK_TEST(agent_admits_up_to_the_window_and_refuses_beyond),
         CHECK_TEST(agent_refuses_the_request_past_the_marks_limit),
         CHECK_TEST(a_request_is_acknowledged_once_all_its_bytes_are_written),

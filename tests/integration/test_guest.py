@@ -333,6 +333,9 @@ class GuestDuties(AgentTestCase):
         self.assertLess(abs(s["uptime_ms"] - up), 60000)
         self.assertEqual(len(s["load"]), 3)
         self.assertTrue(all(isinstance(x, float) and x >= 0 for x in s["load"]))
+        # sysinfo's fixed point, scaled as /proc/loadavg prints it (the
+        # 15-minute figure moves least between the two reads)
+        self.assertLess(abs(s["load"][2] - os.getloadavg()[2]), 0.1)
         self.assertEqual(s["mem_total"], meminfo("MemTotal"))
         self.assertGreater(s["mem_available"], 0)
         self.assertLessEqual(s["mem_available"], s["mem_total"])
