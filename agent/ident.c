@@ -93,7 +93,7 @@ static bool parse_id(const char *s, uint32_t *out)
 /* The first n fields of an entry line; blanks before it are skipped, and a
  * blank or '#' line is no entry (as glibc's files parser). *rest is what
  * follows the n-th ':'. */
-static bool fields(char *line, char **f, int n, char **rest)
+static bool fields(char *line, char **f, int n, const char **rest)
 {
     char *p = line;
     while (*p == ' ' || *p == '\t')
@@ -268,7 +268,7 @@ int ident_lookup_uid(struct ident_cache *c, uid_t uid, const struct ident **out,
         snprintf(name, sizeof name, "%u", (unsigned)uid);
         const char *home = getenv("HOME");
         struct ident_pw fake = {.name = name, .uid = uid, .gid = getgid(),
-                                .home = (char *)(home ? home : "/"), .shell = (char *)""};
+                                .home = home ? home : "/", .shell = ""};
         i = ident_new(&fake);
         i->ngroups = 1;
         i->groups[0] = getgid();

@@ -57,12 +57,12 @@ void ident_cache_free(struct ident_cache *c);
  * comments, an empty name, a missing field and an id that is not a decimal
  * below 2^32-1 are no entry: -1. */
 struct ident_pw {
-    char *name, *home, *shell;   /* shell: the rest of the line */
+    const char *name, *home, *shell;   /* shell: the rest of the line */
     uid_t uid;
     gid_t gid;
 };
 struct ident_gr {
-    char *name, *members;        /* members: "a,b,c" as written */
+    const char *name, *members;        /* members: "a,b,c" as written */
     gid_t gid;
 };
 int ident_parse_passwd(char *line, struct ident_pw *pw);

@@ -142,7 +142,9 @@ static int64_t stats_poll_fds(void)
     const char *p = strstr(buf, "\nFDSize:");
     unsigned long long size;
     struct rlimit rl;
-    if (!p || (p += 8, !parse_u64(&p, &size)) || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+    if (p)
+        p += strlen("\nFDSize:");
+    if (!p || !parse_u64(&p, &size) || getrlimit(RLIMIT_NOFILE, &rl) < 0)
         return -1;
     if (rl.rlim_cur != RLIM_INFINITY && size > rl.rlim_cur)
         size = rl.rlim_cur;                       /* poll refuses more (EINVAL) */
@@ -202,7 +204,8 @@ static uint64_t stats_proc_cpu_ms(pid_t pid)
         return 0;
     const char *p = strrchr(buf, ')');
     unsigned long long ut, st;
-    /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime */
+    /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt
+     * majflt cmajflt utime stime — the 12th space from ')' precedes utime */
     for (int skip = 0; p && skip < 12; skip++)
         p = strchr(p + 1, ' ');
     if (!p || !parse_u64(&p, &ut) || !parse_u64(&p, &st))
